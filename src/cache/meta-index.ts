@@ -1,0 +1,125 @@
+/**
+ * The metadata half of the cache index: what S3 listed (per directory, with when) and which
+ * objects are present in the local cache (with the ETag they were fetched at).
+ *
+ * Is: sqlite tables `meta_entries`, `meta_dirs`, `meta_cached` and typed queries over them.
+ * Is not: the file cache itself (object-cache.ts) or freshness policy (the caller passes
+ * the TTL). Paths are bucket-relative without leading "/": "" is the root, "a/b" a child.
+ */
+import type { Database, Statement } from "bun:sqlite";
+
+export interface IndexEntry {
+  dir: string;
+  name: string;
+  isDir: boolean;
+  size: number;
+  mtimeMs: number;
+  etag: string;
+  /** Permission bits from object metadata, when known. */
+  mode: number | null;
+}
+
+export interface CachedObject {
+  key: string;
+  etag: string;
+  size: number;
+  mtimeMs: number;
+  mode: number | null;
+}
+
+type Row = { dir: string; name: string; is_dir: number; size: number; mtime_ms: number; etag: string; mode: number | null };
+
+const toEntry = (r: Row): IndexEntry => ({
+  dir: r.dir, name: r.name, isDir: r.is_dir === 1, size: r.size, mtimeMs: r.mtime_ms, etag: r.etag, mode: r.mode,
+});
+
+export class MetaIndex {
+  private q: {
+    entry: Statement<Row, [string, string]>;
+    list: Statement<Row, [string]>;
+    dirListed: Statement<{ listed_ms: number }, [string]>;
+    delDir: Statement<unknown, [string]>;
+    put: Statement<unknown, [string, string, number, number, number, string, number | null, number]>;
+    markDir: Statement<unknown, [string, number]>;
+    cached: Statement<{ key: string; etag: string; size: number; mtime_ms: number; mode: number | null }, [string]>;
+    putCached: Statement<unknown, [string, string, number, number, number | null, number]>;
+    delCached: Statement<unknown, [string]>;
+    setMode: Statement<unknown, [number | null, number, string, string]>;
+  };
+  private replaceTx: (dir: string, entries: IndexEntry[], now: number) => void;
+
+  constructor(private db: Database) {
+    db.run(`CREATE TABLE IF NOT EXISTS meta_entries (
+      dir TEXT NOT NULL, name TEXT NOT NULL, is_dir INTEGER NOT NULL, size INTEGER NOT NULL,
+      mtime_ms INTEGER NOT NULL, etag TEXT NOT NULL, mode INTEGER, seen_ms INTEGER NOT NULL,
+      PRIMARY KEY (dir, name)) WITHOUT ROWID`);
+    db.run(`CREATE TABLE IF NOT EXISTS meta_dirs (dir TEXT PRIMARY KEY, listed_ms INTEGER NOT NULL) WITHOUT ROWID`);
+    db.run(`CREATE TABLE IF NOT EXISTS meta_cached (key TEXT PRIMARY KEY, etag TEXT NOT NULL, size INTEGER NOT NULL,
+      mtime_ms INTEGER NOT NULL, mode INTEGER, fetched_ms INTEGER NOT NULL) WITHOUT ROWID`);
+    const cols = "dir, name, is_dir, size, mtime_ms, etag, mode";
+    this.q = {
+      entry: db.query(`SELECT ${cols} FROM meta_entries WHERE dir = ?1 AND name = ?2`),
+      list: db.query(`SELECT ${cols} FROM meta_entries WHERE dir = ?1 ORDER BY name`),
+      dirListed: db.query(`SELECT listed_ms FROM meta_dirs WHERE dir = ?1`),
+      delDir: db.query(`DELETE FROM meta_entries WHERE dir = ?1`),
+      put: db.query(`INSERT OR REPLACE INTO meta_entries (${cols}, seen_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)`),
+      markDir: db.query(`INSERT OR REPLACE INTO meta_dirs (dir, listed_ms) VALUES (?1, ?2)`),
+      cached: db.query(`SELECT key, etag, size, mtime_ms, mode FROM meta_cached WHERE key = ?1`),
+      putCached: db.query(`INSERT OR REPLACE INTO meta_cached (key, etag, size, mtime_ms, mode, fetched_ms)
+        VALUES (?1, ?2, ?3, ?4, ?5, ?6)`),
+      delCached: db.query(`DELETE FROM meta_cached WHERE key = ?1`),
+      setMode: db.query(`UPDATE meta_entries SET mode = ?1, mtime_ms = ?2 WHERE dir = ?3 AND name = ?4`),
+    };
+    this.replaceTx = db.transaction((dir: string, entries: IndexEntry[], now: number) => {
+      this.q.delDir.run(dir);
+      for (const e of entries) this.insert(e, now);
+      this.q.markDir.run(dir, now);
+    });
+  }
+
+  private insert(e: IndexEntry, now: number): void {
+    this.q.put.run(e.dir, e.name, e.isDir ? 1 : 0, e.size, Math.round(e.mtimeMs), e.etag, e.mode, now);
+  }
+
+  /** Replace the whole listing of `dir` and mark it listed at `now`. */
+  replaceDir(dir: string, entries: IndexEntry[], now = Date.now()): void {
+    this.replaceTx(dir, entries, now);
+  }
+
+  /** Record one entry learned outside a listing (HEAD, probe). */
+  putEntry(e: IndexEntry, now = Date.now()): void {
+    this.insert(e, now);
+  }
+
+  entry(dir: string, name: string): IndexEntry | undefined {
+    const r = this.q.entry.get(dir, name);
+    return r ? toEntry(r) : undefined;
+  }
+
+  list(dir: string): IndexEntry[] {
+    return this.q.list.all(dir).map(toEntry);
+  }
+
+  /** When `dir` was last listed completely, or undefined. */
+  listedAt(dir: string): number | undefined {
+    return this.q.dirListed.get(dir)?.listed_ms;
+  }
+
+  cached(key: string): CachedObject | undefined {
+    const r = this.q.cached.get(key);
+    return r ? { key: r.key, etag: r.etag, size: r.size, mtimeMs: r.mtime_ms, mode: r.mode } : undefined;
+  }
+
+  putCached(c: CachedObject, now = Date.now()): void {
+    this.q.putCached.run(c.key, c.etag, c.size, Math.round(c.mtimeMs), c.mode, now);
+  }
+
+  dropCached(key: string): void {
+    this.q.delCached.run(key);
+  }
+
+  /** After a download told us the object's real mode/mtime (metadata), show them in listings. */
+  refineEntry(dir: string, name: string, mode: number | null, mtimeMs: number): void {
+    this.q.setMode.run(mode, Math.round(mtimeMs), dir, name);
+  }
+}

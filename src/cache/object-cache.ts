@@ -1,0 +1,126 @@
+/**
+ * The local copies of objects outside the workdir: `<cachepath>/.<bucket>/<key>`.
+ *
+ * Is: "give me a local file holding this object at this ETag", downloading when absent or
+ * stale, one download per key however many callers wait (single flight), written to a temp
+ * name in the same directory and renamed into place so a reader never sees a partial file,
+ * even after a crash. Is not: the workdir (never fetched through here) or eviction.
+ */
+import { mkdirSync, renameSync, rmSync, statSync, unlinkSync, utimesSync, lstatSync } from "node:fs";
+import { dirname } from "node:path";
+import { randomBytes } from "node:crypto";
+import type { ObjectStore } from "../store/types.ts";
+import { objectMode, objectMtimeMs } from "../store/meta.ts";
+import { containedPath } from "./keys.ts";
+import type { CachedObject, MetaIndex } from "./meta-index.ts";
+import { fmtBytes, type Logger } from "../util/log.ts";
+
+export const TEMP_MARK = ".bucketfs-part-";
+
+export interface EnsureResult {
+  path: string;
+  object: CachedObject;
+  /** True when this call (or the one it joined) downloaded the object. */
+  downloaded: boolean;
+}
+
+export class ObjectCache {
+  private inflight = new Map<string, Promise<EnsureResult>>();
+  /** Bumped per key on every download, so open() can tell whether its copy changed. */
+  private generations = new Map<string, number>();
+
+  constructor(
+    readonly root: string,
+    private store: ObjectStore,
+    private index: MetaIndex,
+    private log: Logger,
+  ) {}
+
+  pathOf(key: string): string {
+    return containedPath(this.root, key);
+  }
+
+  generation(key: string): number {
+    return this.generations.get(key) ?? 0;
+  }
+
+  /** A cached copy at `etag`, if one is on disk with the recorded size. */
+  peek(key: string, etag: string): EnsureResult | undefined {
+    const c = this.index.cached(key);
+    if (!c || c.etag !== etag) return undefined;
+    const path = this.pathOf(key);
+    try {
+      const st = statSync(path);
+      if (!st.isFile() || st.size !== c.size) return undefined;
+    } catch {
+      return undefined;
+    }
+    return { path, object: c, downloaded: false };
+  }
+
+  /** A local file with the object's content as of `etag` (or newer, if S3 changed meanwhile). */
+  ensure(key: string, etag: string): Promise<EnsureResult> {
+    const hit = this.peek(key, etag);
+    if (hit) return Promise.resolve(hit);
+    const running = this.inflight.get(key);
+    if (running) return running;
+    const p = this.download(key).finally(() => this.inflight.delete(key));
+    this.inflight.set(key, p);
+    return p;
+  }
+
+  private async download(key: string): Promise<EnsureResult> {
+    const path = this.pathOf(key);
+    this.makeParent(path);
+    const tmp = `${dirname(path)}/.${TEMP_MARK}${randomBytes(6).toString("hex")}`;
+    const t0 = performance.now();
+    try {
+      const info = await this.store.download(key, tmp);
+      this.clearBlocker(path);
+      renameSync(tmp, path);
+      const mtimeMs = objectMtimeMs(info);
+      utimesSync(path, mtimeMs / 1000, mtimeMs / 1000);
+      const object: CachedObject = { key, etag: info.etag, size: info.size, mtimeMs, mode: objectMode(info) };
+      this.index.putCached(object);
+      this.generations.set(key, this.generation(key) + 1);
+      const secs = (performance.now() - t0) / 1000;
+      this.log.debug(`fetched ${key} (${fmtBytes(info.size)} in ${secs.toFixed(2)} s)`);
+      return { path, object, downloaded: true };
+    } catch (err) {
+      rmSync(tmp, { force: true });
+      throw err;
+    }
+  }
+
+  /** mkdir -p for the parent; a cached *file* standing where a directory must be is removed. */
+  private makeParent(path: string): void {
+    const dir = dirname(path);
+    try {
+      mkdirSync(dir, { recursive: true });
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code !== "EEXIST" && code !== "ENOTDIR") throw err;
+      // Walk down from the root and remove the first non-directory in the way (a stale cached object).
+      const rel = dir.slice(this.root.length + 1).split("/");
+      let cur = this.root;
+      for (const seg of rel) {
+        cur = `${cur}/${seg}`;
+        try {
+          if (!lstatSync(cur).isDirectory()) unlinkSync(cur);
+        } catch {
+          break;
+        }
+      }
+      mkdirSync(dir, { recursive: true });
+    }
+  }
+
+  /** A stale cached *directory* where the object's file goes (the key changed kind) is removed. */
+  private clearBlocker(path: string): void {
+    try {
+      if (lstatSync(path).isDirectory()) rmSync(path, { recursive: true, force: true });
+    } catch {
+      /* absent: fine */
+    }
+  }
+}

@@ -1,0 +1,52 @@
+/**
+ * The contract between the FUSE adapter (src/fuse) and a filesystem implementation.
+ *
+ * Is: plain data types and the `FsOps` interface, free of FFI and of S3. Is not: an
+ * implementation (bucket-fs.ts) or the kernel protocol (fuse/adapter.ts).
+ */
+import type { StatFs, StatLike } from "../fuse/structs.ts";
+
+export type Attr = StatLike;
+export type { StatFs };
+
+export interface EntryReply {
+  /** Undefined: a negative entry (ENOENT cached by the kernel for entryTimeout). */
+  attr: Attr | undefined;
+  attrTimeout: number;
+  entryTimeout: number;
+}
+
+export interface OpenReply {
+  fh: number;
+  /** Keep the kernel page cache of this file (its content is unchanged since the last open). */
+  keepCache: boolean;
+}
+
+/** Data for a read reply: bytes, or a range of a local file that libfuse reads itself. */
+export type ReadReply = { kind: "bytes"; data: Uint8Array } | { kind: "fd"; fd: number; pos: number; size: number };
+
+export interface DirEntry {
+  name: string;
+  attr: Attr;
+}
+
+export interface FsOps {
+  lookup(parent: number, name: string): Promise<EntryReply> | EntryReply;
+  /** The kernel dropped `n` references to `ino`. Never replies. */
+  forget(ino: number, n: number): void;
+  getattr(ino: number): Promise<{ attr: Attr; timeout: number }> | { attr: Attr; timeout: number };
+  readlink(ino: number): Promise<string> | string;
+  open(ino: number, flags: number): Promise<OpenReply> | OpenReply;
+  read(ino: number, fh: number, size: number, offset: number): Promise<ReadReply> | ReadReply;
+  release(ino: number, fh: number): Promise<void> | void;
+  /** Returns a handle whose listing snapshot readdir pages through. */
+  opendir(ino: number): Promise<number> | number;
+  /** Entries from index `offset` on (including "." and ".."), for the snapshot `fh`. */
+  readdir(ino: number, fh: number, offset: number): Promise<DirEntry[]> | DirEntry[];
+  releasedir(ino: number, fh: number): void;
+  /** readdirplus handed `ino` to the kernel: count it as one lookup. */
+  remember(ino: number): void;
+  statfs(): StatFs;
+  /** Entry/attr timeout for readdirplus entries of this directory. */
+  entryTimeout(dirIno: number): number;
+}

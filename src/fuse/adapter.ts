@@ -1,0 +1,286 @@
+/**
+ * Turns an `FsOps` implementation into a `struct fuse_lowlevel_ops` table of JSCallbacks.
+ *
+ * Is: argument decoding (names and file-info copied during the callback, as they point into
+ * libfuse's buffers), the reply for each op, and the guarantee that every request gets
+ * exactly one reply: a throw or rejected promise becomes the errno from `toErrno` (EIO for
+ * unknown errors, logged once). Write operations reply EROFS: writable data lives in the
+ * workdir bind mount, never in FUSE. Is not: the request loop (session.ts) or fs semantics.
+ */
+import { JSCallback, FFIType, ptr, read, toArrayBuffer, type Pointer } from "bun:ffi";
+import { fuse, readCString } from "./ffi.ts";
+import {
+  CAP, CONN, ENTRY, FI_BIT, FILE_INFO, FORGET_DATA, OPS_ORDER, OPS_SIZE, STAT, STATVFS,
+  BUFVEC, FUSE_BUF, FUSE_BUF_FD_SEEK, FUSE_BUF_IS_FD, encodeEntry, encodeStat, encodeStatvfs, view,
+  type OpName,
+} from "./structs.ts";
+import type { FsOps, ReadReply } from "../fs/types.ts";
+import { E, isExpected, toErrno } from "../fs/errors.ts";
+import { errMsg, type Logger } from "../util/log.ts";
+
+const { ptr: P, u64_fast: U, i64_fast: I, i32, void: V } = {
+  ptr: FFIType.ptr, u64_fast: FFIType.u64_fast, i64_fast: FFIType.i64_fast, i32: FFIType.i32, void: FFIType.void,
+} as const;
+
+export interface AdapterOptions {
+  /** Raise the kernel's limit on background (async) requests; default 12 is too low for S3. */
+  maxBackground: number;
+  log: Logger;
+}
+
+/** Live ops table plus the callbacks that must stay referenced while the session lives. */
+export interface OpsTable {
+  table: Uint8Array;
+  close(): void;
+}
+
+type Req = Pointer;
+
+export function buildOps(fs: FsOps, opts: AdapterOptions): OpsTable {
+  const lib = fuse();
+  const log = opts.log;
+  // Reply structs are copied by libfuse synchronously (writev), so one of each is reused.
+  const entryBuf = new Uint8Array(ENTRY.size);
+  const entryView = view(entryBuf);
+  const statBuf = new Uint8Array(STAT.size);
+  const statView = view(statBuf);
+  const statvfsBuf = new Uint8Array(STATVFS.size);
+  const openFi = new Uint8Array(FILE_INFO.alloc);
+  const openFiView = view(openFi);
+  const bufvec = new Uint8Array(BUFVEC.size);
+  const bufvecView = view(bufvec);
+
+  function fail(req: Req, op: string, err: unknown): void {
+    const errno = toErrno(err);
+    if (!isExpected(err) && errno !== E.ENOENT) log.warn(`${op}: ${errMsg(err)} (errno ${errno})`);
+    lib.fuse_reply_err(req, errno);
+  }
+
+  /** Run `produce`, then `send` its result; any throw or rejection replies an errno instead. */
+  function settle<T>(req: Req, op: string, produce: () => T | Promise<T>, send: (v: T) => void): void {
+    let v: T | Promise<T>;
+    try {
+      v = produce();
+    } catch (err) {
+      fail(req, op, err);
+      return;
+    }
+    const deliver = (x: T) => {
+      try {
+        send(x);
+      } catch (err) {
+        fail(req, op, err);
+      }
+    };
+    if (v instanceof Promise) v.then(deliver, (err: unknown) => fail(req, op, err));
+    else deliver(v);
+  }
+
+  const fh = (fi: Pointer | null): number => (fi ? Number(read.u64(fi, FILE_INFO.fh)) : 0);
+
+  function replyRead(req: Req, r: ReadReply): void {
+    if (r.kind === "bytes") {
+      lib.fuse_reply_buf(req, r.data.byteLength ? ptr(r.data) : null, r.data.byteLength);
+      return;
+    }
+    // fd-backed buffer: libfuse reads (or splices) the range itself, no copy through JS.
+    bufvec.fill(0);
+    bufvecView.setBigUint64(BUFVEC.count, 1n, true);
+    const b = BUFVEC.buf;
+    bufvecView.setBigUint64(b + FUSE_BUF.fsize, BigInt(r.size), true);
+    bufvecView.setInt32(b + FUSE_BUF.flags, FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK, true);
+    bufvecView.setInt32(b + FUSE_BUF.fd, r.fd, true);
+    bufvecView.setBigInt64(b + FUSE_BUF.pos, BigInt(r.pos), true);
+    lib.fuse_reply_data(req, bufvec, 0);
+  }
+
+  function readdirInto(req: Req, op: string, ino: number, dh: number, size: number, off: number, plus: boolean) {
+    settle(req, op, () => fs.readdir(ino, dh, off), (entries) => {
+      const out = new Uint8Array(size);
+      const base = ptr(out);
+      let pos = 0;
+      let next = off;
+      const timeout = fs.entryTimeout(ino);
+      for (const e of entries) {
+        next++;
+        const rest = size - pos;
+        let n: number;
+        if (plus) {
+          encodeEntry(entryView, e.attr, timeout, timeout);
+          n = Number(lib.fuse_add_direntry_plus(req, (base + pos) as Pointer, rest, e.name, entryBuf, next));
+        } else {
+          encodeStat(statView, 0, e.attr);
+          n = Number(lib.fuse_add_direntry(req, (base + pos) as Pointer, rest, e.name, statBuf, next));
+        }
+        if (n > rest) break;
+        pos += n;
+        if (plus && e.name !== "." && e.name !== "..") fs.remember(e.attr.ino);
+      }
+      lib.fuse_reply_buf(req, pos ? out : null, pos);
+    });
+  }
+
+  const erofs = (req: Req) => lib.fuse_reply_err(req, E.EROFS);
+
+  type Impl = { args: FFIType[]; fn: (...a: never[]) => void };
+  const impls: Partial<Record<OpName, Impl>> = {
+    init: {
+      args: [P, P],
+      fn: (_ud: Pointer, conn: Pointer) => {
+        const c = new DataView(toArrayBuffer(conn, 0, 64));
+        const capable = c.getUint32(CONN.capable, true);
+        let want = c.getUint32(CONN.want, true);
+        for (const cap of [CAP.asyncRead, CAP.readdirplus, CAP.parallelDirops, CAP.cacheSymlinks, CAP.autoInvalData]) {
+          if (capable & cap) want |= cap;
+        }
+        // Always readdirplus: `ls -l` then costs no per-entry LOOKUP round trips.
+        want &= ~CAP.readdirplusAuto;
+        c.setUint32(CONN.want, want >>> 0, true);
+        c.setUint32(CONN.maxBackground, opts.maxBackground, true);
+        c.setUint32(CONN.congestionThreshold, Math.floor((opts.maxBackground * 3) / 4), true);
+      },
+    },
+    lookup: {
+      args: [P, U, P],
+      fn: (req: Req, parent: number, name: Pointer) => {
+        const n = readCString(name);
+        settle(req, "lookup", () => fs.lookup(parent, n), (e) => {
+          encodeEntry(entryView, e.attr, e.attrTimeout, e.entryTimeout);
+          lib.fuse_reply_entry(req, entryBuf);
+        });
+      },
+    },
+    forget: {
+      args: [P, U, U],
+      fn: (req: Req, ino: number, n: number) => {
+        try {
+          fs.forget(ino, n);
+        } finally {
+          lib.fuse_reply_none(req);
+        }
+      },
+    },
+    forget_multi: {
+      args: [P, U, P],
+      fn: (req: Req, count: number, list: Pointer) => {
+        try {
+          for (let i = 0; i < count; i++) {
+            const o = i * FORGET_DATA.size;
+            fs.forget(Number(read.u64(list, o + FORGET_DATA.ino)), Number(read.u64(list, o + FORGET_DATA.nlookup)));
+          }
+        } finally {
+          lib.fuse_reply_none(req);
+        }
+      },
+    },
+    getattr: {
+      args: [P, U, P],
+      fn: (req: Req, ino: number) =>
+        settle(req, "getattr", () => fs.getattr(ino), (r) => {
+          encodeStat(statView, 0, r.attr);
+          lib.fuse_reply_attr(req, statBuf, r.timeout);
+        }),
+    },
+    readlink: {
+      args: [P, U],
+      fn: (req: Req, ino: number) =>
+        settle(req, "readlink", () => fs.readlink(ino), (target) => lib.fuse_reply_readlink(req, target)),
+    },
+    open: {
+      args: [P, U, P],
+      fn: (req: Req, ino: number, fi: Pointer) => {
+        const flags = read.i32(fi, FILE_INFO.flags);
+        settle(req, "open", () => fs.open(ino, flags), (o) => {
+          openFi.fill(0);
+          openFiView.setInt32(FILE_INFO.flags, flags, true);
+          openFiView.setUint32(FILE_INFO.bits, o.keepCache ? FI_BIT.keepCache : 0, true);
+          openFiView.setBigUint64(FILE_INFO.fh, BigInt(o.fh), true);
+          lib.fuse_reply_open(req, openFi);
+        });
+      },
+    },
+    read: {
+      args: [P, U, U, I, P],
+      fn: (req: Req, ino: number, size: number, off: number, fi: Pointer) => {
+        const h = fh(fi);
+        settle(req, "read", () => fs.read(ino, h, size, off), (r) => replyRead(req, r));
+      },
+    },
+    release: {
+      args: [P, U, P],
+      fn: (req: Req, ino: number, fi: Pointer) => {
+        const h = fh(fi);
+        settle(req, "release", () => fs.release(ino, h), () => lib.fuse_reply_err(req, 0));
+      },
+    },
+    opendir: {
+      args: [P, U, P],
+      fn: (req: Req, ino: number, fi: Pointer) => {
+        const flags = read.i32(fi, FILE_INFO.flags);
+        settle(req, "opendir", () => fs.opendir(ino), (h) => {
+          openFi.fill(0);
+          openFiView.setInt32(FILE_INFO.flags, flags, true);
+          openFiView.setBigUint64(FILE_INFO.fh, BigInt(h), true);
+          lib.fuse_reply_open(req, openFi);
+        });
+      },
+    },
+    readdir: {
+      args: [P, U, U, I, P],
+      fn: (req: Req, ino: number, size: number, off: number, fi: Pointer) =>
+        readdirInto(req, "readdir", ino, fh(fi), size, off, false),
+    },
+    readdirplus: {
+      args: [P, U, U, I, P],
+      fn: (req: Req, ino: number, size: number, off: number, fi: Pointer) =>
+        readdirInto(req, "readdirplus", ino, fh(fi), size, off, true),
+    },
+    releasedir: {
+      args: [P, U, P],
+      fn: (req: Req, ino: number, fi: Pointer) => {
+        const h = fh(fi);
+        settle(req, "releasedir", () => fs.releasedir(ino, h), () => lib.fuse_reply_err(req, 0));
+      },
+    },
+    statfs: {
+      args: [P, U],
+      fn: (req: Req) =>
+        settle(req, "statfs", () => fs.statfs(), (s) => {
+          encodeStatvfs(view(statvfsBuf), s);
+          lib.fuse_reply_statfs(req, statvfsBuf);
+        }),
+    },
+    flush: { args: [P, U, P], fn: (req: Req) => lib.fuse_reply_err(req, 0) },
+    fsync: { args: [P, U, i32, P], fn: (req: Req) => lib.fuse_reply_err(req, 0) },
+    fsyncdir: { args: [P, U, i32, P], fn: (req: Req) => lib.fuse_reply_err(req, 0) },
+    // Outside the workdir the namespace is read-only.
+    setattr: { args: [P], fn: erofs },
+    mknod: { args: [P], fn: erofs },
+    mkdir: { args: [P], fn: erofs },
+    unlink: { args: [P], fn: erofs },
+    rmdir: { args: [P], fn: erofs },
+    symlink: { args: [P], fn: erofs },
+    rename: { args: [P], fn: erofs },
+    link: { args: [P], fn: erofs },
+    write: { args: [P], fn: erofs },
+    create: { args: [P], fn: erofs },
+    setxattr: { args: [P], fn: erofs },
+    removexattr: { args: [P], fn: erofs },
+    fallocate: { args: [P], fn: erofs },
+  };
+
+  const table = new Uint8Array(OPS_SIZE);
+  const tv = view(table);
+  const callbacks: JSCallback[] = [];
+  OPS_ORDER.forEach((name, i) => {
+    const impl = impls[name];
+    if (!impl) return;
+    const cb = new JSCallback(impl.fn as (...a: unknown[]) => void, { args: impl.args, returns: V });
+    callbacks.push(cb);
+    tv.setBigUint64(i * 8, BigInt(cb.ptr ?? 0), true);
+  });
+  return {
+    table,
+    close: () => callbacks.forEach((c) => c.close()),
+  };
+}

@@ -1,0 +1,121 @@
+/**
+ * Byte layouts of the libfuse3 / glibc structs bucketfs exchanges over FFI (x86-64, glibc,
+ * libfuse 3.14+), and small codecs that fill or read them.
+ *
+ * Is: offsets (checked against the installed headers by test/unit/layout.test.ts, which
+ * compiles native-headers/layout.c) and encode/decode helpers over DataView. Is not: FFI
+ * calls (ffi.ts) or filesystem semantics.
+ */
+
+export const STAT = {
+  size: 144, ino: 8, nlink: 16, mode: 24, uid: 28, gid: 32, rdev: 40, fsize: 48, blksize: 56, blocks: 64,
+  atim: 72, mtim: 88, ctim: 104,
+} as const;
+export const ENTRY = { size: 176, ino: 0, generation: 8, attr: 16, attrTimeout: 160, entryTimeout: 168 } as const;
+/** 40 bytes in 3.14, 64 in 3.17+; we always allocate 64 so either fits. */
+export const FILE_INFO = { size: 40, alloc: 64, flags: 0, bits: 4, fh: 16, lockOwner: 24 } as const;
+export const FI_BIT = { directIo: 1 << 1, keepCache: 1 << 2, nonseekable: 1 << 4, cacheReaddir: 1 << 6 } as const;
+export const FUSE_BUF = { size: 40, fsize: 0, flags: 8, mem: 16, fd: 24, pos: 32 } as const;
+export const BUFVEC = { size: 64, count: 0, idx: 8, off: 16, buf: 24 } as const;
+export const FUSE_BUF_IS_FD = 2;
+export const FUSE_BUF_FD_SEEK = 4;
+export const FUSE_ARGS = { size: 24, argc: 0, argv: 8, allocated: 16 } as const;
+export const CONN = {
+  maxWrite: 8, maxRead: 12, maxReadahead: 16, capable: 20, want: 24, maxBackground: 28, congestionThreshold: 32,
+  timeGran: 36,
+} as const;
+export const CAP = {
+  asyncRead: 1, spliceRead: 512, autoInvalData: 4096, readdirplus: 8192, readdirplusAuto: 16384,
+  parallelDirops: 262144, cacheSymlinks: 8388608,
+} as const;
+export const STATVFS = {
+  size: 112, bsize: 0, frsize: 8, blocks: 16, bfree: 24, bavail: 32, files: 40, ffree: 48, favail: 56, fsid: 64,
+  flag: 72, namemax: 80,
+} as const;
+export const FORGET_DATA = { size: 16, ino: 0, nlookup: 8 } as const;
+
+/** Order of the 44 function pointers in `struct fuse_lowlevel_ops` (libfuse 3.14). */
+export const OPS_ORDER = [
+  "init", "destroy", "lookup", "forget", "getattr", "setattr", "readlink", "mknod", "mkdir", "unlink", "rmdir",
+  "symlink", "rename", "link", "open", "read", "write", "flush", "release", "fsync", "opendir", "readdir",
+  "releasedir", "fsyncdir", "statfs", "setxattr", "getxattr", "listxattr", "removexattr", "access", "create",
+  "getlk", "setlk", "bmap", "ioctl", "poll", "write_buf", "retrieve_reply", "forget_multi", "flock", "fallocate",
+  "readdirplus", "copy_file_range", "lseek",
+] as const;
+export type OpName = (typeof OPS_ORDER)[number];
+export const OPS_SIZE = OPS_ORDER.length * 8;
+
+/** File attributes as the filesystem layer describes them. */
+export interface StatLike {
+  ino: number;
+  mode: number;
+  nlink: number;
+  uid: number;
+  gid: number;
+  size: number;
+  mtimeMs: number;
+  ctimeMs?: number;
+  atimeMs?: number;
+}
+
+export function view(buf: Uint8Array): DataView {
+  return new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+}
+
+function setTimespec(v: DataView, off: number, ms: number): void {
+  const sec = Math.floor(ms / 1000);
+  const nsec = Math.round((ms - sec * 1000) * 1e6);
+  v.setBigInt64(off, BigInt(sec), true);
+  v.setBigInt64(off + 8, BigInt(Math.min(nsec, 999_999_999)), true);
+}
+
+/** Fill a `struct stat` at byte offset `base` of `v`. */
+export function encodeStat(v: DataView, base: number, a: StatLike): void {
+  for (let i = 0; i < STAT.size; i += 8) v.setBigUint64(base + i, 0n, true);
+  v.setBigUint64(base + STAT.ino, BigInt(a.ino), true);
+  v.setBigUint64(base + STAT.nlink, BigInt(a.nlink), true);
+  v.setUint32(base + STAT.mode, a.mode, true);
+  v.setUint32(base + STAT.uid, a.uid, true);
+  v.setUint32(base + STAT.gid, a.gid, true);
+  v.setBigInt64(base + STAT.fsize, BigInt(a.size), true);
+  v.setBigInt64(base + STAT.blksize, 4096n, true);
+  v.setBigInt64(base + STAT.blocks, BigInt(Math.ceil(a.size / 512)), true);
+  setTimespec(v, base + STAT.atim, a.atimeMs ?? a.mtimeMs);
+  setTimespec(v, base + STAT.mtim, a.mtimeMs);
+  setTimespec(v, base + STAT.ctim, a.ctimeMs ?? a.mtimeMs);
+}
+
+/** Fill a `struct fuse_entry_param`. ino 0 with attr undefined is a negative (cached ENOENT) entry. */
+export function encodeEntry(v: DataView, a: StatLike | undefined, attrTimeout: number, entryTimeout: number): void {
+  for (let i = 0; i < ENTRY.size; i += 8) v.setBigUint64(i, 0n, true);
+  if (a) {
+    v.setBigUint64(ENTRY.ino, BigInt(a.ino), true);
+    encodeStat(v, ENTRY.attr, a);
+  }
+  v.setFloat64(ENTRY.attrTimeout, attrTimeout, true);
+  v.setFloat64(ENTRY.entryTimeout, entryTimeout, true);
+}
+
+export interface StatFs {
+  bsize: number;
+  blocks: number;
+  bfree: number;
+  bavail: number;
+  files: number;
+  ffree: number;
+  namemax: number;
+}
+
+export function encodeStatvfs(v: DataView, s: StatFs): void {
+  for (let i = 0; i < STATVFS.size; i += 8) v.setBigUint64(i, 0n, true);
+  const u = (off: number, n: number) => v.setBigUint64(off, BigInt(Math.max(0, Math.floor(n))), true);
+  u(STATVFS.bsize, s.bsize);
+  u(STATVFS.frsize, s.bsize);
+  u(STATVFS.blocks, s.blocks);
+  u(STATVFS.bfree, s.bfree);
+  u(STATVFS.bavail, s.bavail);
+  u(STATVFS.files, s.files);
+  u(STATVFS.ffree, s.ffree);
+  u(STATVFS.favail, s.ffree);
+  u(STATVFS.namemax, s.namemax);
+}

@@ -1,0 +1,385 @@
+/**
+ * The workdir journal: what the local workdir looked like when it last agreed with S3.
+ *
+ * Is: the baseline table (one row per file that is known to equal an object in S3, with the
+ * local stat stamp taken at that moment), the per-path log of failed upload attempts, the
+ * history of prefetch/upload runs, and the scan that compares the workdir against the
+ * baseline ("dirty" = local changes not yet uploaded). Lives in the per-bucket sqlite index
+ * (tables prefixed `wd_`), so it survives crashes and restarts.
+ * Is not: a transfer engine (`prefetch.ts`, `upload.ts` do the I/O against S3) nor a file
+ * watcher. Writes in the workdir are invisible to bucketfs; the stamp comparison is the
+ * only change detection.
+ *
+ * Dirty rule: a regular file is dirty when it has no baseline row, or when its size,
+ * mtime (ns), ctime (ns) or inode differs from the row. ctime catches `touch -r`-style
+ * mtime restores, the inode catches files replaced by rename. Stamps are read with
+ * `lstat(..., {bigint: true})` and stored as decimal text (nanosecond times and inode
+ * numbers do not fit a double).
+ */
+import type { Database } from "bun:sqlite";
+import { lstatSync, readdirSync, type BigIntStats } from "node:fs";
+import { join } from "node:path";
+import { describeProblem, keyProblem } from "../cache/keys.ts";
+
+/** Matches the temp files prefetch downloads into (`.<name>.bucketfs-tmp-<12 hex>`). */
+export const TEMP_FILE_RE = /^\..*\.bucketfs-tmp-[0-9a-f]{12}$/s;
+/** Number of runs `status()` reports. */
+export const STATUS_RUNS = 5;
+/** Longest error text kept per path / run, in characters. */
+const ERROR_TEXT_MAX = 2000;
+
+/** The part of a stat result the dirty rule looks at. */
+export interface FileStamp {
+  size: number;
+  mtimeNs: bigint;
+  ctimeNs: bigint;
+  ino: bigint;
+}
+
+export type BaselineSource = "prefetch" | "upload";
+
+export interface Baseline extends FileStamp {
+  /** Path relative to the workdir cache dir, "/"-separated. */
+  path: string;
+  /** ETag of the object this file equals. */
+  etag: string;
+  source: BaselineSource;
+  recordedAtMs: number;
+}
+
+export interface UploadFailureRecord {
+  path: string;
+  attempts: number;
+  lastAttemptMs: number;
+  lastError: string;
+}
+
+export type RunKind = "prefetch" | "upload";
+export type RunOutcome = "running" | "ok" | "failed" | "aborted";
+
+export interface RunSummary {
+  files: number;
+  bytes: number;
+  failed: number;
+  message?: string;
+}
+
+export interface RunRecord extends RunSummary {
+  id: number;
+  kind: RunKind;
+  startedMs: number;
+  finishedMs: number | null;
+  outcome: RunOutcome;
+}
+
+export type EntryKind = "file" | "symlink" | "fifo" | "socket" | "char-device" | "block-device" | "other";
+
+/** One non-directory entry of the workdir, as the walk found it (never following symlinks). */
+export interface WorkdirEntry {
+  /** Relative path, "/"-separated. */
+  rel: string;
+  abs: string;
+  kind: EntryKind;
+  stamp: FileStamp;
+  /** Full st_mode, uid, gid (for upload metadata). */
+  mode: number;
+  uid: number;
+  gid: number;
+}
+
+/** Something the walk could not look at; its contents are unknown (never silently "clean"). */
+export interface WalkProblem {
+  rel: string;
+  error: string;
+}
+
+export interface WalkResult {
+  entries: WorkdirEntry[];
+  /** Prefetch temp files (skipped, never uploaded). */
+  tempFiles: string[];
+  problems: WalkProblem[];
+}
+
+export interface PendingFile {
+  path: string;
+  size: number;
+}
+
+export interface WorkdirStatus {
+  pending: PendingFile[];
+  pendingBytes: number;
+  failures: UploadFailureRecord[];
+  runs: RunRecord[];
+}
+
+export function stampOf(st: BigIntStats): FileStamp {
+  return { size: Number(st.size), mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs, ino: st.ino };
+}
+
+export function sameStamp(a: FileStamp, b: FileStamp): boolean {
+  return a.size === b.size && a.mtimeNs === b.mtimeNs && a.ctimeNs === b.ctimeNs && a.ino === b.ino;
+}
+
+/** lstat with bigint times; null when the path does not exist. */
+export function lstatBig(path: string): BigIntStats | null {
+  try {
+    return lstatSync(path, { bigint: true });
+  } catch (err) {
+    if (isErrno(err, "ENOENT") || isErrno(err, "ENOTDIR")) return null;
+    throw err;
+  }
+}
+
+export function isErrno(err: unknown, code: string): boolean {
+  return typeof err === "object" && err !== null && "code" in err && (err as { code: unknown }).code === code;
+}
+
+export function kindOf(st: BigIntStats): EntryKind | "dir" {
+  if (st.isDirectory()) return "dir";
+  if (st.isFile()) return "file";
+  if (st.isSymbolicLink()) return "symlink";
+  if (st.isFIFO()) return "fifo";
+  if (st.isSocket()) return "socket";
+  if (st.isCharacterDevice()) return "char-device";
+  if (st.isBlockDevice()) return "block-device";
+  return "other";
+}
+
+function errText(err: unknown): string {
+  const s = err instanceof Error ? err.message : String(err);
+  return s.length > ERROR_TEXT_MAX ? s.slice(0, ERROR_TEXT_MAX) + "…" : s;
+}
+
+/**
+ * Walk the workdir cache dir without following symlinks. Directories are descended,
+ * everything else is returned with its lstat. Names that are not valid UTF-8 (they could
+ * not be named by an S3 key faithfully) and paths too long for a key are reported as
+ * problems, as are unreadable directories.
+ */
+export function walkWorkdir(root: string): WalkResult {
+  const out: WalkResult = { entries: [], tempFiles: [], problems: [] };
+  const stack: string[] = [""];
+  while (stack.length > 0) {
+    const relDir = stack.pop() as string;
+    const absDir = relDir === "" ? root : join(root, relDir);
+    let names: Buffer[];
+    try {
+      names = readdirSync(absDir, { encoding: "buffer" });
+    } catch (err) {
+      out.problems.push({ rel: relDir === "" ? "." : relDir, error: `cannot read directory: ${errText(err)}` });
+      continue;
+    }
+    for (const raw of names) {
+      const name = raw.toString("utf8");
+      const rel = relDir === "" ? name : `${relDir}/${name}`;
+      if (!Buffer.from(name, "utf8").equals(raw)) {
+        out.problems.push({ rel, error: "file name is not valid UTF-8; it cannot be stored as an S3 key" });
+        continue;
+      }
+      const abs = join(absDir, name);
+      let st: BigIntStats;
+      try {
+        st = lstatSync(abs, { bigint: true });
+      } catch (err) {
+        if (isErrno(err, "ENOENT")) continue; // removed while walking
+        out.problems.push({ rel, error: `cannot stat: ${errText(err)}` });
+        continue;
+      }
+      const kind = kindOf(st);
+      if (kind === "dir") {
+        stack.push(rel);
+        continue;
+      }
+      if (kind === "file" && TEMP_FILE_RE.test(name)) {
+        out.tempFiles.push(rel);
+        continue;
+      }
+      const problem = keyProblem(rel);
+      if (problem) {
+        out.problems.push({ rel, error: `cannot be an S3 key: ${describeProblem(problem)}` });
+        continue;
+      }
+      out.entries.push({ rel, abs, kind, stamp: stampOf(st), mode: Number(st.mode), uid: Number(st.uid), gid: Number(st.gid) });
+    }
+  }
+  out.entries.sort((a, b) => (a.rel < b.rel ? -1 : a.rel > b.rel ? 1 : 0));
+  return out;
+}
+
+interface BaselineRow {
+  path: string;
+  size: number;
+  mtime_ns: string;
+  ctime_ns: string;
+  ino: string;
+  etag: string;
+  source: string;
+  recorded_ms: number;
+}
+
+interface FailureRow {
+  path: string;
+  attempts: number;
+  last_attempt_ms: number;
+  last_error: string;
+}
+
+interface RunRow {
+  id: number;
+  kind: string;
+  started_ms: number;
+  finished_ms: number | null;
+  outcome: string;
+  files: number;
+  bytes: number;
+  failed: number;
+  message: string | null;
+}
+
+/**
+ * Baseline, failure log and run history for ONE workdir. `scope` is the workdir key prefix
+ * (e.g. `workdir/`); rows of other scopes in the same index are invisible, so changing the
+ * configured workdir never lets an old baseline vouch for unrelated files.
+ */
+export class WorkdirJournal {
+  readonly scope: string;
+  private readonly db: Database;
+
+  constructor(db: Database, scope: string) {
+    this.db = db;
+    this.scope = scope;
+    db.run(`CREATE TABLE IF NOT EXISTS wd_baseline (
+      scope TEXT NOT NULL, path TEXT NOT NULL, size INTEGER NOT NULL,
+      mtime_ns TEXT NOT NULL, ctime_ns TEXT NOT NULL, ino TEXT NOT NULL,
+      etag TEXT NOT NULL, source TEXT NOT NULL, recorded_ms INTEGER NOT NULL,
+      PRIMARY KEY (scope, path)) WITHOUT ROWID`);
+    db.run(`CREATE TABLE IF NOT EXISTS wd_uploads (
+      scope TEXT NOT NULL, path TEXT NOT NULL, attempts INTEGER NOT NULL,
+      last_attempt_ms INTEGER NOT NULL, last_error TEXT NOT NULL,
+      PRIMARY KEY (scope, path)) WITHOUT ROWID`);
+    db.run(`CREATE TABLE IF NOT EXISTS wd_runs (
+      id INTEGER PRIMARY KEY AUTOINCREMENT, scope TEXT NOT NULL, kind TEXT NOT NULL,
+      started_ms INTEGER NOT NULL, finished_ms INTEGER, outcome TEXT NOT NULL,
+      files INTEGER NOT NULL DEFAULT 0, bytes INTEGER NOT NULL DEFAULT 0,
+      failed INTEGER NOT NULL DEFAULT 0, message TEXT)`);
+  }
+
+  /** The baseline of one path, or null. */
+  get(path: string): Baseline | null {
+    const row = this.db
+      .query<BaselineRow, [string, string]>("SELECT * FROM wd_baseline WHERE scope = ? AND path = ?")
+      .get(this.scope, path);
+    if (!row) return null;
+    return {
+      path: row.path,
+      size: row.size,
+      mtimeNs: BigInt(row.mtime_ns),
+      ctimeNs: BigInt(row.ctime_ns),
+      ino: BigInt(row.ino),
+      etag: row.etag,
+      source: row.source === "upload" ? "upload" : "prefetch",
+      recordedAtMs: row.recorded_ms,
+    };
+  }
+
+  /** Record that the file at `path`, with this stamp, equals the object with `etag`. */
+  record(path: string, stamp: FileStamp, etag: string, source: BaselineSource): void {
+    this.db
+      .query(
+        `INSERT OR REPLACE INTO wd_baseline (scope, path, size, mtime_ns, ctime_ns, ino, etag, source, recorded_ms)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      )
+      .run(this.scope, path, stamp.size, stamp.mtimeNs.toString(), stamp.ctimeNs.toString(), stamp.ino.toString(), etag, source, Date.now());
+  }
+
+  forget(path: string): void {
+    this.db.query("DELETE FROM wd_baseline WHERE scope = ? AND path = ?").run(this.scope, path);
+  }
+
+  /** Number of baseline rows (for tests and status). */
+  baselineCount(): number {
+    const row = this.db.query<{ n: number }, [string]>("SELECT count(*) AS n FROM wd_baseline WHERE scope = ?").get(this.scope);
+    return row?.n ?? 0;
+  }
+
+  /** Dirty = no baseline, or the stamp differs from it. */
+  isDirty(path: string, stamp: FileStamp): boolean {
+    const b = this.get(path);
+    return b === null || !sameStamp(b, stamp);
+  }
+
+  /** Log a failed upload attempt of `path`. */
+  noteFailure(path: string, error: string): void {
+    this.db
+      .query(
+        `INSERT INTO wd_uploads (scope, path, attempts, last_attempt_ms, last_error) VALUES (?, ?, 1, ?, ?)
+         ON CONFLICT (scope, path) DO UPDATE SET attempts = attempts + 1,
+           last_attempt_ms = excluded.last_attempt_ms, last_error = excluded.last_error`,
+      )
+      .run(this.scope, path, Date.now(), errText(error));
+  }
+
+  /** The path uploaded fine: drop its failure log. */
+  clearFailure(path: string): void {
+    this.db.query("DELETE FROM wd_uploads WHERE scope = ? AND path = ?").run(this.scope, path);
+  }
+
+  /** Paths whose last upload attempt failed, most recent first. */
+  failures(): UploadFailureRecord[] {
+    return this.db
+      .query<FailureRow, [string]>("SELECT * FROM wd_uploads WHERE scope = ? ORDER BY last_attempt_ms DESC, path")
+      .all(this.scope)
+      .map((r) => ({ path: r.path, attempts: r.attempts, lastAttemptMs: r.last_attempt_ms, lastError: r.last_error }));
+  }
+
+  startRun(kind: RunKind): number {
+    const row = this.db
+      .query<{ id: number }, [string, string, number]>(
+        "INSERT INTO wd_runs (scope, kind, started_ms, outcome) VALUES (?, ?, ?, 'running') RETURNING id",
+      )
+      .get(this.scope, kind, Date.now());
+    if (!row) throw new Error("wd_runs insert returned no id");
+    return row.id;
+  }
+
+  finishRun(id: number, outcome: Exclude<RunOutcome, "running">, summary: RunSummary): void {
+    this.db
+      .query("UPDATE wd_runs SET finished_ms = ?, outcome = ?, files = ?, bytes = ?, failed = ?, message = ? WHERE id = ?")
+      .run(Date.now(), outcome, summary.files, summary.bytes, summary.failed, summary.message === undefined ? null : errText(summary.message), id);
+  }
+
+  /** Most recent runs first. A run still "running" after the process died shows as such. */
+  runs(limit = STATUS_RUNS): RunRecord[] {
+    return this.db
+      .query<RunRow, [string, number]>("SELECT * FROM wd_runs WHERE scope = ? ORDER BY id DESC LIMIT ?")
+      .all(this.scope, limit)
+      .map((r) => ({
+        id: r.id,
+        kind: r.kind === "upload" ? "upload" : "prefetch",
+        startedMs: r.started_ms,
+        finishedMs: r.finished_ms,
+        outcome: (["running", "ok", "failed", "aborted"] as const).find((o) => o === r.outcome) ?? "failed",
+        files: r.files,
+        bytes: r.bytes,
+        failed: r.failed,
+        ...(r.message === null ? {} : { message: r.message }),
+      }));
+  }
+
+  /** Scan `localDir`: regular files with local changes not yet uploaded. */
+  pending(localDir: string): PendingFile[] {
+    const { entries } = walkWorkdir(localDir);
+    return entries.filter((e) => e.kind === "file" && this.isDirty(e.rel, e.stamp)).map((e) => ({ path: e.rel, size: e.stamp.size }));
+  }
+
+  /** Everything a `status` command shows: "N files pending, last error ...". */
+  status(localDir: string): WorkdirStatus {
+    const pending = this.pending(localDir);
+    return {
+      pending,
+      pendingBytes: pending.reduce((n, p) => n + p.size, 0),
+      failures: this.failures(),
+      runs: this.runs(),
+    };
+  }
+}

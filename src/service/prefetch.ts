@@ -1,0 +1,383 @@
+/**
+ * Workdir prefetch: makes the workdir cache dir hold every object under the workdir prefix
+ * before anything is mounted.
+ *
+ * Is: list → decide per key → parallel download into same-directory temp files → restore
+ * mtime/mode → atomic rename → record the baseline. All-or-nothing in the sense that
+ * matters: any download failure cancels the rest, removes temp files and throws (the mount
+ * must not start); files already complete stay complete, nothing half-written is ever
+ * visible under its real name.
+ * Is not: a sync. It never deletes local files, and it never overwrites a local change that
+ * has not been uploaded yet (a dirty file, e.g. after a crash or a failed upload).
+ *
+ * Rules per remote file, against the journal baseline:
+ *  (a) local file dirty (no baseline, or stamp differs)  → keep it ("kept local change");
+ *  (b) local file clean and remote ETag == baseline ETag → nothing to do;
+ *  (c) otherwise (missing locally, or clean but remote changed) → download, S3 wins.
+ * Every key is checked with `keyProblem`/`containedPath`, and no existing symlink or
+ * non-directory is ever traversed or replaced, so nothing is written outside `localDir`.
+ */
+import { randomBytes } from "node:crypto";
+import { chmodSync, lstatSync, mkdirSync, renameSync, rmSync, unlinkSync, utimesSync, type BigIntStats } from "node:fs";
+import { basename, dirname, join } from "node:path";
+import { containedPath, describeProblem, keyProblem } from "../cache/keys.ts";
+import { objectMode, objectMtimeMs } from "../store/meta.ts";
+import type { ObjectInfo, ObjectStore } from "../store/types.ts";
+import { errMsg, fmtBytes, type Logger } from "../util/log.ts";
+import { isErrno, lstatBig, stampOf, walkWorkdir, type WorkdirJournal } from "./journal.ts";
+
+/** What the lead passes for one bucket's workdir. */
+export interface WorkdirSpec {
+  /** Key prefix of the workdir, ending in "/", e.g. `workdir/`. */
+  prefix: string;
+  /** The workdir cache dir, e.g. `/tmp/bucketfs/.nf-data/workdir`. */
+  localDir: string;
+  /** Marker file name uploaded last, e.g. `.exitcode`. */
+  lastUploadFile: string;
+  /** Parallel transfers. */
+  concurrency: number;
+}
+
+export interface SkippedKey {
+  key: string;
+  reason: string;
+}
+
+export interface PrefetchReport {
+  /** Remote regular objects considered (after skipping unusable keys). */
+  remoteFiles: number;
+  downloaded: number;
+  downloadedBytes: number;
+  /** Clean local files whose remote ETag is unchanged. */
+  upToDate: number;
+  /** Dirty local files (or local non-regular entries) left untouched. */
+  keptLocal: string[];
+  /** Keys that were not written: unsafe names, file/directory clashes, blocked paths. */
+  skipped: SkippedKey[];
+  directories: number;
+  /** Stale temp files of an earlier crash that were removed. */
+  staleTempFilesRemoved: number;
+  seconds: number;
+  bytesPerSec: number;
+}
+
+/** Log a progress line at most this often. */
+export const PROGRESS_LOG_INTERVAL_MS = 5000;
+/** Longest part of the real name kept inside a temp file name (bytes), so the temp name fits NAME_MAX. */
+const TEMP_STEM_MAX_BYTES = 200;
+/** Mode for downloaded files without usable `mode` metadata. */
+export const DEFAULT_FILE_MODE = 0o644;
+/**
+ * Permission bits applied from `mode` metadata (parsed by store/meta.ts: s3fs decimal
+ * "33188" or octal "0100644"). setuid/setgid/sticky are dropped on purpose:
+ * the daemon usually runs as root, and whoever can write the bucket must not be able to plant
+ * a setuid-root binary (same reasoning as rclone GHSA-945v-v9p3-v5xw).
+ */
+export const APPLIED_MODE_MASK = 0o777;
+/** Highest concurrency accepted (a typo like 10000 would exhaust sockets/fds). */
+export const MAX_CONCURRENCY = 256;
+
+/** Thrown when prefetch fails; the caller must not mount. */
+export class PrefetchError extends Error {
+  override readonly name = "PrefetchError";
+  constructor(message: string, opts?: { cause?: unknown }) {
+    super(message, opts);
+  }
+}
+
+/** `.<name>.bucketfs-tmp-<12 hex>`, with the name truncated (on a UTF-8 boundary) to stay under NAME_MAX. */
+export function tempNameFor(name: string): string {
+  let stem = name;
+  while (Buffer.byteLength(stem, "utf8") > TEMP_STEM_MAX_BYTES) stem = Array.from(stem).slice(0, -1).join("");
+  return `.${stem}.bucketfs-tmp-${randomBytes(6).toString("hex")}`;
+}
+
+/** Remove prefetch temp files left by a crash. Returns how many. */
+function removeStaleTemps(localDir: string, log: Logger): number {
+  const { tempFiles } = walkWorkdir(localDir);
+  for (const rel of tempFiles) {
+    try {
+      unlinkSync(join(localDir, rel));
+      log.info(`removed stale temp file ${rel}`);
+    } catch (err) {
+      if (!isErrno(err, "ENOENT")) throw new PrefetchError(`cannot remove stale temp file ${join(localDir, rel)}: ${errMsg(err)}`, { cause: err });
+    }
+  }
+  return tempFiles.length;
+}
+
+/**
+ * Make `relDir` (possibly "") a real directory under root, component by component, never
+ * through a symlink or a non-directory. Returns null on success, or the reason it cannot.
+ */
+function ensureRealDir(root: string, relDir: string, created: Set<string>): string | null {
+  if (relDir === "" || created.has(relDir)) return null;
+  let cur = "";
+  for (const seg of relDir.split("/")) {
+    cur = cur === "" ? seg : `${cur}/${seg}`;
+    if (created.has(cur)) continue;
+    const abs = containedPath(root, cur);
+    const st = lstatBig(abs);
+    if (st === null) {
+      try {
+        mkdirSync(abs);
+      } catch (err) {
+        if (!isErrno(err, "EEXIST")) throw err;
+        const again = lstatSync(abs);
+        if (!again.isDirectory()) return `local ${cur} is not a directory`;
+      }
+    } else if (!st.isDirectory()) {
+      return `local ${cur} is ${st.isSymbolicLink() ? "a symlink" : "not a directory"}; not writing through it`;
+    }
+    created.add(cur);
+  }
+  return null;
+}
+
+interface DownloadJob {
+  rel: string;
+  obj: ObjectInfo;
+}
+
+/** An AbortSignal that fires when either the caller's signal or our own controller does. */
+function linkedController(outer: AbortSignal | undefined): AbortController {
+  const ac = new AbortController();
+  if (outer) {
+    if (outer.aborted) ac.abort(outer.reason);
+    else outer.addEventListener("abort", () => ac.abort(outer.reason), { once: true });
+  }
+  return ac;
+}
+
+function rate(bytes: number, seconds: number): string {
+  return seconds > 0 ? `${fmtBytes(bytes / seconds)}/s` : "-";
+}
+
+export async function prefetchWorkdir(
+  store: ObjectStore,
+  journal: WorkdirJournal,
+  spec: WorkdirSpec,
+  log: Logger,
+  signal?: AbortSignal,
+): Promise<PrefetchReport> {
+  const { prefix, localDir } = spec;
+  if (!prefix.endsWith("/") || keyProblem(prefix) !== null) throw new PrefetchError(`invalid workdir prefix ${JSON.stringify(prefix)}`);
+  if (journal.scope !== prefix) throw new PrefetchError(`journal scope ${JSON.stringify(journal.scope)} does not match workdir prefix ${JSON.stringify(prefix)}`);
+  const concurrency = Math.max(1, Math.min(MAX_CONCURRENCY, Math.floor(spec.concurrency)));
+  const where = `s3://${store.bucket}/${prefix}`;
+  const t0 = performance.now();
+
+  mkdirSync(localDir, { recursive: true });
+  const staleTempFilesRemoved = removeStaleTemps(localDir, log);
+  const runId = journal.startRun("prefetch");
+
+  const report: PrefetchReport = {
+    remoteFiles: 0,
+    downloaded: 0,
+    downloadedBytes: 0,
+    upToDate: 0,
+    keptLocal: [],
+    skipped: [],
+    directories: 0,
+    staleTempFilesRemoved,
+    seconds: 0,
+    bytesPerSec: 0,
+  };
+  const skip = (key: string, reason: string): void => {
+    report.skipped.push({ key, reason });
+    log.warn(`skipping s3://${store.bucket}/${key}: ${reason}`);
+  };
+
+  try {
+    // 1. List and classify.
+    log.info(`prefetch ${where} -> ${localDir}: listing`);
+    const files = new Map<string, ObjectInfo>();
+    const dirs = new Set<string>();
+    try {
+      for await (const obj of store.listAll(prefix, signal)) {
+        const rel = obj.key.slice(prefix.length);
+        if (!obj.key.startsWith(prefix) || rel === "") continue; // the prefix's own marker
+        const problem = keyProblem(rel);
+        if (problem) {
+          skip(obj.key, `unusable as a local path (${describeProblem(problem)})`);
+          continue;
+        }
+        if (rel.endsWith("/")) {
+          dirs.add(rel.slice(0, -1));
+          continue;
+        }
+        files.set(rel, obj);
+        const parts = rel.split("/");
+        for (let i = 1; i < parts.length; i++) dirs.add(parts.slice(0, i).join("/"));
+      }
+    } catch (err) {
+      throw new PrefetchError(`prefetch of ${where} failed: listing failed: ${errMsg(err)}`, { cause: err });
+    }
+    for (const rel of [...files.keys()]) {
+      if (dirs.has(rel)) {
+        files.delete(rel);
+        skip(prefix + rel, `both a file and a directory (${prefix}${rel}/...) exist; the directory wins`);
+      }
+    }
+
+    // 2. Directories (shortest first, so parents exist before children).
+    const created = new Set<string>();
+    const blockedDirs = new Map<string, string>();
+    for (const d of [...dirs].sort((a, b) => a.length - b.length || (a < b ? -1 : 1))) {
+      const parent = d.includes("/") ? d.slice(0, d.lastIndexOf("/")) : "";
+      const parentBlock = blockedDirs.get(parent);
+      if (parentBlock !== undefined) {
+        blockedDirs.set(d, parentBlock);
+        continue;
+      }
+      const reason = ensureRealDir(localDir, d, created);
+      if (reason !== null) {
+        blockedDirs.set(d, reason);
+        log.warn(`cannot create directory ${d}: ${reason}; remote objects under ${prefix}${d}/ are skipped`);
+      } else report.directories++;
+    }
+
+    // 3. Decide per file.
+    const jobs: DownloadJob[] = [];
+    let plannedBytes = 0;
+    for (const [rel, obj] of [...files].sort(([a], [b]) => (a < b ? -1 : 1))) {
+      report.remoteFiles++;
+      const parent = rel.includes("/") ? rel.slice(0, rel.lastIndexOf("/")) : "";
+      const block = blockedDirs.get(parent);
+      if (block !== undefined) {
+        report.skipped.push({ key: obj.key, reason: block });
+        continue;
+      }
+      const abs = containedPath(localDir, rel);
+      const st = lstatBig(abs);
+      if (st !== null) {
+        if (!st.isFile()) {
+          report.keptLocal.push(rel);
+          log.warn(`kept local change ${rel}: a local ${st.isDirectory() ? "directory" : "non-regular file"} is in the place of ${obj.key}`);
+          continue;
+        }
+        const stamp = stampOf(st);
+        const base = journal.get(rel);
+        if (base === null || base.size !== stamp.size || base.mtimeNs !== stamp.mtimeNs || base.ctimeNs !== stamp.ctimeNs || base.ino !== stamp.ino) {
+          report.keptLocal.push(rel);
+          log.info(`kept local change ${rel} (not uploaded yet; remote ${obj.key} not downloaded)`);
+          continue;
+        }
+        if (base.etag === obj.etag) {
+          report.upToDate++;
+          continue;
+        }
+      }
+      jobs.push({ rel, obj });
+      plannedBytes += obj.size;
+    }
+    log.info(
+      `prefetch ${where}: ${report.remoteFiles} files, ${jobs.length} to download (${fmtBytes(plannedBytes)}), ` +
+        `${report.upToDate} up to date, ${report.keptLocal.length} kept local, ${report.skipped.length} skipped`,
+    );
+
+    // 4. Download with bounded concurrency; first failure cancels the rest.
+    const ac = linkedController(signal);
+    let firstError: PrefetchError | null = null;
+    const inflight = new Map<string, number>();
+    let doneBytes = 0;
+    let lastLog = performance.now();
+    const progress = (final: boolean): void => {
+      const now = performance.now();
+      if (!final && now - lastLog < PROGRESS_LOG_INTERVAL_MS) return;
+      lastLog = now;
+      let bytes = doneBytes;
+      for (const b of inflight.values()) bytes += b;
+      const secs = (now - t0) / 1000;
+      log.info(`prefetch ${where}: ${report.downloaded}/${jobs.length} files, ${fmtBytes(bytes)}/${fmtBytes(plannedBytes)}, ${rate(bytes, secs)}`);
+    };
+    const ticker = setInterval(() => progress(false), PROGRESS_LOG_INTERVAL_MS);
+
+    const downloadOne = async (job: DownloadJob): Promise<void> => {
+      const abs = containedPath(localDir, job.rel);
+      const tmp = join(dirname(abs), tempNameFor(basename(abs)));
+      inflight.set(job.rel, 0);
+      let renamed = false;
+      try {
+        const info = await store.download(job.obj.key, tmp, {
+          signal: ac.signal,
+          onProgress: (b) => inflight.set(job.rel, b),
+        });
+        const tmpSt = lstatSync(tmp);
+        if (tmpSt.size !== info.size) throw new Error(`downloaded ${tmpSt.size} bytes, object has ${info.size}`);
+        chmodSync(tmp, (objectMode(info) ?? DEFAULT_FILE_MODE) & APPLIED_MODE_MASK);
+        const when = objectMtimeMs(info) / 1000;
+        utimesSync(tmp, when, when);
+        // The target may have appeared or changed since the decision (nothing should run yet,
+        // but never clobber a dirty file or a directory).
+        const now: BigIntStats | null = lstatBig(abs);
+        if (now !== null && (!now.isFile() || journal.isDirty(job.rel, stampOf(now)))) {
+          report.keptLocal.push(job.rel);
+          log.warn(`kept local change ${job.rel}: it changed during prefetch`);
+          return;
+        }
+        renameSync(tmp, abs);
+        renamed = true;
+        const finalSt = lstatBig(abs);
+        if (finalSt === null) throw new Error("file vanished right after rename");
+        journal.record(job.rel, stampOf(finalSt), info.etag, "prefetch");
+        report.downloaded++;
+        doneBytes += info.size;
+        report.downloadedBytes += info.size;
+        log.debug(`downloaded ${job.obj.key} (${fmtBytes(info.size)})`);
+      } catch (err) {
+        if (firstError === null) {
+          const cause = ac.signal.aborted && signal?.aborted ? "cancelled" : errMsg(err);
+          firstError = new PrefetchError(`prefetch of ${where} failed: bucket ${store.bucket}, key ${job.obj.key}: ${cause}`, { cause: err });
+          ac.abort(firstError);
+        }
+      } finally {
+        inflight.delete(job.rel);
+        if (!renamed) rmSync(tmp, { force: true });
+      }
+    };
+
+    let next = 0;
+    const worker = async (): Promise<void> => {
+      while (firstError === null && !ac.signal.aborted && next < jobs.length) {
+        const job = jobs[next++] as DownloadJob;
+        await downloadOne(job);
+      }
+    };
+    try {
+      await Promise.all(Array.from({ length: Math.min(concurrency, jobs.length) }, () => worker()));
+    } finally {
+      clearInterval(ticker);
+    }
+    if (firstError === null && ac.signal.aborted) {
+      firstError = new PrefetchError(`prefetch of ${where} cancelled`, { cause: ac.signal.reason });
+    }
+    if (firstError !== null) throw firstError;
+
+    report.seconds = (performance.now() - t0) / 1000;
+    report.bytesPerSec = report.seconds > 0 ? report.downloadedBytes / report.seconds : 0;
+    progress(true);
+    log.info(
+      `prefetch ${where} done: ${report.downloaded} downloaded (${fmtBytes(report.downloadedBytes)}, ${rate(report.downloadedBytes, report.seconds)}), ` +
+        `${report.upToDate} up to date, ${report.keptLocal.length} kept local, ${report.skipped.length} skipped, ${report.seconds.toFixed(1)} s`,
+    );
+    journal.finishRun(runId, "ok", { files: report.downloaded, bytes: report.downloadedBytes, failed: 0 });
+    return report;
+  } catch (err) {
+    const e = err instanceof PrefetchError ? err : new PrefetchError(`prefetch of ${where} failed: ${errMsg(err)}`, { cause: err });
+    // Belt and braces: no temp file survives a failed prefetch.
+    try {
+      removeStaleTemps(localDir, log);
+    } catch {
+      /* already reported by the primary error */
+    }
+    journal.finishRun(runId, signal?.aborted ? "aborted" : "failed", {
+      files: report.downloaded,
+      bytes: report.downloadedBytes,
+      failed: 1,
+      message: e.message,
+    });
+    log.error(e.message);
+    throw e;
+  }
+}

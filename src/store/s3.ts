@@ -1,0 +1,603 @@
+/**
+ * The AWS SDK v3 implementation of the `ObjectStore` port (see `types.ts`).
+ *
+ * Is: one `S3Client` per bucket (keep-alive pool, timeouts, SDK retries), one small function per
+ * S3 API, streaming download to a file, PutObject / lib-storage multipart upload from a file, and
+ * the single place where SDK and socket errors become `StoreError`s (`toStoreError`).
+ * Is not: a cache, a retry policy above the SDK's own (callers look at `StoreError.retryable`),
+ * or anything that knows about the filesystem layout (temp names, renames, the index).
+ *
+ * Works on AWS and on S3-compatible servers (MinIO, Ceph, ...): with a custom endpoint the client
+ * uses path-style addressing and only sends/validates checksums when an API requires them, because
+ * the SDK's default `aws-chunked` trailing checksums are mis-stored or rejected by several
+ * third-party servers (research notes, ts-deps.md section 4.1).
+ */
+
+import { createReadStream } from "node:fs";
+import { open, stat } from "node:fs/promises";
+import { Agent as HttpAgent } from "node:http";
+import { Agent as HttpsAgent } from "node:https";
+import {
+  GetObjectCommand,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  S3Client,
+  type GetObjectCommandOutput,
+  type ListObjectsV2CommandOutput,
+  type S3ClientConfig,
+  type _Object,
+} from "@aws-sdk/client-s3";
+import { Upload } from "@aws-sdk/lib-storage";
+import type { BucketConfig } from "../config/types.ts";
+import { fmtBytes, logger, redact } from "../util/log.ts";
+import {
+  StoreError,
+  type DownloadOptions,
+  type Listing,
+  type ObjectInfo,
+  type ObjectStore,
+  type StoreErrorKind,
+  type UploadOptions,
+} from "./types.ts";
+
+const log = logger("s3");
+
+/** The part of a bucket's configuration the store needs. */
+export type S3StoreConfig = Pick<
+  BucketConfig,
+  "bucket" | "accessKeyId" | "secretAccessKey" | "region" | "endpoint" | "partSize" | "transferConcurrency"
+>;
+
+/** Transport tuning; the defaults suit production, tests shorten them. */
+export interface S3StoreTuning {
+  /** TCP connect must finish within this (ms). Default 5000. */
+  connectionTimeoutMs?: number;
+  /** A socket with no traffic for this long (ms) fails the request. Default 20000. */
+  socketTimeoutMs?: number;
+  /** Total attempts per request, including the first (SDK standard retry mode). Default 4. */
+  maxAttempts?: number;
+}
+
+const DEFAULT_TUNING: Required<S3StoreTuning> = { connectionTimeoutMs: 5_000, socketTimeoutMs: 20_000, maxAttempts: 4 };
+
+/** lib-storage buffers queueSize × partSize bytes per upload; keep that bounded. */
+const MAX_QUEUE_SIZE = 8;
+/** S3 limits for multipart uploads. */
+const MIN_PART_SIZE = 5 * 1024 * 1024;
+const MAX_PARTS = 10_000;
+/** Pages a listing may take before we assume the server is looping. */
+const MAX_LIST_PAGES = 1_000_000;
+
+export function createS3Store(cfg: S3StoreConfig, tuning: S3StoreTuning = {}): ObjectStore {
+  const t = { ...DEFAULT_TUNING, ...tuning };
+  const client = createClient(cfg, t);
+  const bucket = cfg.bucket;
+  const queueSize = Math.max(1, Math.min(cfg.transferConcurrency, MAX_QUEUE_SIZE));
+  const ctx: Ctx = { client, bucket, partSize: cfg.partSize, queueSize };
+  return {
+    bucket,
+    listDir: (prefix, signal) => listDir(ctx, prefix, signal),
+    listAll: (prefix, signal) => listAll(ctx, prefix, signal),
+    head: (key, signal) => headObject(ctx, key, signal),
+    hasPrefix: (prefix, signal) => hasPrefix(ctx, prefix, signal),
+    getRange: (key, start, end, signal) => getRange(ctx, key, start, end, signal),
+    download: (key, destPath, opts) => download(ctx, key, destPath, opts),
+    upload: (key, srcPath, opts) => upload(ctx, key, srcPath, opts),
+  };
+}
+
+interface Ctx {
+  client: S3Client;
+  bucket: string;
+  partSize: number;
+  queueSize: number;
+}
+
+/**
+ * The client: region, optional custom endpoint (path style, checksums only when required), static
+ * credentials or the SDK's default chain (env, shared config/SSO profile, container/instance role),
+ * a keep-alive pool and timeouts.
+ */
+function createClient(cfg: S3StoreConfig, t: Required<S3StoreTuning>): S3Client {
+  // Enough sockets for every transfer to run all its parts at once, plus headroom for metadata
+  // calls. A request waiting for a free socket counts against connectionTimeout in the smithy
+  // handler, so the pool must not be the bottleneck.
+  const maxSockets = Math.max(1, cfg.transferConcurrency) * MAX_QUEUE_SIZE + 16;
+  const agentOpts = { keepAlive: true, keepAliveMsecs: 10_000, maxSockets, maxFreeSockets: 32 };
+  const conf: S3ClientConfig = {
+    region: cfg.region,
+    maxAttempts: t.maxAttempts,
+    retryMode: "standard",
+    // The options form makes the client build its own NodeHttpHandler (@smithy/node-http-handler,
+    // resolved through client-s3's own dependency) around these agents.
+    requestHandler: {
+      httpAgent: new HttpAgent(agentOpts),
+      httpsAgent: new HttpsAgent(agentOpts),
+      connectionTimeout: t.connectionTimeoutMs,
+      socketTimeout: t.socketTimeoutMs,
+    },
+  };
+  if (cfg.endpoint !== undefined) {
+    conf.endpoint = cfg.endpoint;
+    conf.forcePathStyle = true;
+    conf.requestChecksumCalculation = "WHEN_REQUIRED";
+    conf.responseChecksumValidation = "WHEN_REQUIRED";
+  }
+  if (cfg.accessKeyId !== undefined && cfg.secretAccessKey !== undefined) {
+    conf.credentials = { accessKeyId: cfg.accessKeyId, secretAccessKey: cfg.secretAccessKey };
+  }
+  log.debug(
+    `client for ${cfg.bucket}: region ${cfg.region}, endpoint ${cfg.endpoint === undefined ? "AWS" : redact(cfg.endpoint)}, ` +
+      `credentials ${conf.credentials ? "static" : "default chain"}, ${maxSockets} sockets`,
+  );
+  return new S3Client(conf);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Listing
+
+/** One ListObjectsV2 page. https://docs.aws.amazon.com/AmazonS3/latest/API/API_ListObjectsV2.html */
+async function listPage(
+  ctx: Ctx,
+  prefix: string,
+  delimiter: string | undefined,
+  token: string | undefined,
+  signal: AbortSignal | undefined,
+  maxKeys?: number,
+): Promise<ListObjectsV2CommandOutput> {
+  try {
+    return await ctx.client.send(
+      new ListObjectsV2Command({
+        Bucket: ctx.bucket,
+        Prefix: prefix,
+        Delimiter: delimiter,
+        ContinuationToken: token,
+        MaxKeys: maxKeys,
+      }),
+      { abortSignal: signal },
+    );
+  } catch (err) {
+    throw toStoreError(err, "LIST", prefix, { bucket: ctx.bucket, signal });
+  }
+}
+
+/**
+ * Every page of one listing. Stops with an error (never silently) when the server claims more
+ * pages but repeats or omits the continuation token.
+ */
+async function* listPages(
+  ctx: Ctx,
+  prefix: string,
+  delimiter: string | undefined,
+  signal: AbortSignal | undefined,
+): AsyncGenerator<ListObjectsV2CommandOutput> {
+  const seen = new Set<string>();
+  let token: string | undefined;
+  for (let page = 0; page < MAX_LIST_PAGES; page++) {
+    const out = await listPage(ctx, prefix, delimiter, token, signal);
+    yield out;
+    if (out.IsTruncated !== true) return;
+    const next = out.NextContinuationToken;
+    if (next === undefined || next === "" || seen.has(next)) {
+      throw new StoreError(
+        "other",
+        `[s3] LIST ${ctx.bucket}/${prefix}: truncated page ${page + 1} without a new continuation token`,
+      );
+    }
+    seen.add(next);
+    token = next;
+  }
+  throw new StoreError("other", `[s3] LIST ${ctx.bucket}/${prefix}: more than ${MAX_LIST_PAGES} pages`);
+}
+
+async function listDir(ctx: Ctx, prefix: string, signal?: AbortSignal): Promise<Listing> {
+  const objects: ObjectInfo[] = [];
+  const prefixes: string[] = [];
+  for await (const page of listPages(ctx, prefix, "/", signal)) {
+    for (const o of page.Contents ?? []) {
+      // The directory's own marker object (`prefix` itself) is not an entry of the directory.
+      if (o.Key === undefined || o.Key === prefix) continue;
+      objects.push(fromListed(o));
+    }
+    for (const p of page.CommonPrefixes ?? []) {
+      if (p.Prefix !== undefined) prefixes.push(p.Prefix);
+    }
+  }
+  return { objects, prefixes };
+}
+
+/** Every key under `prefix`, marker objects included, in the server's (lexicographic) order. */
+async function* listAll(ctx: Ctx, prefix: string, signal?: AbortSignal): AsyncGenerator<ObjectInfo> {
+  for await (const page of listPages(ctx, prefix, undefined, signal)) {
+    for (const o of page.Contents ?? []) {
+      if (o.Key !== undefined) yield fromListed(o);
+    }
+  }
+}
+
+async function hasPrefix(ctx: Ctx, prefix: string, signal?: AbortSignal): Promise<boolean> {
+  const out = await listPage(ctx, prefix, undefined, undefined, signal, 1);
+  return (out.KeyCount ?? 0) > 0 || (out.Contents?.length ?? 0) > 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading
+
+/** HeadObject. https://docs.aws.amazon.com/AmazonS3/latest/API/API_HeadObject.html
+ *  A HEAD error has no body, so a missing bucket also looks like a missing key here (null). */
+async function headObject(ctx: Ctx, key: string, signal?: AbortSignal): Promise<ObjectInfo | null> {
+  try {
+    const out = await ctx.client.send(new HeadObjectCommand({ Bucket: ctx.bucket, Key: key }), { abortSignal: signal });
+    return {
+      key,
+      size: out.ContentLength ?? 0,
+      lastModifiedMs: out.LastModified?.getTime() ?? 0,
+      etag: unquote(out.ETag),
+      meta: { ...out.Metadata },
+    };
+  } catch (err) {
+    const e = toStoreError(err, "HEAD", key, { bucket: ctx.bucket, signal });
+    if (e.kind === "not-found") return null;
+    throw e;
+  }
+}
+
+/** GetObject, optionally ranged. https://docs.aws.amazon.com/AmazonS3/latest/API/API_GetObject.html */
+async function getObject(ctx: Ctx, key: string, range: string | undefined, signal: AbortSignal | undefined): Promise<GetObjectCommandOutput> {
+  try {
+    return await ctx.client.send(new GetObjectCommand({ Bucket: ctx.bucket, Key: key, Range: range }), { abortSignal: signal });
+  } catch (err) {
+    throw toStoreError(err, "GET", key, { bucket: ctx.bucket, signal });
+  }
+}
+
+/**
+ * Bytes [start, end). Fewer bytes when the object is shorter; none when `start` is at or past
+ * its end (S3 answers 416 there, which is "end of file", not an error).
+ */
+async function getRange(ctx: Ctx, key: string, start: number, end: number, signal?: AbortSignal): Promise<Uint8Array> {
+  if (!(Number.isSafeInteger(start) && Number.isSafeInteger(end) && start >= 0)) {
+    throw new StoreError("other", `[s3] GET ${ctx.bucket}/${key}: bad range ${start}-${end}`);
+  }
+  if (start >= end) return new Uint8Array(0);
+  let out: GetObjectCommandOutput;
+  try {
+    out = await getObject(ctx, key, `bytes=${start}-${end - 1}`, signal);
+  } catch (err) {
+    if (err instanceof StoreError && err.status === 416) return new Uint8Array(0);
+    throw err;
+  }
+  const body = out.Body;
+  if (body === undefined) return new Uint8Array(0);
+  let bytes: Uint8Array;
+  try {
+    bytes = await body.transformToByteArray();
+  } catch (err) {
+    throw toStoreError(err, "GET", key, { bucket: ctx.bucket, signal });
+  }
+  if (out.ContentLength !== undefined && bytes.byteLength !== out.ContentLength) {
+    throw new StoreError(
+      "network",
+      `[s3] GET ${ctx.bucket}/${key}: range ${start}-${end - 1} returned ${bytes.byteLength} of ${out.ContentLength} bytes`,
+    );
+  }
+  // A server that ignores Range sends the whole object with 200; never hand that back as the range.
+  if (out.ContentRange === undefined && bytes.byteLength > end - start) {
+    return bytes.slice(start, end);
+  }
+  return bytes;
+}
+
+/**
+ * GetObject streamed into `destPath`: one chunk in memory at a time, fsynced before returning.
+ * On failure `destPath` may hold a partial file; the caller owns (and removes) it.
+ */
+async function download(ctx: Ctx, key: string, destPath: string, opts: DownloadOptions = {}): Promise<ObjectInfo> {
+  const { signal, onProgress } = opts;
+  const out = await getObject(ctx, key, undefined, signal);
+  const body = out.Body;
+  const expected = out.ContentLength;
+  const file = await open(destPath, "w", 0o600);
+  let written = 0;
+  let onAbort: (() => void) | undefined;
+  try {
+    if (body !== undefined) {
+      if (!isAsyncIterable(body)) throw new StoreError("other", `[s3] GET ${ctx.bucket}/${key}: response body is not a stream`);
+      if (signal !== undefined) {
+        // The HTTP handler stops listening for aborts once the response has arrived; make an
+        // abort while the body is still streaming end it too.
+        onAbort = () => destroyBody(body, signal.reason);
+        signal.addEventListener("abort", onAbort, { once: true });
+      }
+      for await (const chunk of body) {
+        signal?.throwIfAborted();
+        const bytes = toBytes(chunk);
+        let off = 0;
+        while (off < bytes.byteLength) {
+          const { bytesWritten } = await file.write(bytes, off, bytes.byteLength - off);
+          off += bytesWritten;
+        }
+        written += bytes.byteLength;
+        onProgress?.(written);
+      }
+      signal?.throwIfAborted();
+    }
+    if (expected !== undefined && written !== expected) {
+      throw new StoreError("network", `[s3] GET ${ctx.bucket}/${key}: body ended after ${written} of ${expected} bytes`);
+    }
+    await file.sync();
+  } catch (err) {
+    destroyBody(body, err);
+    throw toStoreError(err, "GET", key, { bucket: ctx.bucket, signal });
+  } finally {
+    if (onAbort !== undefined) signal?.removeEventListener("abort", onAbort);
+    await file.close();
+  }
+  log.debug(`GET ${ctx.bucket}/${key}: ${fmtBytes(written)}`);
+  return {
+    key,
+    size: written,
+    lastModifiedMs: out.LastModified?.getTime() ?? 0,
+    etag: unquote(out.ETag),
+    meta: { ...out.Metadata },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writing
+
+async function upload(ctx: Ctx, key: string, srcPath: string, opts: UploadOptions = {}): Promise<string> {
+  let size: number;
+  try {
+    size = (await stat(srcPath)).size;
+  } catch (err) {
+    throw new StoreError("other", `[s3] PUT ${ctx.bucket}/${key}: cannot read ${srcPath}: ${errText(err)}`, { cause: err });
+  }
+  opts.signal?.throwIfAborted();
+  const etag = size < ctx.partSize ? await putObject(ctx, key, srcPath, size, opts) : await multipartUpload(ctx, key, srcPath, size, opts);
+  log.debug(`PUT ${ctx.bucket}/${key}: ${fmtBytes(size)}${size < ctx.partSize ? "" : " (multipart)"}`);
+  return etag;
+}
+
+/**
+ * PutObject: one request. https://docs.aws.amazon.com/AmazonS3/latest/API/API_PutObject.html
+ * The body (< partSize, the same bound lib-storage buffers per part) is read into memory: the SDK
+ * never retries a stream body, and on AWS a stream body would be sent `aws-chunked`.
+ */
+async function putObject(ctx: Ctx, key: string, srcPath: string, size: number, opts: UploadOptions): Promise<string> {
+  try {
+    const body = await Bun.file(srcPath).bytes();
+    if (body.byteLength !== size) {
+      throw new StoreError("other", `[s3] PUT ${ctx.bucket}/${key}: ${srcPath} changed size while uploading`);
+    }
+    const out = await ctx.client.send(
+      new PutObjectCommand({ Bucket: ctx.bucket, Key: key, Body: body, ContentLength: size, Metadata: opts.meta }),
+      { abortSignal: opts.signal },
+    );
+    opts.onProgress?.(size);
+    return unquote(out.ETag);
+  } catch (err) {
+    throw toStoreError(err, "PUT", key, { bucket: ctx.bucket, signal: opts.signal });
+  }
+}
+
+/**
+ * Multipart upload via lib-storage `Upload` (CreateMultipartUpload, UploadPart ×N,
+ * CompleteMultipartUpload; AbortMultipartUpload on failure).
+ * https://docs.aws.amazon.com/AmazonS3/latest/API/API_CreateMultipartUpload.html
+ * https://docs.aws.amazon.com/AmazonS3/latest/API/API_UploadPart.html
+ * https://docs.aws.amazon.com/AmazonS3/latest/API/API_CompleteMultipartUpload.html
+ * https://docs.aws.amazon.com/AmazonS3/latest/API/API_AbortMultipartUpload.html
+ *
+ * On a part failure `done()` aborts the multipart upload before it rejects. On an abort signal it
+ * rejects at once; the parts already in flight finish and lib-storage then sends the
+ * AbortMultipartUpload in the background.
+ */
+async function multipartUpload(ctx: Ctx, key: string, srcPath: string, size: number, opts: UploadOptions): Promise<string> {
+  const partSize = Math.max(ctx.partSize, MIN_PART_SIZE, Math.ceil(size / MAX_PARTS));
+  const stream = createReadStream(srcPath, { highWaterMark: 1024 * 1024 });
+  const abortController = new AbortController();
+  const onAbort = () => abortController.abort();
+  opts.signal?.addEventListener("abort", onAbort, { once: true });
+  try {
+    const up = new Upload({
+      client: ctx.client,
+      params: { Bucket: ctx.bucket, Key: key, Body: stream, ContentLength: size, Metadata: opts.meta },
+      partSize,
+      queueSize: ctx.queueSize,
+      leavePartsOnError: false,
+      abortController,
+    });
+    const onProgress = opts.onProgress;
+    if (onProgress !== undefined) {
+      up.on("httpUploadProgress", (p) => {
+        if (p.loaded !== undefined) onProgress(p.loaded);
+      });
+    }
+    const out = await up.done();
+    if (out.ETag === undefined) throw new StoreError("other", `[s3] PUT ${ctx.bucket}/${key}: no ETag in the response`);
+    return unquote(out.ETag);
+  } catch (err) {
+    throw toStoreError(err, "PUT", key, { bucket: ctx.bucket, signal: opts.signal });
+  } finally {
+    opts.signal?.removeEventListener("abort", onAbort);
+    stream.destroy();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+
+const NOT_FOUND = new Set(["NoSuchKey", "NotFound", "NoSuchUpload"]);
+const ACCESS_DENIED = new Set([
+  "AccessDenied",
+  "Forbidden",
+  "InvalidAccessKeyId",
+  "SignatureDoesNotMatch",
+  "InvalidToken",
+  "ExpiredToken",
+  "TokenRefreshRequired",
+  "AllAccessDisabled",
+  "AccountProblem",
+  "CredentialsProviderError",
+]);
+const THROTTLED = new Set(["SlowDown", "Throttling", "ThrottlingException", "TooManyRequests", "RequestLimitExceeded", "ServiceUnavailable"]);
+const NETWORK_CODES = new Set([
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "ETIMEDOUT",
+  "EPIPE",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "ENOTFOUND",
+  "EAI_AGAIN",
+  "ECONNABORTED",
+  "ConnectionRefused",
+  "ConnectionClosed",
+  "FailedToOpenSocket",
+]);
+
+/**
+ * The one mapping from whatever the SDK, the HTTP handler or a stream threw to a `StoreError`.
+ * Message: `[s3] GET bucket/key: 403 AccessDenied: <server message>`. Never contains credentials
+ * or signed URLs (the SDK never puts them in messages; `redact` strips any URL query anyway).
+ */
+export function toStoreError(
+  err: unknown,
+  op: string,
+  key: string,
+  ctx: { bucket?: string; signal?: AbortSignal } = {},
+): StoreError {
+  if (err instanceof StoreError) return err;
+  const where = `[s3] ${op} ${ctx.bucket === undefined ? key : `${ctx.bucket}/${key}`}`;
+  const f = errorFacts(err);
+  // Whatever an aborted operation ends with (AbortError, a custom abort reason, a destroyed
+  // stream), it was the abort.
+  const kind = ctx.signal?.aborted === true && f.status === undefined ? "aborted" : classify(f);
+  const word = kind === "other" ? "error" : kind;
+  const head =
+    f.status !== undefined ? `${f.status} ${f.name}` : `${word} ${f.code ?? f.name}`;
+  const text = f.message !== "" && f.message !== "UnknownError" ? `: ${f.message}` : "";
+  return new StoreError(kind, redact(`${where}: ${head}${text}`), { cause: err, status: f.status });
+}
+
+interface ErrorFacts {
+  name: string;
+  message: string;
+  status: number | undefined;
+  code: string | undefined;
+}
+
+/** The interesting fields of an SDK/Node/Bun error, looking one level into `cause`. */
+function errorFacts(err: unknown): ErrorFacts {
+  const rec = asRecord(err);
+  if (rec === undefined) return { name: "Error", message: String(err), status: undefined, code: undefined };
+  const meta = asRecord(rec.$metadata);
+  let status = typeof meta?.httpStatusCode === "number" ? meta.httpStatusCode : undefined;
+  if (status === undefined) {
+    const resp = asRecord(rec.$response);
+    status = typeof resp?.statusCode === "number" ? resp.statusCode : undefined;
+  }
+  let name = typeof rec.name === "string" ? rec.name : "Error";
+  // Unmodelled S3 errors are S3ServiceException with the XML <Code> in `Code` (name "Unknown" for bodiless ones).
+  if (typeof rec.Code === "string" && rec.Code !== "" && (name === "Error" || name === "Unknown" || name === "S3ServiceException")) {
+    name = rec.Code;
+  }
+  if (name === "Unknown" && status !== undefined) name = statusName(status);
+  let code = typeof rec.code === "string" ? rec.code : undefined;
+  const message = typeof rec.message === "string" ? rec.message.replace(/\s+/g, " ").trim() : "";
+  if (code === undefined && status === undefined) {
+    const cause = asRecord(rec.cause);
+    if (cause !== undefined && typeof cause.code === "string") code = cause.code;
+  }
+  return { name, message, status, code };
+}
+
+function classify(f: ErrorFacts): StoreErrorKind {
+  if (f.name === "AbortError" || f.code === "ABORT_ERR") return "aborted";
+  if (f.name === "NoSuchBucket") return "no-such-bucket";
+  if (NOT_FOUND.has(f.name)) return "not-found";
+  if (ACCESS_DENIED.has(f.name)) return "access-denied";
+  if (THROTTLED.has(f.name)) return "throttled";
+  if (f.name === "PreconditionFailed") return "precondition";
+  if (f.status !== undefined) {
+    if (f.status === 404) return "not-found";
+    if (f.status === 403 || f.status === 401) return "access-denied";
+    if (f.status === 503 || f.status === 429) return "throttled";
+    if (f.status === 412) return "precondition";
+    return "other";
+  }
+  if (f.name === "TimeoutError") return "network";
+  if (f.code !== undefined && NETWORK_CODES.has(f.code)) return "network";
+  if (/socket hang up|ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|connection (?:refused|reset|closed)|socket (?:closed|timed out)/i.test(f.message)) return "network";
+  return "other";
+}
+
+function statusName(status: number): string {
+  switch (status) {
+    case 403:
+      return "Forbidden";
+    case 404:
+      return "NotFound";
+    case 412:
+      return "PreconditionFailed";
+    case 429:
+      return "TooManyRequests";
+    case 503:
+      return "ServiceUnavailable";
+    default:
+      return `HTTP${status}`;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+function fromListed(o: _Object): ObjectInfo {
+  return {
+    key: o.Key ?? "",
+    size: o.Size ?? 0,
+    lastModifiedMs: o.LastModified?.getTime() ?? 0,
+    etag: unquote(o.ETag),
+  };
+}
+
+function unquote(etag: string | undefined): string {
+  if (etag === undefined) return "";
+  return etag.replace(/^(?:W\/)?"(.*)"$/, "$1");
+}
+
+function asRecord(v: unknown): Record<string, unknown> | undefined {
+  return typeof v === "object" && v !== null ? (v as Record<string, unknown>) : undefined;
+}
+
+function isAsyncIterable(v: unknown): v is AsyncIterable<unknown> {
+  return typeof v === "object" && v !== null && Symbol.asyncIterator in v;
+}
+
+function toBytes(chunk: unknown): Uint8Array {
+  if (chunk instanceof Uint8Array) return chunk;
+  if (typeof chunk === "string") return Buffer.from(chunk);
+  if (chunk instanceof ArrayBuffer) return new Uint8Array(chunk);
+  throw new StoreError("other", `[s3] unexpected body chunk type ${typeof chunk}`);
+}
+
+/** End a response body stream (Node Readable or web stream), ignoring what it does not support. */
+function destroyBody(body: unknown, reason: unknown): void {
+  const rec = asRecord(body);
+  if (rec === undefined) return;
+  try {
+    if (typeof rec.destroy === "function") {
+      (rec.destroy as (e?: unknown) => void).call(body, reason instanceof Error ? reason : undefined);
+    } else if (typeof rec.cancel === "function") {
+      void (rec.cancel as (r?: unknown) => Promise<void>).call(body, reason).catch(() => undefined);
+    }
+  } catch {
+    // already closed
+  }
+}
+
+function errText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}

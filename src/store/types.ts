@@ -1,0 +1,89 @@
+/**
+ * The object-store port: the only view of S3 the rest of bucketfs has.
+ *
+ * Is: a small interface (list, head, ranged get, download to a file, upload from a file)
+ * plus the error type every implementation throws. Is not: an S3 client. The AWS SDK
+ * implementation lives in `s3.ts`; nothing outside `store/` imports the SDK.
+ */
+
+/** One object as the store reports it. */
+export interface ObjectInfo {
+  /** Full key, e.g. `data/sample1.fastq.gz`. */
+  key: string;
+  size: number;
+  /** Last-Modified of the object, ms since epoch. */
+  lastModifiedMs: number;
+  /** ETag without surrounding quotes. */
+  etag: string;
+  /** User metadata (`x-amz-meta-*`, lower-case names without the prefix). Only from head/get, not from list. */
+  meta?: Record<string, string>;
+}
+
+/** One directory level of a delimiter listing. */
+export interface Listing {
+  objects: ObjectInfo[];
+  /** Common prefixes, each ending in the delimiter, e.g. `data/run1/`. */
+  prefixes: string[];
+}
+
+export interface DownloadOptions {
+  signal?: AbortSignal;
+  /** Called as bytes arrive (cumulative count). */
+  onProgress?: (bytes: number) => void;
+}
+
+export interface UploadOptions {
+  /** Stored as `x-amz-meta-<name>`. */
+  meta?: Record<string, string>;
+  signal?: AbortSignal;
+  onProgress?: (bytes: number) => void;
+}
+
+export interface ObjectStore {
+  /** Bucket name, for messages. */
+  readonly bucket: string;
+  /** One level under `prefix` (which is "" or ends with "/"), every page, delimiter "/". */
+  listDir(prefix: string, signal?: AbortSignal): Promise<Listing>;
+  /** Every object under `prefix`, recursively (no delimiter), every page. */
+  listAll(prefix: string, signal?: AbortSignal): AsyncIterable<ObjectInfo>;
+  /** HEAD; `null` when the object does not exist. */
+  head(key: string, signal?: AbortSignal): Promise<ObjectInfo | null>;
+  /** True when at least one key starts with `prefix` (which ends in "/"). */
+  hasPrefix(prefix: string, signal?: AbortSignal): Promise<boolean>;
+  /** Bytes [start, end) of an object. */
+  getRange(key: string, start: number, end: number, signal?: AbortSignal): Promise<Uint8Array>;
+  /**
+   * Stream the whole object into `destPath` (created/truncated). Returns the object's info
+   * including user metadata, as of the GET. The caller handles temp names and renames.
+   */
+  download(key: string, destPath: string, opts?: DownloadOptions): Promise<ObjectInfo>;
+  /** Upload a local file as `key` (multipart when large). Returns the new ETag. */
+  upload(key: string, srcPath: string, opts?: UploadOptions): Promise<string>;
+}
+
+/** What went wrong, in terms the filesystem layer maps to errno. */
+export type StoreErrorKind =
+  | "not-found"
+  | "access-denied"
+  | "no-such-bucket"
+  | "throttled"
+  | "network"
+  | "aborted"
+  | "precondition"
+  | "other";
+
+export class StoreError extends Error {
+  readonly kind: StoreErrorKind;
+  /** HTTP status when there was one. */
+  readonly status: number | undefined;
+  constructor(kind: StoreErrorKind, message: string, opts?: { cause?: unknown; status?: number }) {
+    super(message, { cause: opts?.cause });
+    this.name = "StoreError";
+    this.kind = kind;
+    this.status = opts?.status;
+  }
+  /** Worth retrying: throttling, 5xx, connection problems. */
+  get retryable(): boolean {
+    return this.kind === "throttled" || this.kind === "network" || (this.status !== undefined && this.status >= 500);
+  }
+}

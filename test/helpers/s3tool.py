@@ -1,0 +1,312 @@
+#!/usr/bin/python3
+"""s3tool: an independent S3 client for bucketfs' tests (boto3, never bucketfs code).
+
+Tests use it to put objects into, and check objects in, the test S3 server
+without going through the code under test. It is not a general CLI and not
+part of bucketfs.
+
+Input: one JSON object, as argv[1] or (when argv[1] is absent or "-") on stdin.
+Output: one JSON object on stdout: {"ok": true, ...result} on success, or
+{"ok": false, "error": {"code": ..., "message": ...}} with exit status 1.
+
+Every command takes the connection fields
+    endpoint, access_key, secret_key, region (default us-east-1)
+and "op", one of:
+    mkbucket    {bucket}                                   -> {created}
+    put         {bucket, key, file | content_b64 | content_utf8,
+                 metadata?, content_type?, multipart?, part_size?}
+                                                           -> {key, size, etag, sha256}
+    put-many    {bucket, prefix?, count?, keys?, size | sizes, workers?}
+                content is generated (see gen) from key and size
+                                                           -> {objects: [{key, size, etag, sha256}]}
+    gen         {key, size, path}   write the generated content put-many
+                uses for (key, size) to a local file       -> {size, sha256}
+    get         {bucket, key, path?, range?, return_content?}
+                                                           -> {size, sha256, etag, content_b64?}
+    head        {bucket, key}   -> {exists, size, etag, last_modified_ms, metadata, content_type}
+    list        {bucket, prefix?, recursive? (default true), page_size?}
+                all pages   -> {objects: [{key, size, etag, last_modified_ms}], prefixes, pages}
+    delete-many {bucket, keys? | prefix?}                  -> {deleted}
+"""
+
+import base64
+import hashlib
+import json
+import random
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import boto3
+import botocore
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+CHUNK = 1024 * 1024
+
+
+def make_client(cmd, pool=10):
+    kwargs = dict(
+        region_name=cmd.get("region", "us-east-1"),
+        signature_version="s3v4",
+        s3={"addressing_style": "path"},
+        retries={"max_attempts": 3, "mode": "standard"},
+        max_pool_connections=max(10, pool),
+        connect_timeout=10,
+        read_timeout=120,
+    )
+    try:
+        # botocore >= 1.36 adds CRC checksums to every request by default;
+        # only send them where the API requires them.
+        config = Config(
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+            **kwargs,
+        )
+    except TypeError:
+        config = Config(**kwargs)
+    return boto3.session.Session().client(
+        "s3",
+        endpoint_url=cmd["endpoint"],
+        aws_access_key_id=cmd["access_key"],
+        aws_secret_access_key=cmd["secret_key"],
+        config=config,
+    )
+
+
+def generated(key, size):
+    """Deterministic pseudo-random content for (key, size)."""
+    return random.Random("bucketfs:%s:%d" % (key, size)).randbytes(size)
+
+
+def ms(dt):
+    return int(dt.timestamp() * 1000)
+
+
+def etag(raw):
+    return raw.strip('"') if raw else raw
+
+
+def body_of(cmd):
+    if "file" in cmd:
+        with open(cmd["file"], "rb") as f:
+            return f.read()
+    if "content_b64" in cmd:
+        return base64.b64decode(cmd["content_b64"])
+    if "content_utf8" in cmd:
+        return cmd["content_utf8"].encode("utf-8")
+    raise ValueError("put needs one of: file, content_b64, content_utf8")
+
+
+def put_bytes(client, bucket, key, data, metadata=None, content_type=None, multipart=False, part_size=None):
+    extra = {}
+    if metadata:
+        extra["Metadata"] = {str(k): str(v) for k, v in metadata.items()}
+    if content_type:
+        extra["ContentType"] = content_type
+    if multipart:
+        part = int(part_size or 8 * CHUNK)
+        if part < 5 * CHUNK and len(data) > part:
+            raise ValueError("part_size must be >= 5 MiB")
+        up = client.create_multipart_upload(Bucket=bucket, Key=key, **extra)
+        uid = up["UploadId"]
+        try:
+            parts = []
+            offsets = range(0, max(len(data), 1), part)
+            for n, off in enumerate(offsets, start=1):
+                r = client.upload_part(Bucket=bucket, Key=key, UploadId=uid, PartNumber=n, Body=data[off:off + part])
+                parts.append({"PartNumber": n, "ETag": r["ETag"]})
+            r = client.complete_multipart_upload(
+                Bucket=bucket, Key=key, UploadId=uid, MultipartUpload={"Parts": parts}
+            )
+        except Exception:
+            client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=uid)
+            raise
+    else:
+        r = client.put_object(Bucket=bucket, Key=key, Body=data, **extra)
+    return {
+        "key": key,
+        "size": len(data),
+        "etag": etag(r.get("ETag")),
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }
+
+
+def op_mkbucket(cmd):
+    client = make_client(cmd)
+    try:
+        client.create_bucket(Bucket=cmd["bucket"])
+        return {"created": True}
+    except ClientError as e:
+        if e.response.get("Error", {}).get("Code") in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+            return {"created": False}
+        raise
+
+
+def op_put(cmd):
+    client = make_client(cmd)
+    return put_bytes(
+        client,
+        cmd["bucket"],
+        cmd["key"],
+        body_of(cmd),
+        metadata=cmd.get("metadata"),
+        content_type=cmd.get("content_type"),
+        multipart=bool(cmd.get("multipart")),
+        part_size=cmd.get("part_size"),
+    )
+
+
+def op_put_many(cmd):
+    if "keys" in cmd:
+        keys = list(cmd["keys"])
+    else:
+        count = int(cmd["count"])
+        width = max(len(str(count - 1)), 1)
+        keys = ["%s%0*d" % (cmd.get("prefix", ""), width, i) for i in range(count)]
+    if "sizes" in cmd:
+        sizes = [int(s) for s in cmd["sizes"]]
+        if len(sizes) != len(keys):
+            raise ValueError("sizes must have one entry per key")
+    else:
+        sizes = [int(cmd.get("size", 0))] * len(keys)
+    workers = int(cmd.get("workers", 16))
+    client = make_client(cmd, pool=workers)
+    bucket = cmd["bucket"]
+
+    def one(i):
+        return put_bytes(client, bucket, keys[i], generated(keys[i], sizes[i]))
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        objects = list(pool.map(one, range(len(keys))))
+    return {"objects": objects}
+
+
+def op_gen(cmd):
+    data = generated(cmd["key"], int(cmd["size"]))
+    with open(cmd["path"], "wb") as f:
+        f.write(data)
+    return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def op_get(cmd):
+    client = make_client(cmd)
+    extra = {}
+    if cmd.get("range"):
+        extra["Range"] = cmd["range"]
+    r = client.get_object(Bucket=cmd["bucket"], Key=cmd["key"], **extra)
+    h = hashlib.sha256()
+    size = 0
+    keep = bool(cmd.get("return_content"))
+    kept = []
+    out = open(cmd["path"], "wb") if cmd.get("path") else None
+    try:
+        for chunk in r["Body"].iter_chunks(CHUNK):
+            h.update(chunk)
+            size += len(chunk)
+            if out:
+                out.write(chunk)
+            if keep:
+                kept.append(chunk)
+    finally:
+        if out:
+            out.close()
+    res = {"size": size, "sha256": h.hexdigest(), "etag": etag(r.get("ETag"))}
+    if keep:
+        res["content_b64"] = base64.b64encode(b"".join(kept)).decode("ascii")
+    return res
+
+
+def op_head(cmd):
+    client = make_client(cmd)
+    try:
+        r = client.head_object(Bucket=cmd["bucket"], Key=cmd["key"])
+    except ClientError as e:
+        if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            return {"exists": False}
+        raise
+    return {
+        "exists": True,
+        "size": r["ContentLength"],
+        "etag": etag(r.get("ETag")),
+        "last_modified_ms": ms(r["LastModified"]),
+        "metadata": r.get("Metadata", {}),
+        "content_type": r.get("ContentType"),
+    }
+
+
+def op_list(cmd):
+    client = make_client(cmd)
+    kwargs = {"Bucket": cmd["bucket"], "Prefix": cmd.get("prefix", "")}
+    if not cmd.get("recursive", True):
+        kwargs["Delimiter"] = "/"
+    objects, prefixes = [], []
+    if cmd.get("page_size"):
+        kwargs["PaginationConfig"] = {"PageSize": int(cmd["page_size"])}
+    pages = 0
+    for page in client.get_paginator("list_objects_v2").paginate(**kwargs):
+        pages += 1
+        for o in page.get("Contents", []):
+            objects.append(
+                {"key": o["Key"], "size": o["Size"], "etag": etag(o.get("ETag")), "last_modified_ms": ms(o["LastModified"])}
+            )
+        for p in page.get("CommonPrefixes", []):
+            prefixes.append(p["Prefix"])
+    return {"objects": objects, "prefixes": prefixes, "pages": pages}
+
+
+def op_delete_many(cmd):
+    client = make_client(cmd)
+    bucket = cmd["bucket"]
+    if "keys" in cmd:
+        keys = list(cmd["keys"])
+    elif "prefix" in cmd:
+        keys = [o["key"] for o in op_list({**cmd, "recursive": True})["objects"]]
+    else:
+        raise ValueError("delete-many needs keys or prefix")
+    deleted = 0
+    for i in range(0, len(keys), 1000):
+        batch = keys[i:i + 1000]
+        r = client.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in batch], "Quiet": False})
+        errors = r.get("Errors", [])
+        if errors:
+            raise RuntimeError("delete-many: %d errors, first: %s" % (len(errors), json.dumps(errors[0])))
+        deleted += len(r.get("Deleted", []))
+    return {"deleted": deleted}
+
+
+OPS = {
+    "mkbucket": op_mkbucket,
+    "put": op_put,
+    "put-many": op_put_many,
+    "gen": op_gen,
+    "get": op_get,
+    "head": op_head,
+    "list": op_list,
+    "delete-many": op_delete_many,
+}
+
+
+def main():
+    raw = sys.argv[1] if len(sys.argv) > 1 and sys.argv[1] != "-" else sys.stdin.read()
+    try:
+        cmd = json.loads(raw)
+        fn = OPS.get(cmd.get("op"))
+        if fn is None:
+            raise ValueError("unknown op %r (known: %s)" % (cmd.get("op"), ", ".join(sorted(OPS))))
+        result = fn(cmd)
+    except ClientError as e:
+        err = e.response.get("Error", {})
+        json.dump({"ok": False, "error": {"code": err.get("Code", "ClientError"), "message": str(e)}}, sys.stdout)
+        sys.stdout.write("\n")
+        return 1
+    except Exception as e:  # noqa: BLE001 - report everything as JSON
+        json.dump({"ok": False, "error": {"code": type(e).__name__, "message": str(e)}}, sys.stdout)
+        sys.stdout.write("\n")
+        return 1
+    json.dump(dict(ok=True, botocore=botocore.__version__, **result), sys.stdout)
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
