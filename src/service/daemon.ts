@@ -136,21 +136,17 @@ async function prepareClaimed(
   });
   const m: Mounted = { cfg, log, db, store, fs, bound: false, pidFile: layout.pid, workdir: workdirOf(cfg, db) };
   try {
-  prepareMountpoint(cfg.mountpoint, log);
-  if (m.workdir) {
+    prepareMountpoint(cfg.mountpoint, log);
     const w = m.workdir;
-    ensureDir(w.spec.localDir);
-    const r = await prefetchWorkdir(store, w.journal, w.spec, log, signal);
-    log.info(
-      `prefetched ${w.spec.prefix}: ${r.downloaded} downloaded (${fmtBytes(r.downloadedBytes)}), ${r.upToDate} up to date, ` +
-        `${r.keptLocal.length} local changes kept, ${r.skipped.length} keys skipped, ${r.seconds.toFixed(1)} s`,
-    );
-    if (w.journal.pending(w.spec.localDir).length > 0) {
-      // Changes an earlier run could not upload (crash, failed upload): try now, markers last.
-      await upload(m, "of changes left by an earlier run", signal);
+    if (w) {
+      ensureDir(w.spec.localDir);
+      await prefetchWorkdir(store, w.journal, w.spec, log, signal); // logs its own summary
+      if (w.journal.pending(w.spec.localDir).length > 0) {
+        // Changes an earlier run could not upload (crash, failed upload): try now, markers last.
+        await upload(m, "of changes left by an earlier run", signal);
+      }
     }
-  }
-  return m;
+    return m;
   } catch (err) {
     db.close();
     throw err;

@@ -150,7 +150,7 @@ function linkedController(outer: AbortSignal | undefined): AbortController {
 }
 
 function rate(bytes: number, seconds: number): string {
-  return seconds > 0 ? `${fmtBytes(bytes / seconds)}/s` : "-";
+  return seconds > 0 ? `${fmtBytes(Math.round(bytes / seconds))}/s` : "-";
 }
 
 export async function prefetchWorkdir(

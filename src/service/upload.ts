@@ -27,6 +27,13 @@ export const DEFAULT_RETRIES = 4;
 export const RETRY_BASE_MS = 500;
 /** Longest single backoff delay. */
 export const RETRY_MAX_MS = 30_000;
+/**
+ * After this many files in a row failed with retryable errors after all their retries, the
+ * store is considered unreachable and the remaining files are not attempted (they stay
+ * dirty). Bounds shutdown time when S3 is down: without it, every file would wait out its
+ * full backoff schedule.
+ */
+export const UNREACHABLE_AFTER_FILES = 3;
 /** `onProgress` byte updates are coalesced to at most one per this interval. */
 export const PROGRESS_CALLBACK_INTERVAL_MS = 250;
 
@@ -154,7 +161,10 @@ interface Candidate {
   size: number;
 }
 
-type Outcome = { ok: true; bytes: number } | { ok: false; error: string } | { ok: "vanished"; kind: SkippedEntry["kind"] };
+type Outcome =
+  | { ok: true; bytes: number }
+  | { ok: false; error: string; exhausted?: boolean }
+  | { ok: "vanished"; kind: SkippedEntry["kind"] };
 
 export async function uploadWorkdir(
   store: ObjectStore,
@@ -247,15 +257,19 @@ export async function uploadWorkdir(
     lastLog = now;
     const b = currentBytes();
     const secs = (now - t0) / 1000;
-    log.info(`upload ${where}: ${filesDone}/${filesTotal} files, ${fmtBytes(b)}/${fmtBytes(bytesTotal)}, ${secs > 0 ? fmtBytes(b / secs) : "-"}/s`);
+    log.info(`upload ${where}: ${filesDone}/${filesTotal} files, ${fmtBytes(b)}/${fmtBytes(bytesTotal)}, ${secs > 0 ? fmtBytes(Math.round(b / secs)) : "-"}/s`);
   };
   const ticker = setInterval(logProgress, PROGRESS_LOG_INTERVAL_MS);
 
   // 3. One file, with retries.
+  let exhaustedInARow = 0;
+  let unreachable = "";
   const uploadOne = async (c: Candidate): Promise<Outcome> => {
     const key = prefix + c.rel;
     let lastError = "not attempted";
+    let lastRetryable = false;
     for (let attempt = 0; attempt <= retries; attempt++) {
+      if (unreachable !== "") return { ok: false, error: attempt === 0 ? `not attempted: ${unreachable}` : `${lastError} (gave up: ${unreachable})` };
       if (signal?.aborted) return { ok: false, error: attempt === 0 ? "not attempted: upload aborted" : `aborted after: ${lastError}` };
       if (attempt > 0) {
         await sleep(backoffMs(attempt - 1, retryBaseMs), signal);
@@ -289,6 +303,7 @@ export async function uploadWorkdir(
         }
         // Changed while we read it: what S3 got may be torn. Not recorded: it stays dirty.
         lastError = "file changed during upload";
+        lastRetryable = false;
         journal.noteFailure(c.rel, lastError);
         log.warn(`${c.rel} changed during upload (attempt ${attempt + 1}); it stays dirty`);
       } catch (err) {
@@ -296,18 +311,26 @@ export async function uploadWorkdir(
         journal.noteFailure(c.rel, lastError);
         if (signal?.aborted) return { ok: false, error: `aborted: ${lastError}` };
         if (!isRetryable(err)) return { ok: false, error: lastError };
+        lastRetryable = true;
         if (attempt < retries) log.warn(`upload of ${key} failed (attempt ${attempt + 1}/${retries + 1}), retrying: ${lastError}`);
       } finally {
         inflight.delete(c.rel);
       }
     }
-    return { ok: false, error: `${lastError} (after ${retries + 1} attempts)` };
+    return { ok: false, error: `${lastError} (after ${retries + 1} attempts)`, exhausted: lastRetryable };
   };
 
   const runPhase = async (items: Candidate[]): Promise<void> => {
     await runPool(items, concurrency, async (c) => {
       const r = await uploadOne(c);
       filesDone++;
+      if (r.ok === false && r.exhausted === true) {
+        exhaustedInARow++;
+        if (exhaustedInARow >= UNREACHABLE_AFTER_FILES && unreachable === "") {
+          unreachable = `S3 looks unreachable (${exhaustedInARow} files in a row failed after all retries)`;
+          log.error(`${unreachable}; not attempting the remaining files, they stay pending`);
+        }
+      } else if (r.ok === true) exhaustedInARow = 0;
       if (r.ok === true) {
         report.uploaded++;
         report.uploadedBytes += r.bytes;
@@ -352,7 +375,7 @@ export async function uploadWorkdir(
 
   const summary =
     `upload ${where} ${report.ok ? "done" : "INCOMPLETE"}: ${report.uploaded} uploaded (${fmtBytes(report.uploadedBytes)} in ${report.seconds.toFixed(1)} s, ` +
-    `${fmtBytes(report.bytesPerSec)}/s), ${report.unchanged} unchanged, ${report.skipped.length} skipped, ${report.failed.length} failed, ` +
+    `${fmtBytes(Math.round(report.bytesPerSec))}/s), ${report.unchanged} unchanged, ${report.skipped.length} skipped, ${report.failed.length} failed, ` +
     `markers ${report.markersUploaded.length} uploaded / ${report.markersHeldBack.length} held back`;
   if (report.ok) log.info(summary);
   else log.error(summary);

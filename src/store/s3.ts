@@ -14,7 +14,7 @@
  */
 
 import { createReadStream } from "node:fs";
-import { open, stat } from "node:fs/promises";
+import { open, stat, type FileHandle } from "node:fs/promises";
 import { Agent as HttpAgent } from "node:http";
 import { Agent as HttpsAgent } from "node:https";
 import {
@@ -298,7 +298,13 @@ async function download(ctx: Ctx, key: string, destPath: string, opts: DownloadO
   const out = await getObject(ctx, key, undefined, signal);
   const body = out.Body;
   const expected = out.ContentLength;
-  const file = await open(destPath, "w", 0o600);
+  let file: FileHandle;
+  try {
+    file = await open(destPath, "w", 0o600);
+  } catch (err) {
+    destroyBody(body, err);
+    throw new StoreError("other", `[s3] GET ${ctx.bucket}/${key}: cannot write ${destPath}: ${errText(err)}`, { cause: err });
+  }
   let written = 0;
   let onAbort: (() => void) | undefined;
   try {
@@ -354,7 +360,7 @@ async function upload(ctx: Ctx, key: string, srcPath: string, opts: UploadOption
   } catch (err) {
     throw new StoreError("other", `[s3] PUT ${ctx.bucket}/${key}: cannot read ${srcPath}: ${errText(err)}`, { cause: err });
   }
-  opts.signal?.throwIfAborted();
+  if (opts.signal?.aborted === true) throw toStoreError(opts.signal.reason, "PUT", key, { bucket: ctx.bucket, signal: opts.signal });
   const etag = size < ctx.partSize ? await putObject(ctx, key, srcPath, size, opts) : await multipartUpload(ctx, key, srcPath, size, opts);
   log.debug(`PUT ${ctx.bucket}/${key}: ${fmtBytes(size)}${size < ctx.partSize ? "" : " (multipart)"}`);
   return etag;

@@ -80,7 +80,8 @@ export function fmtBytes(n: number): string {
 /** Error message for a log line, including a cause chain, never a stack. */
 export function errMsg(err: unknown): string {
   if (err instanceof Error) {
-    const cause = err.cause instanceof Error && err.cause.message !== err.message ? `: ${err.cause.message}` : "";
+    // Append the cause only when the message does not already carry it (wrapped errors often do).
+    const cause = err.cause instanceof Error && !err.message.includes(err.cause.message) ? `: ${err.cause.message}` : "";
     return `${err.message}${cause}`;
   }
   return String(err);

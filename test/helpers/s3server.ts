@@ -21,8 +21,10 @@ import {
   mkdirSync,
   mkdtempSync,
   openSync,
+  readdirSync,
   readFileSync,
   rmSync,
+  writeFileSync,
 } from "node:fs";
 import { createServer } from "node:net";
 import { join, resolve } from "node:path";
@@ -64,6 +66,7 @@ export interface StartS3ServerOptions {
 export const TEST_ROOT = "/tmp/bucketfs-test";
 const REPO_ROOT = resolve(import.meta.dir, "..", "..");
 const BIN_DIR = join(REPO_ROOT, ".build", "bin");
+const SETPRIV = "/usr/bin/setpriv";
 
 /** Every server process this module started and has not yet seen exit. */
 const live = new Set<Subprocess>();
@@ -103,6 +106,34 @@ function installExitHook(): void {
       if (process.listenerCount(sig) <= 1) process.exit(128 + num);
     };
     process.on(sig, onSignal);
+  }
+}
+
+/**
+ * Removes data dirs under TEST_ROOT left by test processes that died without
+ * stop() (bun test does not run "exit" hooks): each dir we create holds an
+ * `owner` file with the creating process' pid.
+ */
+function sweepStaleDataDirs(): void {
+  if (process.env.BUCKETFS_KEEP_TEST_DATA === "1") return;
+  let entries: string[];
+  try {
+    entries = readdirSync(TEST_ROOT);
+  } catch {
+    return;
+  }
+  for (const name of entries) {
+    if (!name.startsWith("s3-")) continue;
+    const dir = join(TEST_ROOT, name);
+    let owner: number;
+    try {
+      owner = Number(readFileSync(join(dir, "owner"), "utf8").trim());
+    } catch {
+      continue; // not ours, or being created right now
+    }
+    if (!Number.isInteger(owner) || owner <= 0 || owner === process.pid) continue;
+    if (existsSync(`/proc/${owner}`)) continue;
+    rmSync(dir, { recursive: true, force: true });
   }
 }
 
@@ -214,6 +245,9 @@ function launch(l: Launch): Subprocess {
   if (!existsSync(cmd[0] ?? "")) {
     throw new Error(`${cmd[0]} not found: run scripts/setup.sh first`);
   }
+  // bun test ends without emitting process "exit", so also have the kernel
+  // SIGKILL the server when this process dies (setpriv execs: same pid).
+  if (existsSync(SETPRIV)) cmd = [SETPRIV, "--pdeathsig", "KILL", "--", ...cmd];
   // Opened for appending so the log of earlier runs survives restart().
   const logFd = openSync(l.logFile, "a");
   let proc: Subprocess;
@@ -297,7 +331,11 @@ export async function startS3Server(opts?: StartS3ServerOptions): Promise<S3Serv
   mkdirSync(TEST_ROOT, { recursive: true });
   const ownsDir = opts?.dataDir === undefined;
   const dataDir = opts?.dataDir ?? mkdtempSync(join(TEST_ROOT, `s3-${kind}-`));
-  if (ownsDir) ownedDirs.add(dataDir);
+  if (ownsDir) {
+    ownedDirs.add(dataDir);
+    writeFileSync(join(dataDir, "owner"), `${process.pid}\n`);
+    sweepStaleDataDirs();
+  }
   const storageDir = join(dataDir, "storage");
   mkdirSync(storageDir, { recursive: true });
   if (kind === "versitygw") mkdirSync(join(dataDir, "sidecar"), { recursive: true });

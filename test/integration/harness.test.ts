@@ -7,13 +7,17 @@
  *
  * It does not exercise bucketfs code; other integration tests build on this.
  */
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { connect } from "node:net";
 import { join } from "node:path";
 import { startS3Server, TEST_ROOT, type S3Server } from "../helpers/s3server.ts";
 import { s3tool, type S3Tool } from "../helpers/s3tool.ts";
+
+// Real server + Python processes on a 2-core machine that other suites load
+// too; bun's 5 s default is too tight (bunfig's [test] timeout is not read).
+setDefaultTimeout(120_000);
 
 const BUCKET = "harness";
 const BIG = 12 * 1024 * 1024;
@@ -37,6 +41,16 @@ function portOpen(port: number): Promise<boolean> {
       resolve(false);
     });
   });
+}
+
+/** State letter of a process (R, S, D, ...), or null if it is gone or a zombie. */
+function processState(pid: number): string | null {
+  try {
+    const state = /^State:\s+(\S)/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? null;
+    return state === "Z" || state === "X" ? null : state;
+  } catch {
+    return null;
+  }
 }
 
 /** PIDs of live (non-zombie) processes whose command line contains `needle`. */
@@ -71,12 +85,12 @@ describe("S3 test harness (real server + independent boto3 client)", () => {
     const big = randomBytes(BIG);
     writeFileSync(bigFile, big);
     bigSha = sha256(big);
-  });
+  }, 120_000);
 
   afterAll(async () => {
     await server?.stop();
     if (workDir) rmSync(workDir, { recursive: true, force: true });
-  });
+  }, 60_000);
 
   test("server listens on loopback and reports its kind", async () => {
     expect(server.endpoint).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
@@ -193,7 +207,7 @@ describe("S3 test harness (real server + independent boto3 client)", () => {
     await server.restart();
     expect(server.endpoint).toBe(endpoint);
     expect(server.pid).not.toBe(oldPid);
-    expect(oldPid !== undefined && existsSync(`/proc/${oldPid}/cmdline`)).toBe(false);
+    expect(oldPid !== undefined && processState(oldPid)).toBeNull();
 
     const all = await s3.list(BUCKET);
     expect(all.objects).toHaveLength(121);
@@ -211,11 +225,58 @@ describe("S3 test harness (real server + independent boto3 client)", () => {
     await server.stop();
     expect(server.pid).toBeUndefined();
     expect(await portOpen(port)).toBe(false);
-    expect(pid !== undefined && existsSync(`/proc/${pid}/cmdline`)).toBe(false);
+    expect(pid !== undefined && processState(pid)).toBeNull();
     expect(processesMentioning(dataDir)).toEqual([]);
     expect(existsSync(dataDir)).toBe(false);
     // stop() twice is harmless
     await server.stop();
+  });
+});
+
+describe("servers of a test process that dies without stop()", () => {
+  test("are killed with it (even by SIGKILL), and their data dir is swept by the next start", async () => {
+    mkdirSync(TEST_ROOT, { recursive: true });
+    const dir = mkdtempSync(join(TEST_ROOT, "harness-orphan-"));
+    try {
+      const script = join(dir, "orphan.ts");
+      const helper = join(import.meta.dir, "..", "helpers", "s3server.ts");
+      writeFileSync(
+        script,
+        `import { startS3Server } from ${JSON.stringify(helper)};\n` +
+          `const s = await startS3Server();\n` +
+          `console.log(JSON.stringify({ pid: s.pid, dataDir: s.dataDir, port: s.port }));\n` +
+          // No stop(), no exit hooks: die the hard way.
+          `process.kill(process.pid, "SIGKILL");\n`,
+      );
+      const child = Bun.spawn({ cmd: [process.execPath, script], stdout: "pipe", stderr: "pipe" });
+      const [out, err] = await Promise.all([new Response(child.stdout).text(), new Response(child.stderr).text()]);
+      await child.exited;
+      expect(child.signalCode).toBe("SIGKILL");
+      const line = out.trim().split("\n").pop() ?? "";
+      if (!line.startsWith("{")) throw new Error(`orphan script printed no result:\n${out}\n${err}`);
+      const orphan = JSON.parse(line) as { pid: number; dataDir: string; port: number };
+      expect(orphan.pid).toBeGreaterThan(0);
+
+      // The kernel SIGKILLs the server when its parent dies (pdeathsig);
+      // tearing down a big Go process takes a moment.
+      const deadline = Date.now() + 10_000;
+      const gone = async (): Promise<boolean> =>
+        processState(orphan.pid) === null && !(await portOpen(orphan.port));
+      while (!(await gone()) && Date.now() < deadline) await Bun.sleep(100);
+      expect(processState(orphan.pid)).toBeNull();
+      expect(processesMentioning(orphan.dataDir)).toEqual([]);
+      expect(await portOpen(orphan.port)).toBe(false);
+      expect(existsSync(orphan.dataDir)).toBe(true);
+
+      const next = await startS3Server();
+      try {
+        expect(existsSync(orphan.dataDir)).toBe(false);
+      } finally {
+        await next.stop();
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 

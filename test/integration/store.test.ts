@@ -380,9 +380,16 @@ describe("S3 object store against a real server", () => {
       const src = join(tmp, "abort-up");
       await tool.gen("abort-up", 40 * MiB, src);
       const ac = new AbortController();
-      setTimeout(() => ac.abort(), 150);
-      const e = await storeErrorOf(store.upload("err/abort-up", src, { signal: ac.signal }));
-      expect(e.kind).toBe("aborted");
+      // Abort once the first part is stored, so there is a multipart upload to clean up.
+      const e = await storeErrorOf(
+        store.upload("err/abort-up", src, {
+          signal: ac.signal,
+          onProgress: (n) => {
+            if (n >= PART) ac.abort();
+          },
+        }),
+      );
+      expect({ kind: e.kind, message: e.message }).toMatchObject({ kind: "aborted" });
       expect(await tool.head(BUCKET, "err/abort-up")).toBeNull();
       // lib-storage sends AbortMultipartUpload once the parts in flight finish; wait for it.
       const sdk = new S3Client({
@@ -465,27 +472,27 @@ describe("toStoreError", () => {
     Object.assign(new Error(message), { name, $metadata: status === undefined ? {} : { httpStatusCode: status } });
 
   test.each([
-    [sdkError("NoSuchKey", 404), "not-found"],
-    [sdkError("NotFound", 404), "not-found"],
-    [sdkError("NoSuchBucket", 404), "no-such-bucket"],
-    [sdkError("AccessDenied", 403), "access-denied"],
-    [sdkError("InvalidAccessKeyId", 403), "access-denied"],
-    [sdkError("SignatureDoesNotMatch", 403), "access-denied"],
-    [sdkError("Unknown", 403, "UnknownError"), "access-denied"],
-    [sdkError("SlowDown", 503), "throttled"],
-    [sdkError("Unknown", 429), "throttled"],
-    [sdkError("PreconditionFailed", 412), "precondition"],
-    [sdkError("InternalError", 500), "other"],
-    [Object.assign(new Error("connect ECONNREFUSED 127.0.0.1:9"), { code: "ECONNREFUSED" }), "network"],
-    [Object.assign(new Error("read ECONNRESET"), { code: "ECONNRESET" }), "network"],
-    [Object.assign(new Error("connect ETIMEDOUT"), { code: "ETIMEDOUT" }), "network"],
-    [new Error("socket hang up"), "network"],
-    [Object.assign(new Error("timed out"), { name: "TimeoutError" }), "network"],
-    [Object.assign(new Error("Request aborted"), { name: "AbortError" }), "aborted"],
-    [new DOMException("The operation was aborted.", "AbortError"), "aborted"],
-    [new Error("something else"), "other"],
-    ["a string", "other"],
-  ] as const)("%p -> %s", (err, kind) => {
+    ["404 NoSuchKey", "not-found", sdkError("NoSuchKey", 404)],
+    ["404 NotFound", "not-found", sdkError("NotFound", 404)],
+    ["404 NoSuchBucket", "no-such-bucket", sdkError("NoSuchBucket", 404)],
+    ["403 AccessDenied", "access-denied", sdkError("AccessDenied", 403)],
+    ["403 InvalidAccessKeyId", "access-denied", sdkError("InvalidAccessKeyId", 403)],
+    ["403 SignatureDoesNotMatch", "access-denied", sdkError("SignatureDoesNotMatch", 403)],
+    ["403 Unknown", "access-denied", sdkError("Unknown", 403, "UnknownError")],
+    ["503 SlowDown", "throttled", sdkError("SlowDown", 503)],
+    ["429 Unknown", "throttled", sdkError("Unknown", 429)],
+    ["412 PreconditionFailed", "precondition", sdkError("PreconditionFailed", 412)],
+    ["500 InternalError", "other", sdkError("InternalError", 500)],
+    ["ECONNREFUSED", "network", Object.assign(new Error("connect ECONNREFUSED 127.0.0.1:9"), { code: "ECONNREFUSED" })],
+    ["ECONNRESET", "network", Object.assign(new Error("read ECONNRESET"), { code: "ECONNRESET" })],
+    ["ETIMEDOUT", "network", Object.assign(new Error("connect ETIMEDOUT"), { code: "ETIMEDOUT" })],
+    ["socket hang up", "network", new Error("socket hang up")],
+    ["TimeoutError", "network", Object.assign(new Error("timed out"), { name: "TimeoutError" })],
+    ["AbortError", "aborted", Object.assign(new Error("Request aborted"), { name: "AbortError" })],
+    ["DOMException AbortError", "aborted", new DOMException("The operation was aborted.", "AbortError")],
+    ["something else", "other", new Error("something else")],
+    ["non-Error value", "other", "a string"],
+  ] as const)("%s -> %s", (_label, kind, err) => {
     const e = toStoreError(err, "GET", "k", { bucket: "b" });
     expect(e).toBeInstanceOf(StoreError);
     expect(e.kind).toBe(kind);

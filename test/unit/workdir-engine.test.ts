@@ -74,7 +74,9 @@ class MemStore implements ObjectStore {
     this.downloads.push(key);
     return this.info(key, o, true);
   }
+  uploadAttempts = 0;
   async upload(key: string, srcPath: string, opts?: UploadOptions): Promise<string> {
+    this.uploadAttempts++;
     if (this.delayMs) await new Promise((r) => setTimeout(r, this.delayMs));
     if (this.failAllUploads) throw this.failAllUploads;
     const f = this.failUpload.get(key);
@@ -286,6 +288,19 @@ describe("upload", () => {
     expect(r.failed[0]?.path).toBe("b");
     expect(r.failed[0]?.error).toContain("after 4 attempts");
     expect(journal.failures().find((f) => f.path === "b")?.attempts).toBe(4);
+  });
+
+  test("when S3 is unreachable the remaining files are not attempted (bounded shutdown time)", async () => {
+    mkdirSync(local("d"), { recursive: true });
+    for (let i = 0; i < 30; i++) writeFileSync(local(`d/f${i}`), `x${i}`);
+    writeFileSync(local("d/.exitcode"), "0");
+    store.failAllUploads = new StoreError("network", "connect ECONNREFUSED");
+    const r = await uploadWorkdir(store, journal, spec, log, { retries: 2, retryBaseMs: 1 });
+    expect(r.failed).toHaveLength(30);
+    expect(r.markersHeldBack).toEqual(["d/.exitcode"]);
+    expect(store.uploadAttempts).toBeLessThanOrEqual(spec.concurrency * 3);
+    expect(r.failed.filter((f) => f.error.startsWith("not attempted")).length).toBeGreaterThan(20);
+    expect(journal.pending(spec.localDir)).toHaveLength(31);
   });
 
   test("an abort stops the run, holds back markers and reports unattempted files", async () => {
