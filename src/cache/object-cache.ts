@@ -13,9 +13,21 @@ import type { ObjectStore } from "../store/types.ts";
 import { objectMode, objectMtimeMs } from "../store/meta.ts";
 import { containedPath } from "./keys.ts";
 import type { CachedObject, MetaIndex } from "./meta-index.ts";
+import { PartialObject, DEFAULT_PARTIAL_OPTIONS, type PartialOptions } from "./partial-object.ts";
 import { fmtBytes, type Logger } from "../util/log.ts";
 
 export const TEMP_MARK = ".bucketfs-part-";
+
+/** Objects at least this large are streamed (read while fetched) instead of downloaded whole first. */
+export const STREAM_MIN_SIZE = 8 * 1024 * 1024;
+
+/** What a reader gets from acquire(): a complete file, or one still being filled. */
+export interface Acquired {
+  path: string;
+  partial: PartialObject | undefined;
+  /** True when the content was (or is being) fetched for this open, i.e. it may differ from before. */
+  fresh: boolean;
+}
 
 export interface EnsureResult {
   path: string;
@@ -26,6 +38,9 @@ export interface EnsureResult {
 
 export class ObjectCache {
   private inflight = new Map<string, Promise<EnsureResult>>();
+  private partials = new Map<string, PartialObject>();
+  /** Tuning for streamed objects (tests and config may change it). */
+  partialOptions: PartialOptions = DEFAULT_PARTIAL_OPTIONS;
   /** Bumped per key on every download, so open() can tell whether its copy changed. */
   private generations = new Map<string, number>();
 
@@ -90,6 +105,51 @@ export class ObjectCache {
       rmSync(tmp, { force: true });
       throw err;
     }
+  }
+
+  /**
+   * Open an object for reading: a cached file when present at `etag`; small objects are
+   * downloaded whole first; large ones are streamed through a PartialObject shared by every
+   * reader of the same version. Pair each call with `releasePartial` when it returned one.
+   */
+  async acquire(key: string, etag: string, size: number, mtimeMs: number): Promise<Acquired> {
+    const hit = this.peek(key, etag);
+    if (hit) return { path: hit.path, partial: undefined, fresh: false };
+    if (size < STREAM_MIN_SIZE) {
+      const got = await this.ensure(key, etag);
+      return { path: got.path, partial: undefined, fresh: got.downloaded };
+    }
+    let p = this.partials.get(key);
+    if (p && p.etag !== etag) {
+      if (p.refs === 0) p.discard();
+      this.partials.delete(key);
+      p = undefined;
+    }
+    if (!p) {
+      const path = this.pathOf(key);
+      this.makeParent(path);
+      const tmp = `${dirname(path)}/.${TEMP_MARK}${randomBytes(6).toString("hex")}`;
+      const created = new PartialObject(key, etag, size, tmp, path, this.store, (done) => {
+        this.clearBlocker(path);
+        utimesSync(path, mtimeMs / 1000, mtimeMs / 1000);
+        this.index.putCached({ key, etag, size, mtimeMs, mode: null });
+        if (this.partials.get(key) === done) this.partials.delete(key);
+        this.log.debug(`fetched ${key} (${fmtBytes(size)}, streamed)`);
+      }, this.log, this.partialOptions);
+      this.partials.set(key, created);
+      // New content from here on: readers that opened an older copy must not keep its pages.
+      this.generations.set(key, this.generation(key) + 1);
+      p = created;
+    }
+    p.refs++;
+    return { path: p.path, partial: p, fresh: true };
+  }
+
+  releasePartial(p: PartialObject): void {
+    p.refs--;
+    if (p.refs > 0 || p.complete) return;
+    p.discard();
+    if (this.partials.get(p.key) === p) this.partials.delete(p.key);
   }
 
   /** mkdir -p for the parent; a cached *file* standing where a directory must be is removed. */

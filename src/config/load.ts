@@ -28,6 +28,9 @@ const KEYS = [
   "metadata_ttl",
   "transfer_concurrency",
   "part_size",
+  "read_chunk_size",
+  "read_concurrency",
+  "read_ahead",
 ] as const;
 type Key = (typeof KEYS)[number];
 
@@ -195,20 +198,25 @@ function parseSection(sec: IniSection, file: string, warnings: string[]): Bucket
     lastUploadFile,
     metadataTtl: int("metadata_ttl", 0, Number.MAX_SAFE_INTEGER, DEFAULTS.metadataTtl),
     transferConcurrency: int("transfer_concurrency", 1, 256, DEFAULTS.transferConcurrency),
-    partSize: parsePartSize(opt("part_size"), fail),
+    partSize: parseSize("part_size", opt("part_size"), 5 * MiB, 5 * GiB, DEFAULTS.partSize, fail),
+    readChunkSize: parseSize("read_chunk_size", opt("read_chunk_size"), MiB, 64 * MiB, DEFAULTS.readChunkSize, fail),
+    readConcurrency: int("read_concurrency", 1, 64, DEFAULTS.readConcurrency),
+    readAhead: parseSize("read_ahead", opt("read_ahead"), MiB, GiB, DEFAULTS.readAhead, fail),
   };
 }
 
-/** `16777216`, `16M`, `16MiB`, `1G`, ... (K/M/G and KiB/MiB/GiB are powers of 1024). */
-function parsePartSize(e: IniEntry | undefined, fail: (key: Key, problem: string) => never): number {
-  if (!e) return DEFAULTS.partSize;
+/** `16777216`, `16M`, `16MiB`, `1G`, ... (K/M/G and KiB/MiB/GiB are powers of 1024), within [min, max]. */
+function parseSize(
+  key: Key, e: IniEntry | undefined, min: number, max: number, def: number, fail: (key: Key, problem: string) => never,
+): number {
+  if (!e) return def;
   const m = /^(\d+)\s*(?:([kmg])(?:ib)?)?$/i.exec(e.value);
   const unit = m?.[2]?.toLowerCase();
   const scale = unit === "k" ? 1024 : unit === "m" ? MiB : unit === "g" ? GiB : 1;
   const n = m?.[1] !== undefined ? Number(m[1]) * scale : NaN;
-  if (!(n >= 5 * MiB && n <= 5 * GiB)) {
-    const rule = "use bytes or a K/M/G (KiB/MiB/GiB) suffix, from 5MiB to 5GiB (default 16MiB)";
-    fail("part_size", `"${e.value}" is not valid; ${rule}`);
+  if (!(n >= min && n <= max)) {
+    const rule = `use bytes or a K/M/G (KiB/MiB/GiB) suffix, from ${fmtBytes(min)} to ${fmtBytes(max)} (default ${fmtBytes(def)})`;
+    fail(key, `"${e.value}" is not valid; ${rule}`);
   }
   return n;
 }
@@ -260,6 +268,9 @@ export function describeConfig(cfg: Config): string {
       ["metadata_ttl", `${b.metadataTtl}s`],
       ["transfer_concurrency", String(b.transferConcurrency)],
       ["part_size", fmtBytes(b.partSize)],
+      ["read_chunk_size", fmtBytes(b.readChunkSize)],
+      ["read_concurrency", String(b.readConcurrency)],
+      ["read_ahead", fmtBytes(b.readAhead)],
     ];
     out.push("", `[${b.section}]`, ...rows.map(([k, v]) => `  ${k.padEnd(21)} ${v}`));
   }

@@ -32,6 +32,12 @@ export interface BucketConfig {
   transferConcurrency: number;
   /** Multipart part size in bytes. */
   partSize: number;
+  /** Bytes per ranged GET when streaming a large object to a sequential reader. */
+  readChunkSize: number;
+  /** Ranged GETs in flight per object being streamed. */
+  readConcurrency: number;
+  /** Largest read-ahead window for a sequential reader, in bytes. */
+  readAhead: number;
 }
 
 export interface Config {
@@ -49,4 +55,7 @@ export const DEFAULTS = {
   metadataTtl: 300,
   transferConcurrency: 16,
   partSize: 16 * 1024 * 1024,
+  readChunkSize: 8 * 1024 * 1024,
+  readConcurrency: 8,
+  readAhead: 64 * 1024 * 1024,
 } as const;

@@ -15,6 +15,7 @@ import type { ObjectStore, ObjectInfo } from "../store/types.ts";
 import { objectMode, objectMtimeMs } from "../store/meta.ts";
 import type { IndexEntry, MetaIndex } from "../cache/meta-index.ts";
 import type { ObjectCache } from "../cache/object-cache.ts";
+import type { PartialObject } from "../cache/partial-object.ts";
 import { describeProblem, nameProblem, NAME_MAX } from "../cache/keys.ts";
 import { E, FsError } from "./errors.ts";
 import { InodeTable, ROOT_INO, type Inode } from "./inodes.ts";
@@ -51,6 +52,8 @@ interface DirSnapshot {
 interface Handle {
   fd: number;
   key: string;
+  /** Set while the object is still being fetched (streaming read). */
+  partial: PartialObject | undefined;
 }
 
 const parentOf = (p: string): string => (p.includes("/") ? p.slice(0, p.lastIndexOf("/")) : "");
@@ -271,24 +274,32 @@ export class BucketFs implements FsOps {
       e = this.fileEntry(e.dir, e.name, head);
       this.o.index.putEntry(e);
     }
-    const got = await this.o.objects.ensure(key, e.etag);
-    if (got.downloaded) {
-      const c = got.object;
-      this.o.index.putEntry({ ...e, size: c.size, etag: c.etag, mtimeMs: c.mtimeMs, mode: c.mode });
+    const got = await this.o.objects.acquire(key, e.etag, e.size, e.mtimeMs);
+    const cached = got.partial ? undefined : this.o.index.cached(key);
+    if (cached && got.fresh) {
+      this.o.index.putEntry({ ...e, size: cached.size, etag: cached.etag, mtimeMs: cached.mtimeMs, mode: cached.mode });
     }
     const gen = this.o.objects.generation(key);
-    const keepCache = !got.downloaded && this.openedGen.get(key) === gen;
+    const keepCache = !got.fresh && this.openedGen.get(key) === gen;
     this.openedGen.set(key, gen);
-    const fd = openSync(got.path, "r");
+    let fd: number;
+    try {
+      fd = openSync(got.path, "r");
+    } catch (err) {
+      if (got.partial) this.o.objects.releasePartial(got.partial);
+      throw err;
+    }
     const fh = this.nextFh++;
-    this.fileHandles.set(fh, { fd, key });
+    this.fileHandles.set(fh, { fd, key, partial: got.partial });
     return { fh, keepCache };
   }
 
-  read(_ino: number, fh: number, size: number, offset: number): ReadReply {
+  read(_ino: number, fh: number, size: number, offset: number): ReadReply | Promise<ReadReply> {
     const h = this.fileHandles.get(fh);
     if (!h) throw new FsError(E.EBADF, `bad file handle ${fh}`);
-    return { kind: "fd", fd: h.fd, pos: offset, size };
+    const reply: ReadReply = { kind: "fd", fd: h.fd, pos: offset, size };
+    if (!h.partial || h.partial.complete) return reply;
+    return h.partial.ensure(offset, size).then(() => reply);
   }
 
   release(_ino: number, fh: number): void {
@@ -296,6 +307,7 @@ export class BucketFs implements FsOps {
     if (!h) return;
     this.fileHandles.delete(fh);
     closeSync(h.fd);
+    if (h.partial) this.o.objects.releasePartial(h.partial);
   }
 
   async opendir(ino: number): Promise<number> {
@@ -337,7 +349,10 @@ export class BucketFs implements FsOps {
 
   /** Close every open file handle (at unmount). */
   closeAll(): void {
-    for (const h of this.fileHandles.values()) closeSync(h.fd);
+    for (const h of this.fileHandles.values()) {
+      closeSync(h.fd);
+      if (h.partial) this.o.objects.releasePartial(h.partial);
+    }
     this.fileHandles.clear();
     this.dirHandles.clear();
   }

@@ -14,6 +14,7 @@ import type { BucketConfig, Config } from "../config/types.ts";
 import { openIndex } from "../cache/db.ts";
 import { MetaIndex } from "../cache/meta-index.ts";
 import { ObjectCache } from "../cache/object-cache.ts";
+import { BLOCK_SIZE } from "../cache/partial-object.ts";
 import { BucketFs } from "../fs/bucket-fs.ts";
 import { FuseSession } from "../fuse/session.ts";
 import { libc, MNT_DETACH } from "../fuse/ffi.ts";
@@ -130,6 +131,11 @@ async function prepareClaimed(
   const store = createS3Store(cfg);
   const index = new MetaIndex(db);
   const objects = new ObjectCache(layout.root, store, index, log);
+  objects.partialOptions = {
+    chunkBlocks: Math.max(1, Math.round(cfg.readChunkSize / BLOCK_SIZE)),
+    maxWindowBlocks: Math.max(1, Math.round(cfg.readAhead / BLOCK_SIZE)),
+    maxInflight: cfg.readConcurrency,
+  };
   const fs = new BucketFs({
     bucket: cfg.bucket, store, index, objects, workdir: cfg.workdir, metadataTtlS: cfg.metadataTtl,
     uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, log,

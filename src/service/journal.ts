@@ -308,15 +308,19 @@ export class WorkdirJournal {
     return b === null || !sameStamp(b, stamp);
   }
 
-  /** Log a failed upload attempt of `path`. */
-  noteFailure(path: string, error: string): void {
+  /**
+   * Log a failed upload attempt of `path`. `attempted = false` records why a pending file was
+   * not even tried (held back, S3 unreachable, aborted) without counting an attempt.
+   */
+  noteFailure(path: string, error: string, attempted = true): void {
+    const inc = attempted ? 1 : 0;
     this.db
       .query(
-        `INSERT INTO wd_uploads (scope, path, attempts, last_attempt_ms, last_error) VALUES (?, ?, 1, ?, ?)
-         ON CONFLICT (scope, path) DO UPDATE SET attempts = attempts + 1,
+        `INSERT INTO wd_uploads (scope, path, attempts, last_attempt_ms, last_error) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT (scope, path) DO UPDATE SET attempts = attempts + excluded.attempts,
            last_attempt_ms = excluded.last_attempt_ms, last_error = excluded.last_error`,
       )
-      .run(this.scope, path, Date.now(), errText(error));
+      .run(this.scope, path, inc, Date.now(), errText(error));
   }
 
   /** The path uploaded fine: drop its failure log. */

@@ -342,6 +342,7 @@ export async function uploadWorkdir(
         log.info(`not uploading ${c.rel}: ${r.kind === "vanished" ? "it was removed" : `it became a ${r.kind}`} before its upload`);
       } else {
         report.failed.push({ path: c.rel, error: r.error });
+        if (r.error.startsWith("not attempted")) journal.noteFailure(c.rel, r.error, false);
         log.error(`upload of s3://${store.bucket}/${prefix}${c.rel} failed: ${r.error}`);
       }
       emit(true);
@@ -361,7 +362,7 @@ export async function uploadWorkdir(
         report.markersHeldBack = markers.map((m) => m.rel).filter((m) => !report.markersUploaded.includes(m));
       } else {
         report.markersHeldBack = markers.map((m) => m.rel);
-        for (const m of report.markersHeldBack) journal.noteFailure(m, "held back: other files failed to upload");
+        for (const m of report.markersHeldBack) journal.noteFailure(m, "held back: other files failed to upload", false);
         log.warn(`holding back ${markers.length} marker file(s) (${spec.lastUploadFile}): ${report.failed.length} other file(s) failed`);
       }
     }

@@ -74,14 +74,14 @@ export function createS3Store(cfg: S3StoreConfig, tuning: S3StoreTuning = {}): O
   const client = createClient(cfg, t);
   const bucket = cfg.bucket;
   const queueSize = Math.max(1, Math.min(cfg.transferConcurrency, MAX_QUEUE_SIZE));
-  const ctx: Ctx = { client, bucket, partSize: cfg.partSize, queueSize };
+  const ctx: Ctx = { client, bucket, partSize: cfg.partSize, queueSize, cfg, presigner: undefined };
   return {
     bucket,
     listDir: (prefix, signal) => listDir(ctx, prefix, signal),
     listAll: (prefix, signal) => listAll(ctx, prefix, signal),
     head: (key, signal) => headObject(ctx, key, signal),
     hasPrefix: (prefix, signal) => hasPrefix(ctx, prefix, signal),
-    getRange: (key, start, end, signal) => getRange(ctx, key, start, end, signal),
+    getRange: (key, start, end, signal, ifMatch) => fetchRange(ctx, key, start, end, signal, ifMatch),
     download: (key, destPath, opts) => download(ctx, key, destPath, opts),
     upload: (key, srcPath, opts) => upload(ctx, key, srcPath, opts),
   };
@@ -92,6 +92,9 @@ interface Ctx {
   bucket: string;
   partSize: number;
   queueSize: number;
+  cfg: S3StoreConfig;
+  /** Bun's native signer for the ranged-read data plane, keyed by the credentials it holds. */
+  presigner: { id: string; client: Bun.S3Client } | undefined;
 }
 
 /**
@@ -244,47 +247,88 @@ async function headObject(ctx: Ctx, key: string, signal?: AbortSignal): Promise<
 }
 
 /** GetObject, optionally ranged. https://docs.aws.amazon.com/AmazonS3/latest/API/API_GetObject.html */
-async function getObject(ctx: Ctx, key: string, range: string | undefined, signal: AbortSignal | undefined): Promise<GetObjectCommandOutput> {
+async function getObject(
+  ctx: Ctx, key: string, range: string | undefined, signal: AbortSignal | undefined, ifMatch?: string,
+): Promise<GetObjectCommandOutput> {
   try {
-    return await ctx.client.send(new GetObjectCommand({ Bucket: ctx.bucket, Key: key, Range: range }), { abortSignal: signal });
+    const cmd = new GetObjectCommand({ Bucket: ctx.bucket, Key: key, Range: range, IfMatch: ifMatch ? `"${ifMatch}"` : undefined });
+    return await ctx.client.send(cmd, { abortSignal: signal });
   } catch (err) {
     throw toStoreError(err, "GET", key, { bucket: ctx.bucket, signal });
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Ranged reads: the hot data path
+
+/** Attempts of one ranged read (retryable errors only: network, throttling, 5xx). */
+const RANGE_ATTEMPTS = 4;
+/** Whole-request limit for one ranged read; a chunk is a few MiB. */
+const RANGE_TIMEOUT_MS = 60_000;
+
 /**
- * Bytes [start, end). Fewer bytes when the object is shorter; none when `start` is at or past
- * its end (S3 answers 416 there, which is "end of file", not an error).
+ * A Bun.S3Client holding the current credentials, used only to presign. The SDK still
+ * resolves credentials (static, or the default chain with its refresh), so instance roles and
+ * profiles work here too; a new signer is made whenever they change.
  */
-async function getRange(ctx: Ctx, key: string, start: number, end: number, signal?: AbortSignal): Promise<Uint8Array> {
+async function presigner(ctx: Ctx): Promise<Bun.S3Client> {
+  const c = await ctx.client.config.credentials();
+  const id = `${c.accessKeyId}\0${c.secretAccessKey}\0${c.sessionToken ?? ""}`;
+  if (ctx.presigner?.id !== id) {
+    const client = new Bun.S3Client({
+      accessKeyId: c.accessKeyId, secretAccessKey: c.secretAccessKey, sessionToken: c.sessionToken,
+      region: ctx.cfg.region, bucket: ctx.bucket, ...(ctx.cfg.endpoint !== undefined ? { endpoint: ctx.cfg.endpoint } : {}),
+    });
+    ctx.presigner = { id, client };
+  }
+  return ctx.presigner.client;
+}
+
+/**
+ * Bytes [start, end) through a presigned URL and Bun's native fetch: measured about 2x the
+ * SDK's throughput on ranged GETs here (bench numbers in the issue notes), with If-Match so
+ * a changed object fails with "precondition" instead of mixing versions. Same contract as
+ * getRange().
+ */
+async function fetchRange(
+  ctx: Ctx, key: string, start: number, end: number, signal?: AbortSignal, ifMatch?: string,
+): Promise<Uint8Array> {
   if (!(Number.isSafeInteger(start) && Number.isSafeInteger(end) && start >= 0)) {
     throw new StoreError("other", `[s3] GET ${ctx.bucket}/${key}: bad range ${start}-${end}`);
   }
   if (start >= end) return new Uint8Array(0);
-  let out: GetObjectCommandOutput;
-  try {
-    out = await getObject(ctx, key, `bytes=${start}-${end - 1}`, signal);
-  } catch (err) {
-    if (err instanceof StoreError && err.status === 416) return new Uint8Array(0);
-    throw err;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await fetchRangeOnce(ctx, key, start, end, signal, ifMatch);
+    } catch (err) {
+      const e = toStoreError(err, "GET", key, { bucket: ctx.bucket, signal });
+      if (!e.retryable || attempt >= RANGE_ATTEMPTS || signal?.aborted) throw e;
+      await Bun.sleep(100 * 2 ** attempt);
+    }
   }
-  const body = out.Body;
-  if (body === undefined) return new Uint8Array(0);
-  let bytes: Uint8Array;
-  try {
-    bytes = await body.transformToByteArray();
-  } catch (err) {
-    throw toStoreError(err, "GET", key, { bucket: ctx.bucket, signal });
+}
+
+async function fetchRangeOnce(
+  ctx: Ctx, key: string, start: number, end: number, signal: AbortSignal | undefined, ifMatch: string | undefined,
+): Promise<Uint8Array> {
+  const url = (await presigner(ctx)).presign(key, { expiresIn: 900, method: "GET" });
+  const timeout = AbortSignal.timeout(RANGE_TIMEOUT_MS);
+  const headers: Record<string, string> = { Range: `bytes=${start}-${end - 1}` };
+  if (ifMatch) headers["If-Match"] = `"${ifMatch}"`;
+  const res = await fetch(url, { headers, signal: signal ? AbortSignal.any([signal, timeout]) : timeout });
+  if (res.status === 416) return new Uint8Array(0);
+  if (res.status !== 206 && res.status !== 200) {
+    const body = await res.text().catch(() => "");
+    const code = /<Code>([^<]*)<\/Code>/.exec(body)?.[1];
+    const message = /<Message>([^<]*)<\/Message>/.exec(body)?.[1] ?? res.statusText;
+    // Shaped like an SDK service error so toStoreError classifies it the same way.
+    throw Object.assign(new Error(message), { name: code ?? statusName(res.status), $metadata: { httpStatusCode: res.status } });
   }
-  if (out.ContentLength !== undefined && bytes.byteLength !== out.ContentLength) {
-    throw new StoreError(
-      "network",
-      `[s3] GET ${ctx.bucket}/${key}: range ${start}-${end - 1} returned ${bytes.byteLength} of ${out.ContentLength} bytes`,
-    );
-  }
-  // A server that ignores Range sends the whole object with 200; never hand that back as the range.
-  if (out.ContentRange === undefined && bytes.byteLength > end - start) {
-    return bytes.slice(start, end);
+  const bytes = new Uint8Array(await res.arrayBuffer());
+  if (res.status === 200) return bytes.slice(start, end); // server ignored Range
+  const want = Math.min(end, start + Number(res.headers.get("content-length") ?? bytes.byteLength)) - start;
+  if (bytes.byteLength !== want) {
+    throw new StoreError("network", `[s3] GET ${ctx.bucket}/${key}: range ${start}-${end - 1} returned ${bytes.byteLength} of ${want} bytes`);
   }
   return bytes;
 }

@@ -50,8 +50,11 @@ export interface ObjectStore {
   head(key: string, signal?: AbortSignal): Promise<ObjectInfo | null>;
   /** True when at least one key starts with `prefix` (which ends in "/"). */
   hasPrefix(prefix: string, signal?: AbortSignal): Promise<boolean>;
-  /** Bytes [start, end) of an object. */
-  getRange(key: string, start: number, end: number, signal?: AbortSignal): Promise<Uint8Array>;
+  /**
+   * Bytes [start, end) of an object. With `ifMatch`, only from that ETag's version: a changed
+   * object fails with kind "precondition" instead of mixing two versions in one cache file.
+   */
+  getRange(key: string, start: number, end: number, signal?: AbortSignal, ifMatch?: string): Promise<Uint8Array>;
   /**
    * Stream the whole object into `destPath` (created/truncated). Returns the object's info
    * including user metadata, as of the GET. The caller handles temp names and renames.

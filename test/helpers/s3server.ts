@@ -8,7 +8,11 @@
  * Each server gets its own free 127.0.0.1 port and its own data dir under
  * /tmp/bucketfs-test/ (layout: `<dataDir>/storage` holds the objects,
  * `<dataDir>/server.log` the server's stdout+stderr). Servers still running
- * when the test process exits are killed.
+ * when the test process ends are killed: by a process "exit"/SIGINT/SIGTERM
+ * hook, and — since bun test ends without running "exit" hooks — by the
+ * kernel (the server is started under `setpriv --pdeathsig KILL`). Data dirs
+ * left by a dead test process are swept by the next startS3Server().
+ * Set BUCKETFS_KEEP_TEST_DATA=1 to keep data dirs for debugging.
  *
  * This is NOT a mock and NOT part of bucketfs itself; it never talks to
  * anything but 127.0.0.1. Bucket creation goes through the independent boto3

@@ -151,6 +151,9 @@ describe("parseConfig", () => {
         metadataTtl: 300,
         transferConcurrency: 16,
         partSize: 16 * MiB,
+        readChunkSize: 8 * MiB,
+        readConcurrency: 8,
+        readAhead: 64 * MiB,
       },
       expect.objectContaining({ section: "ngi-igenomes", bucket: "ngi-igenomes", workdir: undefined }),
     ]);
@@ -171,8 +174,12 @@ describe("parseConfig", () => {
       metadataTtl: DEFAULTS.metadataTtl,
       transferConcurrency: DEFAULTS.transferConcurrency,
       partSize: DEFAULTS.partSize,
+      readChunkSize: DEFAULTS.readChunkSize,
+      readConcurrency: DEFAULTS.readConcurrency,
+      readAhead: DEFAULTS.readAhead,
     });
     expect(DEFAULTS).toMatchObject({ region: "us-east-1", cachePath: "/tmp/bucketfs", lastUploadFile: ".exitcode" });
+    expect(DEFAULTS).toMatchObject({ readChunkSize: 8 * 1024 * 1024, readConcurrency: 8, readAhead: 64 * 1024 * 1024 });
   });
 
   test("empty values mean unset", () => {
@@ -318,7 +325,7 @@ describe("parseConfig", () => {
     for (const bad of ["5242879", "4M", "6G", "5121M", "16MB", "1.5G", "16 M B", "big", "-8M"]) {
       const err = fails(one(`part_size = ${bad}`));
       expect([err.line, err.key]).toEqual([3, "part_size"]);
-      expect(err.message).toContain("from 5MiB to 5GiB");
+      expect(err.message).toContain("from 5.0 MiB to 5.0 GiB");
     }
   });
 
@@ -490,5 +497,18 @@ describe("describeConfig", () => {
     const out = describeConfig(parseConfig(one("workdir = /"), F));
     expect(out).toContain("warnings:");
     expect(out).toContain(`${F}:3: key "workdir": cannot be /`);
+  });
+});
+
+describe("read tuning keys", () => {
+  const base = "[s]\nbucket = bk1\n";
+  test("sizes with suffixes and concurrency are parsed", () => {
+    const c = parseConfig(`${base}read_chunk_size = 4MiB\nread_concurrency = 16\nread_ahead = 256M\n`, "t.conf").buckets[0]!;
+    expect([c.readChunkSize, c.readConcurrency, c.readAhead]).toEqual([4 * 1024 * 1024, 16, 256 * 1024 * 1024]);
+  });
+  test("out-of-range values name the key and the allowed range", () => {
+    expect(() => parseConfig(`${base}read_chunk_size = 512K\n`, "t.conf")).toThrow(/read_chunk_size.*1\.0 MiB to 64\.0 MiB/);
+    expect(() => parseConfig(`${base}read_concurrency = 0\n`, "t.conf")).toThrow(/read_concurrency/);
+    expect(() => parseConfig(`${base}read_ahead = 2G\n`, "t.conf")).toThrow(/read_ahead/);
   });
 });

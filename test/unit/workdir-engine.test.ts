@@ -298,7 +298,8 @@ describe("upload", () => {
     const r = await uploadWorkdir(store, journal, spec, log, { retries: 2, retryBaseMs: 1 });
     expect(r.failed).toHaveLength(30);
     expect(r.markersHeldBack).toEqual(["d/.exitcode"]);
-    expect(store.uploadAttempts).toBeLessThanOrEqual(spec.concurrency * 3);
+    // Far fewer than 31 files × 3 attempts: only the first wave used its retries.
+    expect(store.uploadAttempts).toBeLessThanOrEqual(2 * spec.concurrency * 3);
     expect(r.failed.filter((f) => f.error.startsWith("not attempted")).length).toBeGreaterThan(20);
     expect(journal.pending(spec.localDir)).toHaveLength(31);
   });

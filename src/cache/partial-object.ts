@@ -1,0 +1,202 @@
+/**
+ * A large object being fetched into the cache while it is read: the streaming read path.
+ *
+ * Is: a sparse temp file of the object's size plus a map of which 1 MiB blocks are present.
+ * A read waits only for the blocks it needs. Sequential readers get a read-ahead window
+ * that doubles up to `maxWindowBlocks`, fetched as parallel ranged GETs of `chunkBlocks`;
+ * random readers fetch single blocks, so `head -c 100` of a 10 GiB object costs one small
+ * GET. Every GET carries If-Match with the ETag, so a file never mixes two versions. At
+ * most `maxInflight` GETs run at once, so memory stays bounded whatever the object size.
+ * When every block is present the file is renamed to its final name and recorded as
+ * cached. Is not: the whole-object path for small files (object-cache.ts ensure()).
+ */
+import { closeSync, fsync, openSync, renameSync, rmSync, ftruncateSync, write as fsWrite } from "node:fs";
+import type { ObjectStore } from "../store/types.ts";
+import { errMsg, type Logger } from "../util/log.ts";
+
+export const BLOCK_SIZE = 1024 * 1024;
+
+export interface PartialOptions {
+  /** Blocks per GET for sequential read-ahead. */
+  chunkBlocks: number;
+  /** Largest read-ahead window, in blocks. */
+  maxWindowBlocks: number;
+  /** GETs in flight for this object. */
+  maxInflight: number;
+}
+
+export const DEFAULT_PARTIAL_OPTIONS: PartialOptions = { chunkBlocks: 8, maxWindowBlocks: 64, maxInflight: 8 };
+
+function writeAt(fd: number, data: Uint8Array, pos: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let done = 0;
+    const step = () =>
+      fsWrite(fd, data, done, data.byteLength - done, pos + done, (err, n) => {
+        if (err) return reject(err);
+        done += n;
+        if (done < data.byteLength) step();
+        else resolve();
+      });
+    step();
+  });
+}
+
+export class PartialObject {
+  readonly blocks: number;
+  private present: Uint8Array;
+  private presentCount = 0;
+  private inflight = new Map<number, Promise<void>>();
+  private running = 0;
+  private queue: (() => void)[] = [];
+  private fd: number;
+  private window: number;
+  private lastEnd = -1;
+  private abort = new AbortController();
+  private finished: Promise<void> | undefined;
+  private discarded = false;
+  private fdOpen = true;
+  /** Bytes fetched from S3 (for tests and logs). */
+  fetchedBytes = 0;
+  refs = 0;
+
+  constructor(
+    readonly key: string,
+    readonly etag: string,
+    readonly size: number,
+    readonly tmpPath: string,
+    private finalPath: string,
+    private store: ObjectStore,
+    private onComplete: (p: PartialObject) => void,
+    private log: Logger,
+    private o: PartialOptions = DEFAULT_PARTIAL_OPTIONS,
+  ) {
+    this.blocks = Math.ceil(size / BLOCK_SIZE);
+    this.present = new Uint8Array(this.blocks);
+    this.fd = openSync(tmpPath, "w+", 0o600);
+    ftruncateSync(this.fd, size);
+    this.window = o.chunkBlocks;
+  }
+
+  get complete(): boolean {
+    return this.presentCount === this.blocks;
+  }
+
+  /** The path readers should open (the final one once complete). */
+  get path(): string {
+    return this.complete ? this.finalPath : this.tmpPath;
+  }
+
+  /** Wait until bytes [off, off+len) are in the file; schedule read-ahead for sequential readers. */
+  async ensure(off: number, len: number): Promise<void> {
+    if (this.complete || len <= 0 || off >= this.size) return;
+    const first = Math.floor(off / BLOCK_SIZE);
+    const last = Math.floor((Math.min(off + len, this.size) - 1) / BLOCK_SIZE);
+    const sequential = off === this.lastEnd || (this.lastEnd >= 0 && off > this.lastEnd - BLOCK_SIZE && off <= this.lastEnd + BLOCK_SIZE);
+    this.lastEnd = off + len;
+    if (sequential) this.window = Math.min(this.window * 2, this.o.maxWindowBlocks);
+    else if (off !== 0) this.window = this.o.chunkBlocks;
+    const unit = sequential || off === 0 ? this.o.chunkBlocks : 1;
+    const waits = this.schedule(first, last, unit);
+    if (sequential || off === 0) {
+      // Read-ahead: errors surface when a reader actually needs those blocks.
+      for (const p of this.schedule(last + 1, Math.min(this.blocks - 1, last + this.window), this.o.chunkBlocks)) p.catch(() => {});
+    }
+    await Promise.all(waits);
+  }
+
+  /** Start GETs for the missing blocks in [a, b], in runs of at most `unit` blocks. */
+  private schedule(a: number, b: number, unit: number): Promise<void>[] {
+    const waits: Promise<void>[] = [];
+    let i = a;
+    while (i <= b) {
+      if (this.present[i]) {
+        i++;
+        continue;
+      }
+      const running = this.inflight.get(i);
+      if (running) {
+        waits.push(running);
+        i++;
+        continue;
+      }
+      let j = i;
+      while (j + 1 <= b && j + 1 - i < unit && !this.present[j + 1] && !this.inflight.has(j + 1)) j++;
+      const p = this.fetch(i, j);
+      for (let k = i; k <= j; k++) this.inflight.set(k, p);
+      waits.push(p);
+      i = j + 1;
+    }
+    return waits;
+  }
+
+  private async slot(): Promise<void> {
+    if (this.running < this.o.maxInflight) {
+      this.running++;
+      return;
+    }
+    await new Promise<void>((r) => this.queue.push(r));
+    this.running++;
+  }
+
+  private release(): void {
+    this.running--;
+    this.queue.shift()?.();
+    if (this.discarded && this.running === 0) this.closeFd();
+  }
+
+  private closeFd(): void {
+    if (!this.fdOpen) return;
+    this.fdOpen = false;
+    closeSync(this.fd);
+  }
+
+  private async fetch(a: number, b: number): Promise<void> {
+    await this.slot();
+    const start = a * BLOCK_SIZE;
+    const end = Math.min((b + 1) * BLOCK_SIZE, this.size);
+    try {
+      const data = await this.store.getRange(this.key, start, end, this.abort.signal, this.etag);
+      // Never write after discard(): the fd may already be closed and its number reused.
+      if (this.discarded) throw new Error(`fetch of ${this.key} cancelled`);
+      if (data.byteLength !== end - start) {
+        throw new Error(`short read of ${this.key} bytes ${start}-${end}: got ${data.byteLength}`);
+      }
+      await writeAt(this.fd, data, start);
+      this.fetchedBytes += data.byteLength;
+      for (let k = a; k <= b; k++) {
+        if (!this.present[k]) {
+          this.present[k] = 1;
+          this.presentCount++;
+        }
+      }
+    } finally {
+      for (let k = a; k <= b; k++) this.inflight.delete(k);
+      this.release();
+    }
+    if (this.complete) this.finish();
+  }
+
+  private finish(): void {
+    this.finished ??= (async () => {
+      try {
+        // Durable before it is named as complete; async so the loop keeps serving reads.
+        await new Promise<void>((res, rej) => fsync(this.fd, (e) => (e ? rej(e) : res())));
+        renameSync(this.tmpPath, this.finalPath);
+        this.onComplete(this);
+      } catch (err) {
+        this.log.warn(`cannot finalize cached ${this.key}: ${errMsg(err)}`);
+      } finally {
+        this.closeFd();
+      }
+    })();
+  }
+
+  /** Drop an incomplete object: cancel GETs, remove the temp file. */
+  discard(): void {
+    if (this.complete || this.discarded) return;
+    this.discarded = true;
+    this.abort.abort();
+    if (this.running === 0) this.closeFd();
+    rmSync(this.tmpPath, { force: true });
+  }
+}
