@@ -1,0 +1,107 @@
+/**
+ * Scheduling logic of streamed reads, against an in-memory store that records every ranged
+ * GET (a fake is right here: this is the pure fetch-planning logic; test/integration covers
+ * the same path through real mounts and MinIO).
+ */
+import { afterAll, describe, expect, test } from "bun:test";
+import { mkdtempSync, readFileSync, rmSync, existsSync } from "node:fs";
+import { BLOCK_SIZE, PartialObject } from "../../src/cache/partial-object.ts";
+import { StoreError, type ObjectStore } from "../../src/store/types.ts";
+import { logger } from "../../src/util/log.ts";
+
+const MiB = 1024 * 1024;
+const dir = mkdtempSync("/tmp/bucketfs-partial-");
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+function fakeStore(data: Uint8Array, etag = "e1") {
+  const gets: { start: number; end: number; ifMatch?: string }[] = [];
+  let inflight = 0;
+  let maxInflight = 0;
+  const store = {
+    bucket: "b",
+    async getRange(_key: string, start: number, end: number, _signal?: AbortSignal, ifMatch?: string) {
+      gets.push({ start, end, ifMatch });
+      inflight++;
+      maxInflight = Math.max(maxInflight, inflight);
+      await Bun.sleep(2);
+      inflight--;
+      if (ifMatch && ifMatch !== store.etag) throw new StoreError("precondition", "changed", { status: 412 });
+      return data.slice(start, end);
+    },
+    etag,
+  };
+  return { store: store as unknown as ObjectStore & { etag: string }, gets, maxInflight: () => maxInflight };
+}
+
+let n = 0;
+function make(data: Uint8Array, store: ObjectStore, opts = { chunkBlocks: 4, maxWindowBlocks: 16, maxInflight: 3 }) {
+  n++;
+  const completed: PartialObject[] = [];
+  const p = new PartialObject("k", "e1", data.length, `${dir}/t${n}`, `${dir}/f${n}`, store, (x) => completed.push(x), logger("t"), opts);
+  return { p, completed, final: `${dir}/f${n}` };
+}
+
+const data = new Uint8Array(40 * MiB + 123).map((_, i) => (i * 31 + 7) & 0xff);
+
+describe("streamed reads", () => {
+  test("a small read at the start fetches little (head -c 100 of a big object)", async () => {
+    const f = fakeStore(data);
+    const { p } = make(data, f.store);
+    await p.ensure(0, 100);
+    const fetched = f.gets.reduce((s, g) => s + (g.end - g.start), 0);
+    // The demanded chunk plus one read-ahead window at most, never the whole object.
+    expect(fetched).toBeLessThanOrEqual((4 + 8) * BLOCK_SIZE);
+    expect(p.complete).toBe(false);
+    p.discard();
+  });
+
+  test("a random read far into the object fetches one block", async () => {
+    const f = fakeStore(data);
+    const { p } = make(data, f.store);
+    await p.ensure(30 * MiB + 5, 10);
+    expect(f.gets).toEqual([{ start: 30 * MiB, end: 31 * MiB, ifMatch: "e1" }]);
+    p.discard();
+  });
+
+  test("a sequential scan gets every byte right, bounded GETs, then completes and is renamed", async () => {
+    const f = fakeStore(data);
+    const { p, completed, final } = make(data, f.store);
+    for (let off = 0; off < data.length; off += 128 * 1024) await p.ensure(off, 128 * 1024);
+    for (let i = 0; i < 50 && completed.length === 0; i++) await Bun.sleep(10);
+    expect(completed).toHaveLength(1);
+    expect(p.complete).toBe(true);
+    expect(existsSync(final)).toBe(true);
+    expect(Buffer.compare(readFileSync(final), Buffer.from(data))).toBe(0);
+    expect(f.maxInflight()).toBeLessThanOrEqual(3);
+    // No byte fetched twice.
+    expect(f.gets.reduce((s, g) => s + (g.end - g.start), 0)).toBe(data.length);
+    expect(f.gets.every((g) => g.ifMatch === "e1")).toBe(true);
+  });
+
+  test("overlapping readers share GETs", async () => {
+    const f = fakeStore(data);
+    const { p } = make(data, f.store);
+    await Promise.all(Array.from({ length: 8 }, () => p.ensure(MiB, 2 * MiB)));
+    const starts = f.gets.map((g) => g.start);
+    expect(new Set(starts).size).toBe(starts.length);
+    p.discard();
+  });
+
+  test("an object changed in S3 fails the read (If-Match) instead of mixing versions", async () => {
+    const f = fakeStore(data);
+    f.store.etag = "e2";
+    const { p } = make(data, f.store);
+    await expect(p.ensure(0, 10)).rejects.toMatchObject({ kind: "precondition" });
+    p.discard();
+  });
+
+  test("discard removes the temp file", async () => {
+    const f = fakeStore(data);
+    const { p } = make(data, f.store);
+    await p.ensure(0, 10);
+    const tmp = p.tmpPath;
+    expect(existsSync(tmp)).toBe(true);
+    p.discard();
+    expect(existsSync(tmp)).toBe(false);
+  });
+});
