@@ -12,7 +12,7 @@
 import { defineCommand, runMain } from "citty";
 import { ConfigError, describeConfig, loadConfig } from "../config/load.ts";
 import type { Config } from "../config/types.ts";
-import { parseLevel, setLevel, logger, errMsg } from "../util/log.ts";
+import { appendLogFile, parseLevel, setLevel, logger, errMsg } from "../util/log.ts";
 
 export const VERSION = "0.1.0";
 const DEFAULT_CONFIG = "/etc/bucketfs/bucketfs.conf";
@@ -35,8 +35,9 @@ async function guarded(fn: () => Promise<number> | number): Promise<never> {
   try {
     code = await fn();
   } catch (err) {
-    if (err instanceof ConfigError) console.error(`bucketfs: config error: ${err.message}`);
-    else console.error(`bucketfs: ${errMsg(err)}`);
+    const line = err instanceof ConfigError ? `config error: ${err.message}` : errMsg(err);
+    console.error(`bucketfs: ${line}`);
+    appendLogFile("error", line);
     code = 1;
   }
   process.exit(code);
@@ -48,6 +49,10 @@ const mount = defineCommand({
   run: ({ args }) =>
     guarded(async () => {
       const config = load(args.config, args["log-level"]);
+      // Fail before touching anything (cache, pid file, prefetch, mountpoints) when
+      // libfuse3 is missing: the error names the packages to install.
+      const { fuse } = await import("../fuse/ffi.ts");
+      fuse();
       const { ensureThreadpool } = await import("../service/reexec.ts");
       ensureThreadpool(Math.max(16, 8 + 2 * config.buckets.length));
       const { runDaemon } = await import("../service/daemon.ts");

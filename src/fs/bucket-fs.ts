@@ -10,7 +10,7 @@
  * the local workdir over it. Is not: FFI (fuse/), S3 details (store/), the workdir
  * transaction (service/).
  */
-import { closeSync, openSync, statfsSync, constants as FS } from "node:fs";
+import { closeSync, openSync, read as fsRead, statfsSync, constants as FS } from "node:fs";
 import type { ObjectStore, ObjectInfo } from "../store/types.ts";
 import { objectMode, objectMtimeMs } from "../store/meta.ts";
 import type { IndexEntry, MetaIndex } from "../cache/meta-index.ts";
@@ -39,6 +39,11 @@ export interface BucketFsOptions {
   /** Workdir relative to the bucket root ("workdir", "runs/a"), or undefined. */
   workdir: string | undefined;
   metadataTtlS: number;
+  /**
+   * Serve cached reads by reading into a JS buffer and replying with it, instead of handing
+   * libfuse the fd range (zero-copy through JS). Only for the benchmark that compares the two.
+   */
+  copyReads?: boolean;
   uid: number;
   gid: number;
   log: Logger;
@@ -54,6 +59,14 @@ interface Handle {
   key: string;
   /** Set while the object is still being fetched (streaming read). */
   partial: PartialObject | undefined;
+}
+
+/** The copy path of read(): an async pread into a fresh buffer (threadpool), then reply bytes. */
+function copyRead(fd: number, size: number, offset: number): Promise<ReadReply> {
+  const buf = Buffer.allocUnsafe(size);
+  return new Promise((resolve, reject) =>
+    fsRead(fd, buf, 0, size, offset, (err, n) => (err ? reject(err) : resolve({ kind: "bytes", data: buf.subarray(0, n) }))),
+  );
 }
 
 const parentOf = (p: string): string => (p.includes("/") ? p.slice(0, p.lastIndexOf("/")) : "");
@@ -297,9 +310,9 @@ export class BucketFs implements FsOps {
   read(_ino: number, fh: number, size: number, offset: number): ReadReply | Promise<ReadReply> {
     const h = this.fileHandles.get(fh);
     if (!h) throw new FsError(E.EBADF, `bad file handle ${fh}`);
-    const reply: ReadReply = { kind: "fd", fd: h.fd, pos: offset, size };
-    if (!h.partial || h.partial.complete) return reply;
-    return h.partial.ensure(offset, size).then(() => reply);
+    const serve = (): ReadReply | Promise<ReadReply> => (this.o.copyReads ? copyRead(h.fd, size, offset) : { kind: "fd", fd: h.fd, pos: offset, size });
+    if (!h.partial || h.partial.complete) return serve();
+    return h.partial.ensure(offset, size).then(serve);
   }
 
   release(_ino: number, fh: number): void {

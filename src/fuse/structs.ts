@@ -25,7 +25,7 @@ export const CONN = {
   timeGran: 36,
 } as const;
 export const CAP = {
-  asyncRead: 1, spliceRead: 512, autoInvalData: 4096, readdirplus: 8192, readdirplusAuto: 16384,
+  asyncRead: 1, spliceWrite: 128, spliceMove: 256, spliceRead: 512, autoInvalData: 4096, readdirplus: 8192, readdirplusAuto: 16384,
   parallelDirops: 262144, cacheSymlinks: 8388608,
 } as const;
 export const STATVFS = {

@@ -139,6 +139,7 @@ async function prepareClaimed(
   const fs = new BucketFs({
     bucket: cfg.bucket, store, index, objects, workdir: cfg.workdir, metadataTtlS: cfg.metadataTtl,
     uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, log,
+    copyReads: process.env.BUCKETFS_READ_MODE === "copy",
   });
   const m: Mounted = { cfg, log, db, store, fs, bound: false, pidFile: layout.pid, workdir: workdirOf(cfg, db) };
   try {

@@ -5,6 +5,7 @@
  * Is: leveled, structured-enough text logging. Is not: a place where secrets may go; callers
  * never pass credentials, and `redact()` exists for values that might carry them (URLs).
  */
+import { appendFileSync } from "node:fs";
 
 export type Level = "debug" | "info" | "warn" | "error";
 
@@ -14,6 +15,25 @@ const SD_PRIO: Record<Level, number> = { debug: 7, info: 6, warn: 4, error: 3 };
 let threshold: Level = parseLevel(process.env.BUCKETFS_LOG_LEVEL) ?? "info";
 const useSdPrefix = Boolean(process.env.JOURNAL_STREAM) || process.env.BUCKETFS_LOG_FORMAT === "journal";
 let sink: (line: string) => void = (line) => process.stderr.write(line + "\n");
+/**
+ * BUCKETFS_LOG_FILE (the systemd unit sets /var/log/bucketfs.log): every line is also
+ * appended there, with a timestamp, while stderr keeps going to the journal. The file is
+ * opened per line (O_APPEND), so logrotate needs no signal: after a rename the next line
+ * creates a new file (SIGHUP would stop the daemon).
+ */
+let logFile = process.env.BUCKETFS_LOG_FILE || undefined;
+
+/** Append one line to BUCKETFS_LOG_FILE, if set (also for errors printed outside the logger). */
+export function appendLogFile(level: Level, text: string): void {
+  if (!logFile) return;
+  try {
+    appendFileSync(logFile, `${new Date().toISOString()} ${level.toUpperCase().padEnd(5)} ${text}\n`, { mode: 0o640 });
+  } catch (err) {
+    const f = logFile;
+    logFile = undefined;
+    process.stderr.write(`cannot write log file ${f}: ${(err as Error).message}; logging to stderr only\n`);
+  }
+}
 
 export function parseLevel(v: string | undefined): Level | undefined {
   return v !== undefined && v in ORDER ? (v as Level) : undefined;
@@ -47,6 +67,7 @@ function emit(level: Level, scope: string, msg: string): void {
   const tag = scope ? `[${scope}] ` : "";
   const head = useSdPrefix ? `<${SD_PRIO[level]}>` : `${new Date().toISOString()} ${level.toUpperCase().padEnd(5)} `;
   sink(`${head}${tag}${msg}`);
+  appendLogFile(level, `${tag}${msg}`);
 }
 
 export function logger(scope = ""): Logger {
