@@ -130,7 +130,7 @@ export function buildOps(fs: FsOps, opts: AdapterOptions): OpsTable {
         const c = new DataView(toArrayBuffer(conn, 0, 64));
         const capable = c.getUint32(CONN.capable, true);
         let want = c.getUint32(CONN.want, true);
-        const caps = [CAP.asyncRead, CAP.readdirplus, CAP.parallelDirops, CAP.cacheSymlinks, CAP.autoInvalData];
+        const caps: number[] = [CAP.asyncRead, CAP.readdirplus, CAP.parallelDirops, CAP.cacheSymlinks, CAP.autoInvalData];
         // Splice cached file ranges into /dev/fuse (measured ~15% faster than copying; BUCKETFS_SPLICE=0 disables).
         if (process.env.BUCKETFS_SPLICE !== "0") caps.push(CAP.spliceWrite, CAP.spliceMove);
         for (const cap of caps) {
