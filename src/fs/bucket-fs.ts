@@ -11,7 +11,7 @@
  * transaction (service/).
  */
 import { closeSync, openSync, read as fsRead, statfsSync, constants as FS } from "node:fs";
-import type { ObjectStore, ObjectInfo } from "../store/types.ts";
+import { StoreError, type ObjectStore, type ObjectInfo } from "../store/types.ts";
 import { objectMode, objectMtimeMs } from "../store/meta.ts";
 import type { IndexEntry, MetaIndex } from "../cache/meta-index.ts";
 import type { ObjectCache } from "../cache/object-cache.ts";
@@ -30,6 +30,11 @@ const DIR_PERM = 0o555;
 const WORKDIR_PERM = 0o755;
 /** How long the kernel may cache "no such file" answers. */
 const NEGATIVE_TTL_S = 5;
+/**
+ * When the index holds an older answer, how long a metadata request may wait for S3 before
+ * that answer is served instead (the request goes on and refreshes the index when it lands).
+ */
+const STALE_GRACE_MS = 3000;
 
 export interface BucketFsOptions {
   bucket: string;
@@ -147,7 +152,10 @@ export class BucketFs implements FsOps {
   /** The entries of `dir` (fresh from the index, or listed now), workdir ancestors included. */
   private async listing(dir: string): Promise<IndexEntry[]> {
     if (this.inWorkdir(dir)) return [];
-    const entries = this.fresh(this.o.index.listedAt(dir)) ? this.o.index.list(dir) : await this.relist(dir);
+    const listedAt = this.o.index.listedAt(dir);
+    const entries = this.fresh(listedAt)
+      ? this.o.index.list(dir)
+      : await this.orStale(this.relist(dir), listedAt !== undefined, () => this.o.index.list(dir), `listing /${dir}`);
     return this.withWorkdir(dir, entries);
   }
 
@@ -158,6 +166,29 @@ export class BucketFs implements FsOps {
     const rest = entries.filter((e) => e.name !== next);
     rest.push(this.synthDir(join(dir, next)));
     return rest.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  }
+
+  /**
+   * `p`, unless S3 is unreachable or slow and an older answer exists (`haveOld`): then the
+   * older answer from `old()` after STALE_GRACE_MS or on a retryable error, with one warning.
+   */
+  private async orStale<T, U>(p: Promise<T>, haveOld: boolean, old: () => U, what: string): Promise<T | U> {
+    if (!haveOld) return p;
+    p.catch(() => {}); // settles later in the background when we stop waiting
+    let timer: Timer | undefined;
+    const grace = new Promise<"grace">((r) => (timer = setTimeout(() => r("grace"), STALE_GRACE_MS)));
+    try {
+      const r = await Promise.race([p, grace]);
+      if (r !== "grace") return r;
+      this.warnOnce(`slow:${what}`, `${what}: S3 has not answered in ${STALE_GRACE_MS} ms; serving what the index knows`);
+      return old();
+    } catch (err) {
+      if (!(err instanceof StoreError && err.retryable)) throw err;
+      this.warnOnce(`down:${what}`, `${what} failed (${err.message}); serving what the index knows`);
+      return old();
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   private relist(dir: string): Promise<IndexEntry[]> {
@@ -212,8 +243,14 @@ export class BucketFs implements FsOps {
     const path = join(dir, name);
     if (this.inWorkdir(path) || this.isWorkdirAncestor(path)) return this.synthDir(path);
     if (this.inWorkdir(dir)) return undefined;
-    if (this.fresh(this.o.index.listedAt(dir))) return this.o.index.entry(dir, name);
-    const [isDir, head] = await Promise.all([this.o.store.hasPrefix(path + "/"), this.o.store.head(path)]);
+    const listedAt = this.o.index.listedAt(dir);
+    if (this.fresh(listedAt)) return this.o.index.entry(dir, name);
+    const known = this.o.index.entry(dir, name);
+    const probe = Promise.all([this.o.store.hasPrefix(path + "/"), this.o.store.head(path)]);
+    const haveOld = known !== undefined || listedAt !== undefined;
+    const got = await this.orStale(probe, haveOld, () => undefined, `looking up /${path}`);
+    if (got === undefined) return known;
+    const [isDir, head] = got;
     if (isDir) {
       const e = this.synthDir(path);
       this.o.index.putEntry(e);
@@ -238,7 +275,12 @@ export class BucketFs implements FsOps {
 
   entryTimeout(dirIno: number): number {
     const n = this.inodes.get(dirIno);
-    return n && this.inWorkdir(n.path) ? 1 : this.o.metadataTtlS;
+    return n ? this.timeoutIn(n.path) : this.o.metadataTtlS;
+  }
+
+  /** Kernel cache time for entries in directory `dir`: short inside the workdir. */
+  private timeoutIn(dir: string): number {
+    return this.inWorkdir(dir) ? 1 : this.o.metadataTtlS;
   }
 
   async lookup(parent: number, name: string): Promise<EntryReply> {
@@ -265,7 +307,7 @@ export class BucketFs implements FsOps {
     const n = this.node(ino);
     const e = await this.entryOf(n);
     if (!e) throw new FsError(E.ENOENT, `${n.path} is gone`);
-    return { attr: this.attrOf(ino, e), timeout: this.entryTimeout(this.inodes.ensure(parentOf(n.path)).ino) };
+    return { attr: this.attrOf(ino, e), timeout: this.timeoutIn(parentOf(n.path)) };
   }
 
   readlink(): string {
@@ -281,11 +323,14 @@ export class BucketFs implements FsOps {
     if (e.isDir) throw new FsError(E.EISDIR, `${n.path} is a directory`);
     const key = n.path;
     // A listing older than the TTL may name an old version: check the ETag before using a cached copy.
-    if (!this.fresh(this.o.index.listedAt(e.dir)) && !this.o.objects.peek(key, e.etag)) {
-      const head = await this.o.store.head(key);
-      if (!head) throw new FsError(E.ENOENT, `${key} was deleted from the bucket`);
-      e = this.fileEntry(e.dir, e.name, head);
-      this.o.index.putEntry(e);
+    if (!this.fresh(this.o.index.listedAt(e.dir))) {
+      const haveCopy = this.o.objects.peek(key, e.etag) !== undefined;
+      const head = await this.orStale(this.o.store.head(key), haveCopy, () => "cached" as const, `checking ${key}`);
+      if (head === null) throw new FsError(E.ENOENT, `${key} was deleted from the bucket`);
+      if (head !== "cached") {
+        e = this.fileEntry(e.dir, e.name, head);
+        this.o.index.putEntry(e);
+      }
     }
     const got = await this.o.objects.acquire(key, e.etag, e.size, e.mtimeMs);
     const cached = got.partial ? undefined : this.o.index.cached(key);
