@@ -25,7 +25,10 @@ export class FsError extends Error {
 
 /** Errors worth a log line at the adapter boundary (anything not an expected FsError). */
 export function isExpected(err: unknown): boolean {
-  return err instanceof FsError && (err.errno === E.ENOENT || err.errno === E.EROFS || err.errno === E.ENOTDIR);
+  return (
+    err instanceof FsError &&
+    (err.errno === E.ENOENT || err.errno === E.EROFS || err.errno === E.ENOTDIR || err.errno === E.ENAMETOOLONG)
+  );
 }
 
 /** The errno for any thrown value. Unknown errors are EIO. */

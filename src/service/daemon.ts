@@ -146,6 +146,12 @@ async function prepareClaimed(
     prepareMountpoint(cfg.mountpoint, log);
     const w = m.workdir;
     if (w) {
+      if (cfg.cachePath === "/tmp" || cfg.cachePath.startsWith("/tmp/")) {
+        log.warn(
+          `cachepath ${cfg.cachePath} is under /tmp, which many systems empty at boot: workdir changes not yet ` +
+            `uploaded would not survive a power loss; set cachepath = /var/cache/bucketfs to keep them`,
+        );
+      }
       ensureDir(w.spec.localDir);
       await prefetchWorkdir(store, w.journal, w.spec, log, signal); // logs its own summary
       if (w.journal.pending(w.spec.localDir).length > 0) {
@@ -250,6 +256,9 @@ export async function runDaemon(config: Config, opts: DaemonOptions = {}): Promi
   }
   for (const m of mounted) {
     if (!m.session) continue;
+    // Outside the workdir (the bind is gone by now): name who keeps the FUSE mount busy.
+    const busy = busyProcesses(m.cfg.mountpoint);
+    if (busy.length) m.log.warn(`${m.cfg.mountpoint} in use by ${busy.join(", ")}; detaching it anyway`);
     await m.session.unmount();
     m.fs.closeAll();
     m.log.info(`unmounted ${m.cfg.mountpoint}`);
