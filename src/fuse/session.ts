@@ -7,7 +7,7 @@
  * lazy detach, wait for ENODEV, abort the connection through fusectl if it stays busy,
  * then free the session. Is not: op semantics (adapter.ts / fs/) or signal handling.
  */
-import { read as fsRead, writeFileSync } from "node:fs";
+import { existsSync, read as fsRead, writeFileSync } from "node:fs";
 import { ptr } from "bun:ffi";
 import { cstrArray, fuse, lastErrno, libc, MNT_DETACH, strerror } from "./ffi.ts";
 import { buildOps, type OpsTable } from "./adapter.ts";
@@ -15,6 +15,9 @@ import { FUSE_ARGS, FUSE_BUF, OPS_SIZE, view } from "./structs.ts";
 import type { FsOps } from "../fs/types.ts";
 import { mountAt } from "../util/mountinfo.ts";
 import type { Logger } from "../util/log.ts";
+
+const FUSECTL = "/sys/fs/fuse/connections";
+const FUSECTL_ABORT = (minor: number) => `${FUSECTL}/${minor}/abort`;
 
 /** Each /dev/fuse read needs room for the largest request: 1 MiB of data plus headers. */
 const READ_BUF_SIZE = 1024 * 1024 + 4096;
@@ -176,8 +179,14 @@ export class FuseSession {
 
   private abortConnection(): void {
     if (this.devMinor === undefined) return;
+    // The abort file lives in fusectl, which is not mounted everywhere (containers, minimal systems).
+    if (!existsSync(FUSECTL_ABORT(this.devMinor)) && !mountAt(FUSECTL)) {
+      if (libc().mount("fusectl", FUSECTL, "fusectl", 0, null) !== 0) {
+        this.log.debug(`cannot mount fusectl at ${FUSECTL}: ${strerror(lastErrno())}`);
+      }
+    }
     try {
-      writeFileSync(`/sys/fs/fuse/connections/${this.devMinor}/abort`, "1");
+      writeFileSync(FUSECTL_ABORT(this.devMinor), "1");
     } catch (err) {
       this.log.warn(`cannot abort FUSE connection ${this.devMinor}: ${(err as Error).message}`);
     }

@@ -274,7 +274,7 @@ describe("a Nextflow-like task tree through the mount, then SIGTERM; restart", (
         echo 'exit 1' > $v/.command.sh
         echo 'error: task failed' > $v/.command.err
 
-        sleep 1.1   # markers are written last, in a later second
+        # .exitcode last, as Nextflow does
         echo 0 > $t/.exitcode
         echo 0 > $u/.exitcode
         echo 1 > $v/.exitcode
@@ -586,17 +586,26 @@ describe("5. a failed upload at stop", () => {
   }, SLOW);
 });
 
-describe("6. a busy workdir at stop", () => {
-  test("a process with its cwd inside: the stop completes, names it, uploads its files, leaves no mount", async () => {
+describe("6. busy mounts at stop", () => {
+  test("a process with its cwd in the workdir: the stop completes, names it, uploads; a later write there is not lost", async () => {
     const B = "tx-busy";
     await server.createBucket(B);
     const d = await start([spec(B)]);
+    const dir = d.dir;
+    let d2: DaemonHandle | undefined;
     let sleeper: ReturnType<typeof Bun.spawn> | undefined;
+    let writer: ReturnType<typeof Bun.spawn> | undefined;
+    const go = join(dir, "go-late-writer");
     try {
       const w = `${d.mnt[B]}/${WD}`;
       run(`mkdir -p ${w}/busy/task && cd ${w}/busy/task && seq 1 1000 > out.txt && echo 0 > .exitcode`);
       sleeper = Bun.spawn(["sleep", "1000"], { cwd: `${w}/busy/task`, stdin: "ignore", stdout: "ignore", stderr: "ignore" });
       children.push(sleeper);
+      // A second process in there writes one more file, but only after the daemon has stopped.
+      writer = Bun.spawn(["bash", "-c", `while [ ! -e '${go}' ]; do sleep 0.05; done; echo late > late.txt`], {
+        cwd: `${w}/busy/task`, stdin: "ignore", stdout: "ignore", stderr: "ignore",
+      });
+      children.push(writer);
       await Bun.sleep(200);
       expect(readFileSync(`/proc/${sleeper.pid}/comm`, "utf8").trim()).toBe("sleep");
 
@@ -604,11 +613,53 @@ describe("6. a busy workdir at stop", () => {
       expect(s.ms).toBeLessThan(30_000);
       expect(s.code).toBe(0);
       expect(s.mountsLeft).toEqual([]);
-      expect(s.log).toContain(`${sleeper.pid} (sleep)`);
       expect(s.log).toMatch(new RegExp(`workdir in use by .*${sleeper.pid} \\(sleep\\)`));
+      expect(s.log).toContain(`${writer.pid} (bash)`);
       expect(s.log).toContain("upload at stop: 2 uploaded");
       await expectInS3(B, localWd(d, B), ["busy/task/out.txt", "busy/task/.exitcode"]);
       expect((await s3.get(B, `${WD}/busy/task/out.txt`)).sha256).toBe(sha256(Array.from({ length: 1000 }, (_, i) => `${i + 1}\n`).join("")));
+
+      // The busy process keeps working in the (now detached) workdir; what it writes is in the cache ...
+      run(`touch '${go}'`);
+      expect(await Promise.race([writer.exited, Bun.sleep(10_000).then(() => "timeout" as const)])).toBe(0);
+      expect(readFileSync(join(localWd(d, B), "busy/task/late.txt"), "utf8")).toBe("late\n");
+      expect(await s3.head(B, `${WD}/busy/task/late.txt`)).toBeNull();
+      // ... and the next start uploads it.
+      d2 = await start([spec(B)], dir);
+      expect(d2.log()).toContain("upload of changes left by an earlier run: 1 uploaded");
+      expect(new TextDecoder().decode(await s3.getBytes(B, `${WD}/busy/task/late.txt`))).toBe("late\n");
+      const s2 = await stopDaemon(d2);
+      expect(s2.code).toBe(0);
+      expect(s2.mountsLeft).toEqual([]);
+    } finally {
+      sleeper?.kill("SIGKILL");
+      writer?.kill("SIGKILL");
+      await sleeper?.exited;
+      await writer?.exited;
+      await d.cleanup();
+      await d2?.cleanup();
+    }
+  }, SLOW);
+
+  test("a process with its cwd in the read-only part of the mount: bounded stop, named, nothing left mounted", async () => {
+    const B = "tx-busy-root";
+    await server.createBucket(B);
+    await s3.put(B, "data/input.txt", { text: "input\n" });
+    const d = await start([spec(B)]);
+    let sleeper: ReturnType<typeof Bun.spawn> | undefined;
+    try {
+      const w = `${d.mnt[B]}/${WD}`;
+      run(`mkdir -p ${w}/t && echo out > ${w}/t/out.txt && echo 0 > ${w}/t/.exitcode`);
+      sleeper = Bun.spawn(["sleep", "1000"], { cwd: `${d.mnt[B]}/data`, stdin: "ignore", stdout: "ignore", stderr: "ignore" });
+      children.push(sleeper);
+      await Bun.sleep(200);
+      const s = await stopDaemon(d, "SIGTERM", 60_000);
+      expect(s.ms).toBeLessThan(30_000);
+      expect(s.code).toBe(0);
+      expect(s.mountsLeft).toEqual([]);
+      expect(s.log).toContain(`in use by ${sleeper.pid} (sleep)`);
+      expect(s.log).toContain("upload at stop: 2 uploaded");
+      await expectInS3(B, localWd(d, B), ["t/out.txt", "t/.exitcode"]);
     } finally {
       sleeper?.kill("SIGKILL");
       await sleeper?.exited;
