@@ -55,6 +55,8 @@ export class PartialObject {
   private finished: Promise<void> | undefined;
   private discarded = false;
   private fdOpen = true;
+  /** Set once the temp file has been renamed to its final name (`complete` is true earlier). */
+  private renamed = false;
   /** Bytes fetched from S3 (for tests and logs). */
   fetchedBytes = 0;
   refs = 0;
@@ -81,9 +83,9 @@ export class PartialObject {
     return this.presentCount === this.blocks;
   }
 
-  /** The path readers should open (the final one once complete). */
+  /** The path readers should open: the final one once renamed into place (after the fsync). */
   get path(): string {
-    return this.complete ? this.finalPath : this.tmpPath;
+    return this.renamed ? this.finalPath : this.tmpPath;
   }
 
   /** Wait until bytes [off, off+len) are in the file; schedule read-ahead for sequential readers. */
@@ -182,6 +184,7 @@ export class PartialObject {
         // Durable before it is named as complete; async so the loop keeps serving reads.
         await new Promise<void>((res, rej) => fsync(this.fd, (e) => (e ? rej(e) : res())));
         renameSync(this.tmpPath, this.finalPath);
+        this.renamed = true;
         this.onComplete(this);
       } catch (err) {
         this.log.warn(`cannot finalize cached ${this.key}: ${errMsg(err)}`);

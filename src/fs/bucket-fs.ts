@@ -86,6 +86,8 @@ export class BucketFs implements FsOps {
   private nextFh = 1;
   private relisting = new Map<string, Promise<IndexEntry[]>>();
   private warned = new Set<string>();
+  /** Listing version (listed-at time) each directory inode was last opened with. */
+  private dirVersionSeen = new Map<number, number>();
   /** Cache generation of each key at its last open, to decide keep_cache. */
   private openedGen = new Map<string, number>();
   private readonly startMs = Date.now();
@@ -202,7 +204,9 @@ export class BucketFs implements FsOps {
 
   private async listNow(dir: string): Promise<IndexEntry[]> {
     const prefix = prefixOf(dir);
+    const t0 = performance.now();
     const l = await this.o.store.listDir(prefix);
+    const t1 = performance.now();
     const byName = new Map<string, IndexEntry>();
     for (const p of l.prefixes) {
       const name = p.slice(prefix.length, -1);
@@ -235,6 +239,8 @@ export class BucketFs implements FsOps {
     }
     const entries = [...byName.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     this.o.index.replaceDir(dir, entries);
+    const t2 = performance.now();
+    this.o.log.debug(`listed /${dir}: ${entries.length} entries (LIST ${(t1 - t0).toFixed(0)} ms, index ${(t2 - t1).toFixed(0)} ms)`);
     return entries;
   }
 
@@ -297,6 +303,7 @@ export class BucketFs implements FsOps {
 
   forget(ino: number, n: number): void {
     this.inodes.forget(ino, n);
+    if (!this.inodes.get(ino)) this.dirVersionSeen.delete(ino);
   }
 
   remember(ino: number): void {
@@ -368,7 +375,7 @@ export class BucketFs implements FsOps {
     if (h.partial) this.o.objects.releasePartial(h.partial);
   }
 
-  async opendir(ino: number): Promise<number> {
+  async opendir(ino: number): Promise<OpenReply> {
     const n = this.node(ino);
     const e = await this.entryOf(n);
     if (!e) throw new FsError(E.ENOENT, `${n.path} is gone`);
@@ -376,10 +383,14 @@ export class BucketFs implements FsOps {
     const entries = await this.listing(n.path);
     const fh = this.nextFh++;
     this.dirHandles.set(fh, { dir: n.path, entries });
-    return fh;
+    // The same listing as the kernel got last time (same LIST, or an always-empty workdir view).
+    const version = this.inWorkdir(n.path) ? 0 : (this.o.index.listedAt(n.path) ?? -1);
+    const keepCache = version !== -1 && this.dirVersionSeen.get(ino) === version;
+    this.dirVersionSeen.set(ino, version);
+    return { fh, keepCache };
   }
 
-  readdir(ino: number, fh: number, offset: number): DirEntry[] {
+  readdir(ino: number, fh: number, offset: number, max: number): DirEntry[] {
     const snap = this.dirHandles.get(fh);
     if (!snap) throw new FsError(E.EBADF, `bad directory handle ${fh}`);
     const out: DirEntry[] = [];
@@ -389,7 +400,8 @@ export class BucketFs implements FsOps {
       const parent = snap.dir === "" ? ROOT_INO : this.inodes.ensure(parentOf(snap.dir)).ino;
       out.push({ name: "..", attr: { ...self, ino: parent } });
     }
-    for (const e of snap.entries.slice(Math.max(0, offset - 2))) {
+    const from = Math.max(0, offset - 2);
+    for (const e of snap.entries.slice(from, from + Math.max(0, max - out.length))) {
       const n = this.inodes.ensure(join(snap.dir, e.name));
       out.push({ name: e.name, attr: this.attrOf(n.ino, e) });
     }

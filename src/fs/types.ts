@@ -39,10 +39,16 @@ export interface FsOps {
   open(ino: number, flags: number): Promise<OpenReply> | OpenReply;
   read(ino: number, fh: number, size: number, offset: number): Promise<ReadReply> | ReadReply;
   release(ino: number, fh: number): Promise<void> | void;
-  /** Returns a handle whose listing snapshot readdir pages through. */
-  opendir(ino: number): Promise<number> | number;
-  /** Entries from index `offset` on (including "." and ".."), for the snapshot `fh`. */
-  readdir(ino: number, fh: number, offset: number): Promise<DirEntry[]> | DirEntry[];
+  /**
+   * A handle whose listing snapshot readdir pages through. keepCache: the listing is the same
+   * as at the previous opendir, so the kernel may serve readdir from its own cache.
+   */
+  opendir(ino: number): Promise<OpenReply> | OpenReply;
+  /**
+   * Up to `max` entries from index `offset` on (including "." and ".."), for the snapshot `fh`.
+   * The adapter asks only for what can fit in the kernel's buffer.
+   */
+  readdir(ino: number, fh: number, offset: number, max: number): Promise<DirEntry[]> | DirEntry[];
   releasedir(ino: number, fh: number): void;
   /** readdirplus handed `ino` to the kernel: count it as one lookup. */
   remember(ino: number): void;

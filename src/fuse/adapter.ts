@@ -36,6 +36,10 @@ export interface OpsTable {
 
 type Req = Pointer;
 
+/** Smallest encoded size of one entry: struct fuse_dirent (24) / fuse_direntplus (128 + 24), name padded to 8. */
+const DIRENT_MIN = 24 + 8;
+const DIRENTPLUS_MIN = 152 + 8;
+
 export function buildOps(fs: FsOps, opts: AdapterOptions): OpsTable {
   const lib = fuse();
   const log = opts.log;
@@ -95,7 +99,9 @@ export function buildOps(fs: FsOps, opts: AdapterOptions): OpsTable {
   }
 
   function readdirInto(req: Req, op: string, ino: number, dh: number, size: number, off: number, plus: boolean) {
-    settle(req, op, () => fs.readdir(ino, dh, off), (entries) => {
+    // Every entry takes at least its fixed header (dirent 24 bytes, direntplus 152) plus a name.
+    const max = Math.ceil(size / (plus ? DIRENTPLUS_MIN : DIRENT_MIN));
+    settle(req, op, () => fs.readdir(ino, dh, off, max), (entries) => {
       const out = new Uint8Array(size);
       const base = ptr(out);
       let pos = 0;
@@ -220,10 +226,12 @@ export function buildOps(fs: FsOps, opts: AdapterOptions): OpsTable {
       args: [P, U, P],
       fn: (req: Req, ino: number, fi: Pointer) => {
         const flags = read.i32(fi, FILE_INFO.flags);
-        settle(req, "opendir", () => fs.opendir(ino), (h) => {
+        settle(req, "opendir", () => fs.opendir(ino), (o) => {
           openFi.fill(0);
           openFiView.setInt32(FILE_INFO.flags, flags, true);
-          openFiView.setBigUint64(FILE_INFO.fh, BigInt(h), true);
+          // Let the kernel cache the listing; keep what it cached while the listing is unchanged.
+          openFiView.setUint32(FILE_INFO.bits, FI_BIT.cacheReaddir | (o.keepCache ? FI_BIT.keepCache : 0), true);
+          openFiView.setBigUint64(FILE_INFO.fh, BigInt(o.fh), true);
           lib.fuse_reply_open(req, openFi);
         });
       },

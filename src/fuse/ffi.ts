@@ -48,6 +48,7 @@ const LIBC_SYMBOLS = {
   socket: { args: [i32, i32, i32], returns: i32 },
   sendto: { args: [i32, P, u64_fast, i32, P, u64_fast], returns: i32 },
   close: { args: [i32], returns: i32 },
+  syncfs: { args: [i32], returns: i32 },
 } as const;
 
 /** What to install when libfuse3 cannot be loaded. */

@@ -8,7 +8,7 @@
  * Is: ordering, signals, and the summary lines operators read. Is not: FUSE (fuse/),
  * semantics (fs/), or how prefetch/upload work (prefetch.ts, upload.ts).
  */
-import { mkdirSync } from "node:fs";
+import { closeSync, mkdirSync, openSync, readFileSync } from "node:fs";
 import type { Database } from "bun:sqlite";
 import type { BucketConfig, Config } from "../config/types.ts";
 import { openIndex } from "../cache/db.ts";
@@ -61,6 +61,7 @@ interface Mounted {
   cfg: BucketConfig;
   log: Logger;
   db: Database;
+  index: MetaIndex;
   store: ObjectStore;
   fs: BucketFs;
   session?: FuseSession;
@@ -130,6 +131,8 @@ async function prepareClaimed(
   const db = openIndex(layout.index);
   const store = createS3Store(cfg);
   const index = new MetaIndex(db);
+  const dropped = index.beginRun(bootId());
+  if (dropped > 0) log.warn(`the last run ended with the machine (no clean stop): ${dropped} cached objects will be fetched again`);
   const objects = new ObjectCache(layout.root, store, index, log);
   objects.partialOptions = {
     chunkBlocks: Math.max(1, Math.round(cfg.readChunkSize / BLOCK_SIZE)),
@@ -141,7 +144,7 @@ async function prepareClaimed(
     uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, log,
     copyReads: process.env.BUCKETFS_READ_MODE === "copy",
   });
-  const m: Mounted = { cfg, log, db, store, fs, bound: false, pidFile: layout.pid, workdir: workdirOf(cfg, db) };
+  const m: Mounted = { cfg, log, db, index, store, fs, bound: false, pidFile: layout.pid, workdir: workdirOf(cfg, db) };
   try {
     prepareMountpoint(cfg.mountpoint, log);
     const w = m.workdir;
@@ -269,6 +272,8 @@ export async function runDaemon(config: Config, opts: DaemonOptions = {}): Promi
     if (results.some((ok) => !ok)) code = 2;
   }
   for (const m of mounted) {
+    // One syncfs for everything cached this run, then the index may trust those files next time.
+    if (syncCacheFs(cacheLayout(m.cfg).root, m.log)) m.index.endRun();
     m.db.close();
     releasePidFile(m.pidFile);
   }
@@ -279,3 +284,24 @@ export async function runDaemon(config: Config, opts: DaemonOptions = {}): Promi
 }
 
 class StartError extends Error {}
+
+function bootId(): string {
+  try {
+    return readFileSync("/proc/sys/kernel/random/boot_id", "utf8").trim();
+  } catch {
+    return "unknown";
+  }
+}
+
+function syncCacheFs(dir: string, log: Logger): boolean {
+  let fd: number | undefined;
+  try {
+    fd = openSync(dir, "r");
+    return libc().syncfs(fd) === 0;
+  } catch (err) {
+    log.warn(`cannot sync the cache filesystem: ${errMsg(err)}`);
+    return false;
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
+}

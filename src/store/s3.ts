@@ -334,7 +334,8 @@ async function fetchRangeOnce(
 }
 
 /**
- * GetObject streamed into `destPath`: one chunk in memory at a time, fsynced before returning.
+ * GetObject streamed into `destPath`: one chunk in memory at a time, fsynced before returning
+ * unless `durable: false`.
  * On failure `destPath` may hold a partial file; the caller owns (and removes) it.
  */
 async function download(ctx: Ctx, key: string, destPath: string, opts: DownloadOptions = {}): Promise<ObjectInfo> {
@@ -376,7 +377,7 @@ async function download(ctx: Ctx, key: string, destPath: string, opts: DownloadO
     if (expected !== undefined && written !== expected) {
       throw new StoreError("network", `[s3] GET ${ctx.bucket}/${key}: body ended after ${written} of ${expected} bytes`);
     }
-    await file.sync();
+    if (opts.durable !== false) await file.sync();
   } catch (err) {
     destroyBody(body, err);
     throw toStoreError(err, "GET", key, { bucket: ctx.bucket, signal });

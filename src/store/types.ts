@@ -28,6 +28,8 @@ export interface Listing {
 
 export interface DownloadOptions {
   signal?: AbortSignal;
+  /** fsync the file before returning (default true). */
+  durable?: boolean;
   /** Called as bytes arrive (cumulative count). */
   onProgress?: (bytes: number) => void;
 }
