@@ -420,9 +420,23 @@ describe("concurrent cold readers share one download", () => {
     if (!d) throw new Error("no daemon");
     expect(existsSync(cacheFile(d, B, KEY))).toBe(false);
     expect(fetchedCount(d, KEY)).toBe(0);
+    // Meanwhile a 9th process keeps opening the file (open + close, no fork) until the readers are
+    // done: no open may fail while the download completes (regression: ENOENT in that window).
+    const stopFile = join(scratch, "conc-stop");
+    const f = q(`${M}/${KEY}`);
+    const hammer = run(
+      `n=0; bad=0; while [ ! -e ${q(stopFile)} ]; do n=$((n+1)); true < ${f} 2>> ${q(`${stopFile}.err`)} || bad=$((bad+1)); done; echo "$n $bad"`,
+      180_000,
+    );
     const readers = Array.from({ length: 8 }, () => runArgv(["sha256sum", `${M}/${KEY}`], 180_000));
     const allStartedMs = Date.now();
     const results = await Promise.all(readers);
+    await Bun.sleep(300);
+    writeFileSync(stopFile, "");
+    const [opens, failedOpens] = (await hammer).out.trim().split(" ").map(Number);
+    const errs = existsSync(`${stopFile}.err`) ? readFileSync(`${stopFile}.err`, "utf8") : "";
+    expect({ failedOpens, errs: errs.split("\n").slice(0, 3) }).toEqual({ failedOpens: 0, errs: [""] });
+    expect(opens).toBeGreaterThan(10);
     for (const r of results) {
       expect(r.code).toBe(0);
       expect(r.out.split(" ")[0]).toBe(sha);
@@ -517,6 +531,7 @@ const HOSTILE: Record<string, RegExp> = {
   "a/./b": /skipping prefix "a\/\.\/" in hostile-bucket/,
   [LONG]: new RegExp(`skipping key "${LONG}" in hostile-bucket: a name longer than 255 bytes`),
   "/lead": /skipping prefix "\/" in hostile-bucket/,
+  // With "dup" also a file, "dup/child" makes "dup" a key and a prefix at once.
   "dup/child": /key "dup" in hostile-bucket is also a prefix; shown as a directory/,
 };
 
@@ -921,10 +936,10 @@ describe("bad configs: clear error, non-zero exit, nothing mounted, no secret pr
   });
 
   /** A section; `mnt`/`cache` under the case's own dir so "nothing touched" can be checked. */
-  const section = (caseDir: string, lines: string[]): string =>
+  const section = (caseDir: string, body: string[]): string =>
     [
       "[cfg-bucket]",
-      ...lines,
+      ...body,
       "aws_access_key_id = AKIAEXAMPLEKEYID0001",
       `aws_secret_access_key = ${SECRET}`,
       "region = us-east-1",
