@@ -78,6 +78,20 @@ describe("streamed reads", () => {
     expect(f.gets.every((g) => g.ifMatch === "e1")).toBe(true);
   });
 
+  test("a sequential reader whose READs arrive out of order keeps chunk-sized GETs", async () => {
+    const f = fakeStore(data);
+    const { p } = make(data, f.store);
+    // Two READs in flight, the second arriving first (what the kernel's read-ahead does).
+    for (let off = 0; off + 2 * MiB <= data.length; off += 2 * MiB) {
+      await Promise.all([p.ensure(off + MiB, MiB), p.ensure(off, MiB)]);
+    }
+    const small = f.gets.filter((g) => g.end - g.start < 4 * BLOCK_SIZE && g.end !== data.length);
+    // Chunk size here is 4 blocks: at most the first demanded block may be a smaller GET.
+    expect(small.length).toBeLessThanOrEqual(1);
+    expect(f.gets.length).toBeLessThanOrEqual(Math.ceil(data.length / (4 * BLOCK_SIZE)) + 2);
+    p.discard();
+  });
+
   test("overlapping readers share GETs", async () => {
     const f = fakeStore(data);
     const { p } = make(data, f.store);

@@ -1,0 +1,239 @@
+/**
+ * Small helpers shared by the benchmark suite (bench/run.ts): running shell commands as
+ * child processes with wall-clock timing, dropping the page cache, medians, repetition
+ * with the "3 times if it takes < 20 s" rule, and /proc sampling (peak RSS, CPU time).
+ *
+ * Is: measurement plumbing. Is not: bucketfs code or a test helper.
+ */
+import { readdirSync, readFileSync, writeFileSync } from "node:fs";
+
+export const MiB = 1024 * 1024;
+
+export interface ShResult {
+  code: number;
+  out: string;
+  err: string;
+  /** Wall time from spawn to exit, in ms. */
+  ms: number;
+}
+
+/** Runs `cmd` with bash in a child process; throws on a non-zero exit unless `allowFail`. */
+export async function sh(
+  cmd: string,
+  opts: { timeoutS?: number; allowFail?: boolean; env?: Record<string, string> } = {},
+): Promise<ShResult> {
+  const timeoutS = opts.timeoutS ?? 900;
+  const t0 = performance.now();
+  const p = Bun.spawn(["timeout", "-k", "5", String(timeoutS), "bash", "-c", cmd], {
+    stdout: "pipe",
+    stderr: "pipe",
+    stdin: "ignore",
+    env: { ...process.env, LC_ALL: "C", ...opts.env },
+  });
+  const [out, err, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
+  const ms = performance.now() - t0;
+  if (code !== 0 && !opts.allowFail) {
+    throw new Error(`command failed (exit ${code}${code === 124 ? ", timed out" : ""}): ${cmd}\n${err.slice(-2000)}`);
+  }
+  return { code, out, err, ms };
+}
+
+/** Synchronous variant for cleanup paths (exit hooks). Never throws. */
+export function shSync(cmd: string, timeoutMs = 30_000): { code: number; out: string } {
+  try {
+    const r = Bun.spawnSync(["bash", "-c", cmd], { stdout: "pipe", stderr: "pipe", timeout: timeoutMs });
+    return { code: r.exitCode ?? -1, out: r.stdout.toString() + r.stderr.toString() };
+  } catch (e) {
+    return { code: -1, out: String(e) };
+  }
+}
+
+let dropWarned = false;
+/** `sync; echo 3 > /proc/sys/vm/drop_caches`. Returns false (and warns once) when not allowed. */
+export function dropCaches(): boolean {
+  try {
+    Bun.spawnSync(["sync"], { timeout: 120_000 });
+    writeFileSync("/proc/sys/vm/drop_caches", "3\n");
+    return true;
+  } catch (e) {
+    if (!dropWarned) {
+      dropWarned = true;
+      console.log(`WARNING: cannot drop the page cache (${(e as Error).message}): "cold" figures are not cold`);
+    }
+    return false;
+  }
+}
+
+export function median(xs: number[]): number {
+  if (xs.length === 0) return Number.NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 === 1 ? (s[m] as number) : ((s[m - 1] as number) + (s[m] as number)) / 2;
+}
+
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Runs `once` up to `reps` times and returns every value. The repetition rule of the
+ * suite: a measurement is repeated only while one run takes less than `slowMs` (20 s), so
+ * slow measurements are taken once. `once` returns the value, the wall time it took and
+ * optionally a handle (e.g. a mount) to keep: the handle of the final run is returned,
+ * those of earlier runs are given to `release` as soon as the next run has produced its own.
+ */
+export async function repeat<T, H = never>(
+  reps: number,
+  once: (rep: number) => Promise<{ value: T; ms: number; handle?: H }>,
+  release?: (h: H) => Promise<void>,
+  slowMs = 20_000,
+): Promise<{ values: T[]; last: H | undefined }> {
+  const values: T[] = [];
+  let last: H | undefined;
+  for (let rep = 1; rep <= reps; rep++) {
+    if (last !== undefined && release) {
+      const prev = last;
+      last = undefined;
+      await release(prev);
+    }
+    const r = await once(rep);
+    values.push(r.value);
+    last = r.handle;
+    if (r.ms >= slowMs) break;
+  }
+  return { values, last };
+}
+
+/** Resident set size of `pid` in KiB, or undefined when it is gone. */
+export function rssKiB(pid: number): number | undefined {
+  try {
+    const m = /VmRSS:\s+(\d+)\s+kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+    return m ? Number(m[1]) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Samples VmRSS of `pid` every `everyMs` ms until stop(); returns the peak in KiB. */
+export function rssSampler(pid: number, everyMs = 50): { stop(): number } {
+  let peak = rssKiB(pid) ?? 0;
+  const t = setInterval(() => {
+    const v = rssKiB(pid);
+    if (v !== undefined && v > peak) peak = v;
+  }, everyMs);
+  return {
+    stop(): number {
+      clearInterval(t);
+      const v = rssKiB(pid);
+      if (v !== undefined && v > peak) peak = v;
+      return peak;
+    },
+  };
+}
+
+const CLK_TCK = 100;
+/** utime+stime of `pid` (all threads) in seconds, or 0 when it is gone. */
+export function cpuSeconds(pid: number | undefined): number {
+  if (pid === undefined) return 0;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    // Fields after the parenthesised comm; utime and stime are fields 14 and 15.
+    const rest = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return (Number(rest[11]) + Number(rest[12])) / CLK_TCK;
+  } catch {
+    return 0;
+  }
+}
+
+/** Mount points from our mount namespace's table. */
+export function mountPoints(): Array<{ point: string; fstype: string }> {
+  return readFileSync("/proc/self/mountinfo", "utf8")
+    .split("\n")
+    .filter((l) => l.length > 0)
+    .map((l) => {
+      const f = l.split(" ");
+      const dash = f.indexOf("-");
+      return { point: (f[4] ?? "").replace(/\\040/g, " "), fstype: f[dash + 1] ?? "" };
+    });
+}
+
+export function isMounted(point: string, fstype?: string): boolean {
+  return mountPoints().some((m) => m.point === point && (fstype === undefined || m.fstype === fstype));
+}
+
+/** Lazily unmounts every mount at or below `dir`, deepest first. */
+export function lazyUnmountUnder(dir: string): void {
+  const pts = mountPoints()
+    .map((m) => m.point)
+    .filter((p) => p === dir || p.startsWith(dir + "/"))
+    .sort((a, b) => b.length - a.length);
+  for (const p of pts) shSync(`umount -l '${p}' 2>/dev/null || fusermount -uz '${p}' 2>/dev/null || fusermount3 -uz '${p}' 2>/dev/null`);
+}
+
+export function loadavg(): string {
+  try {
+    return readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ");
+  } catch {
+    return "?";
+  }
+}
+
+export function fmtNum(v: number, digits?: number): string {
+  if (!Number.isFinite(v)) return "n/a";
+  const d = digits ?? (Math.abs(v) >= 100 ? 0 : Math.abs(v) >= 10 ? 1 : Math.abs(v) >= 1 ? 2 : 3);
+  return v.toFixed(d);
+}
+
+/** rchar/wchar of `pid` from /proc/PID/io (bytes through read/write syscalls, sockets included). */
+export function procIo(pid: number | undefined): { rchar: number; wchar: number } {
+  if (pid === undefined) return { rchar: 0, wchar: 0 };
+  try {
+    const t = readFileSync(`/proc/${pid}/io`, "utf8");
+    const get = (k: string): number => Number(new RegExp(`^${k}:\\s+(\\d+)`, "m").exec(t)?.[1] ?? 0);
+    return { rchar: get("rchar"), wchar: get("wchar") };
+  } catch {
+    return { rchar: 0, wchar: 0 };
+  }
+}
+
+/** utime+stime in seconds of every thread of `pid`, by thread id (empty when it is gone). */
+export function threadCpu(pid: number): Map<number, { name: string; s: number }> {
+  const out = new Map<number, { name: string; s: number }>();
+  let tids: string[] = [];
+  try {
+    tids = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return out;
+  }
+  for (const t of tids) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/task/${t}/stat`, "utf8");
+      const name = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
+      const rest = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      out.set(Number(t), { name, s: (Number(rest[11]) + Number(rest[12])) / CLK_TCK });
+    } catch {
+      /* thread ended */
+    }
+  }
+  return out;
+}
+
+/**
+ * CPU used between two threadCpu() snapshots, summed per thread name (the main thread is
+ * called "main"), busiest first. Threads that ended in between are missing (their time still
+ * counts in cpuSeconds()).
+ */
+export function threadCpuByName(
+  before: Map<number, { name: string; s: number }>,
+  after: Map<number, { name: string; s: number }>,
+  mainTid: number,
+): Array<{ name: string; s: number; threads: number }> {
+  const by = new Map<string, { s: number; threads: number }>();
+  for (const [tid, a] of after) {
+    const d = a.s - (before.get(tid)?.s ?? 0);
+    const name = tid === mainTid ? "main" : a.name.replace(/[\s_-]*\d+$/, "");
+    const cur = by.get(name) ?? { s: 0, threads: 0 };
+    cur.s += d;
+    cur.threads += 1;
+    by.set(name, cur);
+  }
+  return [...by.entries()].map(([name, v]) => ({ name, ...v })).sort((x, y) => y.s - x.s);
+}
