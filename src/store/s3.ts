@@ -18,11 +18,9 @@ import { open, stat, type FileHandle } from "node:fs/promises";
 import { Agent as HttpAgent } from "node:http";
 import { Agent as HttpsAgent } from "node:https";
 import {
-  GetObjectCommand,
   HeadObjectCommand,
   PutObjectCommand,
   S3Client,
-  type GetObjectCommandOutput,
   type ListObjectsV2CommandOutput,
   type S3ClientConfig,
   type _Object,
@@ -292,18 +290,6 @@ async function headObject(ctx: Ctx, key: string, signal?: AbortSignal): Promise<
   }
 }
 
-/** GetObject, optionally ranged. https://docs.aws.amazon.com/AmazonS3/latest/API/API_GetObject.html */
-async function getObject(
-  ctx: Ctx, key: string, range: string | undefined, signal: AbortSignal | undefined, ifMatch?: string,
-): Promise<GetObjectCommandOutput> {
-  try {
-    const cmd = new GetObjectCommand({ Bucket: ctx.bucket, Key: key, Range: range, IfMatch: ifMatch ? `"${ifMatch}"` : undefined });
-    return await ctx.client.send(cmd, { abortSignal: signal });
-  } catch (err) {
-    throw toStoreError(err, "GET", key, { bucket: ctx.bucket, signal });
-  }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Ranged reads: the hot data path
 
@@ -354,22 +340,29 @@ async function fetchRange(
   }
 }
 
+/**
+ * One presigned GET through Bun's fetch. Non-success statuses become errors shaped like the
+ * SDK's service errors (name = S3 code, $metadata.httpStatusCode), so toStoreError treats
+ * both paths alike. 416 is returned to the caller (end of object for ranges).
+ */
+async function presignedGet(ctx: Ctx, key: string, headers: Record<string, string>, signal: AbortSignal): Promise<Response> {
+  const url = (await presigner(ctx)).presign(key, { expiresIn: 900, method: "GET" });
+  const res = await fetch(url, { headers, signal });
+  if (res.status === 200 || res.status === 206 || res.status === 416) return res;
+  const body = await res.text().catch(() => "");
+  const code = /<Code>([^<]*)<\/Code>/.exec(body)?.[1];
+  const message = /<Message>([^<]*)<\/Message>/.exec(body)?.[1] ?? res.statusText;
+  throw Object.assign(new Error(message), { name: code ?? statusName(res.status), $metadata: { httpStatusCode: res.status } });
+}
+
 async function fetchRangeOnce(
   ctx: Ctx, key: string, start: number, end: number, signal: AbortSignal | undefined, ifMatch: string | undefined,
 ): Promise<Uint8Array> {
-  const url = (await presigner(ctx)).presign(key, { expiresIn: 900, method: "GET" });
   const timeout = AbortSignal.timeout(RANGE_TIMEOUT_MS);
   const headers: Record<string, string> = { Range: `bytes=${start}-${end - 1}` };
   if (ifMatch) headers["If-Match"] = `"${ifMatch}"`;
-  const res = await fetch(url, { headers, signal: signal ? AbortSignal.any([signal, timeout]) : timeout });
+  const res = await presignedGet(ctx, key, headers, signal ? AbortSignal.any([signal, timeout]) : timeout);
   if (res.status === 416) return new Uint8Array(0);
-  if (res.status !== 206 && res.status !== 200) {
-    const body = await res.text().catch(() => "");
-    const code = /<Code>([^<]*)<\/Code>/.exec(body)?.[1];
-    const message = /<Message>([^<]*)<\/Message>/.exec(body)?.[1] ?? res.statusText;
-    // Shaped like an SDK service error so toStoreError classifies it the same way.
-    throw Object.assign(new Error(message), { name: code ?? statusName(res.status), $metadata: { httpStatusCode: res.status } });
-  }
   const bytes = new Uint8Array(await res.arrayBuffer());
   if (res.status === 200) return bytes.slice(start, end); // server ignored Range
   const want = Math.min(end, start + Number(res.headers.get("content-length") ?? bytes.byteLength)) - start;
@@ -379,66 +372,82 @@ async function fetchRangeOnce(
   return bytes;
 }
 
+/** A download whose body stalls this long (no bytes) fails as a network error. */
+const BODY_STALL_MS = 30_000;
+
 /**
- * GetObject streamed into `destPath`: one chunk in memory at a time, fsynced before returning
- * unless `durable: false`.
- * On failure `destPath` may hold a partial file; the caller owns (and removes) it.
+ * The whole object streamed into `destPath` (one chunk in memory at a time), fsynced before
+ * returning unless `durable: false`. Through a presigned URL and Bun's fetch like the ranged
+ * reads (the SDK's per-request cost dominated small objects and prefetch). Retried while no
+ * byte has been written; on failure `destPath` may hold a partial file, which the caller owns.
  */
 async function download(ctx: Ctx, key: string, destPath: string, opts: DownloadOptions = {}): Promise<ObjectInfo> {
-  const { signal, onProgress } = opts;
-  const out = await getObject(ctx, key, undefined, signal);
-  const body = out.Body;
-  const expected = out.ContentLength;
-  let file: FileHandle;
-  try {
-    file = await open(destPath, "w", 0o600);
-  } catch (err) {
-    destroyBody(body, err);
-    throw new StoreError("other", `[s3] GET ${ctx.bucket}/${key}: cannot write ${destPath}: ${errText(err)}`, { cause: err });
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await downloadOnce(ctx, key, destPath, opts);
+    } catch (err) {
+      const e = toStoreError(err, "GET", key, { bucket: ctx.bucket, signal: opts.signal });
+      if (!e.retryable || attempt >= RANGE_ATTEMPTS || opts.signal?.aborted) throw e;
+      await Bun.sleep(100 * 2 ** attempt);
+    }
   }
-  let written = 0;
-  let onAbort: (() => void) | undefined;
+}
+
+async function downloadOnce(ctx: Ctx, key: string, destPath: string, opts: DownloadOptions): Promise<ObjectInfo> {
+  const { signal, onProgress } = opts;
+  // One controller for the caller's abort and for a stalled body.
+  const ctl = new AbortController();
+  const onAbort = () => ctl.abort(signal?.reason);
+  signal?.addEventListener("abort", onAbort, { once: true });
+  let stall: Timer | undefined;
+  const arm = () => {
+    clearTimeout(stall);
+    stall = setTimeout(() => ctl.abort(Object.assign(new Error(`no data for ${BODY_STALL_MS} ms`), { name: "TimeoutError" })), BODY_STALL_MS);
+  };
+  let file: FileHandle | undefined;
   try {
-    if (body !== undefined) {
-      if (!isAsyncIterable(body)) throw new StoreError("other", `[s3] GET ${ctx.bucket}/${key}: response body is not a stream`);
-      if (signal !== undefined) {
-        // The HTTP handler stops listening for aborts once the response has arrived; make an
-        // abort while the body is still streaming end it too.
-        onAbort = () => destroyBody(body, signal.reason);
-        signal.addEventListener("abort", onAbort, { once: true });
-      }
-      for await (const chunk of body) {
-        signal?.throwIfAborted();
-        const bytes = toBytes(chunk);
+    signal?.throwIfAborted();
+    arm();
+    const res = await presignedGet(ctx, key, {}, ctl.signal);
+    const expected = Number(res.headers.get("content-length") ?? NaN);
+    try {
+      file = await open(destPath, "w", 0o600);
+    } catch (err) {
+      throw new StoreError("other", `[s3] GET ${ctx.bucket}/${key}: cannot write ${destPath}: ${errText(err)}`, { cause: err });
+    }
+    let written = 0;
+    if (res.status !== 416 && res.body) {
+      for await (const chunk of res.body) {
+        arm();
         let off = 0;
-        while (off < bytes.byteLength) {
-          const { bytesWritten } = await file.write(bytes, off, bytes.byteLength - off);
+        while (off < chunk.byteLength) {
+          const { bytesWritten } = await file.write(chunk, off, chunk.byteLength - off);
           off += bytesWritten;
         }
-        written += bytes.byteLength;
+        written += chunk.byteLength;
         onProgress?.(written);
       }
-      signal?.throwIfAborted();
     }
-    if (expected !== undefined && written !== expected) {
+    if (Number.isFinite(expected) && res.status !== 416 && written !== expected) {
       throw new StoreError("network", `[s3] GET ${ctx.bucket}/${key}: body ended after ${written} of ${expected} bytes`);
     }
     if (opts.durable !== false) await file.sync();
+    log.debug(`GET ${ctx.bucket}/${key}: ${fmtBytes(written)}`);
+    const meta: Record<string, string> = {};
+    res.headers.forEach((v, k) => {
+      if (k.startsWith("x-amz-meta-")) meta[k.slice("x-amz-meta-".length)] = v;
+    });
+    const lm = res.headers.get("last-modified");
+    return { key, size: written, lastModifiedMs: lm ? Date.parse(lm) : 0, etag: unquote(res.headers.get("etag") ?? undefined), meta };
   } catch (err) {
-    destroyBody(body, err);
-    throw toStoreError(err, "GET", key, { bucket: ctx.bucket, signal });
+    // Whatever a stall or the caller's abort ended with, say which it was.
+    if (ctl.signal.aborted && !signal?.aborted) throw toStoreError(ctl.signal.reason, "GET", key, { bucket: ctx.bucket });
+    throw err;
   } finally {
-    if (onAbort !== undefined) signal?.removeEventListener("abort", onAbort);
-    await file.close();
+    clearTimeout(stall);
+    signal?.removeEventListener("abort", onAbort);
+    await file?.close();
   }
-  log.debug(`GET ${ctx.bucket}/${key}: ${fmtBytes(written)}`);
-  return {
-    key,
-    size: written,
-    lastModifiedMs: out.LastModified?.getTime() ?? 0,
-    etag: unquote(out.ETag),
-    meta: { ...out.Metadata },
-  };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -667,32 +676,6 @@ function unquote(etag: string | undefined): string {
 
 function asRecord(v: unknown): Record<string, unknown> | undefined {
   return typeof v === "object" && v !== null ? (v as Record<string, unknown>) : undefined;
-}
-
-function isAsyncIterable(v: unknown): v is AsyncIterable<unknown> {
-  return typeof v === "object" && v !== null && Symbol.asyncIterator in v;
-}
-
-function toBytes(chunk: unknown): Uint8Array {
-  if (chunk instanceof Uint8Array) return chunk;
-  if (typeof chunk === "string") return Buffer.from(chunk);
-  if (chunk instanceof ArrayBuffer) return new Uint8Array(chunk);
-  throw new StoreError("other", `[s3] unexpected body chunk type ${typeof chunk}`);
-}
-
-/** End a response body stream (Node Readable or web stream), ignoring what it does not support. */
-function destroyBody(body: unknown, reason: unknown): void {
-  const rec = asRecord(body);
-  if (rec === undefined) return;
-  try {
-    if (typeof rec.destroy === "function") {
-      (rec.destroy as (e?: unknown) => void).call(body, reason instanceof Error ? reason : undefined);
-    } else if (typeof rec.cancel === "function") {
-      void (rec.cancel as (r?: unknown) => Promise<void>).call(body, reason).catch(() => undefined);
-    }
-  } catch {
-    // already closed
-  }
 }
 
 function errText(err: unknown): string {
