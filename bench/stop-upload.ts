@@ -13,11 +13,11 @@
  * Env:  BENCH_SMALL (1000), BENCH_BIG_MIB (256), BENCH_CONCURRENCY (config default 16),
  *       BENCH_RUNS (1; each run uses a fresh bucket and cache; the best is reported).
  */
-import { randomBytes } from "node:crypto";
-import { closeSync, mkdirSync, openSync, writeSync } from "node:fs";
+import { mkdirSync } from "node:fs";
 import { removeDir, startDaemon, type BucketSpec } from "../test/helpers/daemon.ts";
 import { startS3Server } from "../test/helpers/s3server.ts";
 import { s3tool } from "../test/helpers/s3tool.ts";
+import { writeRandom } from "../test/helpers/files.ts";
 
 const MiB = 1024 * 1024;
 const SMALL_COUNT = Number(process.env.BENCH_SMALL ?? 1000);
@@ -26,16 +26,6 @@ const BIG_COUNT = 2;
 const BIG_BYTES = Number(process.env.BENCH_BIG_MIB ?? 256) * MiB;
 const RUNS = Number(process.env.BENCH_RUNS ?? 1);
 const CONCURRENCY = process.env.BENCH_CONCURRENCY;
-
-function writeRandom(path: string, bytes: number): void {
-  const block = randomBytes(Math.min(bytes, 8 * MiB));
-  const fd = openSync(path, "w");
-  try {
-    for (let left = bytes; left > 0; left -= block.length) writeSync(fd, block, 0, Math.min(left, block.length));
-  } finally {
-    closeSync(fd);
-  }
-}
 
 const T0 = performance.now();
 /** Phase timestamps on stderr (the figures go to stdout). */

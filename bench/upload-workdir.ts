@@ -9,8 +9,7 @@
  * Run:  node_modules/.bin/bun bench/upload-workdir.ts
  * Env:  BENCH_CONCURRENCY (default 16), BENCH_SMALL (1000), BENCH_BIG_MIB (256).
  */
-import { randomBytes } from "node:crypto";
-import { closeSync, mkdirSync, mkdtempSync, openSync, rmSync, writeSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { openIndex } from "../src/cache/db.ts";
 import { DEFAULTS } from "../src/config/types.ts";
@@ -20,6 +19,7 @@ import { uploadWorkdir } from "../src/service/upload.ts";
 import { createS3Store } from "../src/store/s3.ts";
 import { logger } from "../src/util/log.ts";
 import { startS3Server, TEST_ROOT } from "../test/helpers/s3server.ts";
+import { writeRandom } from "../test/helpers/files.ts";
 
 const MiB = 1024 * 1024;
 const SMALL_COUNT = Number(process.env.BENCH_SMALL ?? 1000);
@@ -29,16 +29,6 @@ const BIG_BYTES = Number(process.env.BENCH_BIG_MIB ?? 256) * MiB;
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? DEFAULTS.transferConcurrency);
 const BUCKET = "bench";
 const PREFIX = "workdir/";
-
-function writeRandom(path: string, bytes: number): void {
-  const block = randomBytes(Math.min(bytes, 8 * MiB));
-  const fd = openSync(path, "w");
-  try {
-    for (let left = bytes; left > 0; left -= block.length) writeSync(fd, block, 0, Math.min(left, block.length));
-  } finally {
-    closeSync(fd);
-  }
-}
 
 const log = logger("bench");
 mkdirSync(TEST_ROOT, { recursive: true });

@@ -10,8 +10,7 @@
  * the restart finishes the job).
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { randomBytes } from "node:crypto";
-import { chmodSync, closeSync, existsSync, lstatSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync, writeSync } from "node:fs";
+import { chmodSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { openIndex } from "../../src/cache/db.ts";
 import { lstatBig, walkWorkdir, WorkdirJournal } from "../../src/service/journal.ts";
@@ -22,6 +21,7 @@ import type { ObjectStore } from "../../src/store/types.ts";
 import { logger, setSink } from "../../src/util/log.ts";
 import { startS3Server, TEST_ROOT, type S3Server } from "../helpers/s3server.ts";
 import { s3tool, type S3Tool } from "../helpers/s3tool.ts";
+import { writeRandom } from "../helpers/files.ts";
 
 const BUCKET = "bfs-workdir";
 const MiB = 1024 * 1024;
@@ -68,16 +68,6 @@ function sha256File(path: string): string {
   const h = new Bun.CryptoHasher("sha256");
   h.update(readFileSync(path));
   return h.digest("hex");
-}
-
-function writeRandom(path: string, bytes: number): void {
-  const block = randomBytes(Math.min(bytes, 4 * MiB));
-  const fd = openSync(path, "w");
-  try {
-    for (let left = bytes; left > 0; left -= block.length) writeSync(fd, block, 0, Math.min(left, block.length));
-  } finally {
-    closeSync(fd);
-  }
 }
 
 /**
