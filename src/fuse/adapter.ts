@@ -80,6 +80,15 @@ export function buildOps(fs: FsOps, opts: AdapterOptions): OpsTable {
     else deliver(v);
   }
 
+  /** fuse_reply_open with our own file-info copy (libfuse's is only valid during the callback). */
+  function replyOpen(req: Req, flags: number, handle: number, bits: number): void {
+    openFi.fill(0);
+    openFiView.setInt32(FILE_INFO.flags, flags, true);
+    openFiView.setUint32(FILE_INFO.bits, bits, true);
+    openFiView.setBigUint64(FILE_INFO.fh, BigInt(handle), true);
+    lib.fuse_reply_open(req, openFi);
+  }
+
   const fh = (fi: Pointer | null): number => (fi ? Number(read.u64(fi, FILE_INFO.fh)) : 0);
 
   function replyRead(req: Req, r: ReadReply): void {
@@ -199,13 +208,7 @@ export function buildOps(fs: FsOps, opts: AdapterOptions): OpsTable {
       args: [P, U, P],
       fn: (req: Req, ino: number, fi: Pointer) => {
         const flags = read.i32(fi, FILE_INFO.flags);
-        settle(req, "open", () => fs.open(ino, flags), (o) => {
-          openFi.fill(0);
-          openFiView.setInt32(FILE_INFO.flags, flags, true);
-          openFiView.setUint32(FILE_INFO.bits, o.keepCache ? FI_BIT.keepCache : 0, true);
-          openFiView.setBigUint64(FILE_INFO.fh, BigInt(o.fh), true);
-          lib.fuse_reply_open(req, openFi);
-        });
+        settle(req, "open", () => fs.open(ino, flags), (o) => replyOpen(req, flags, o.fh, o.keepCache ? FI_BIT.keepCache : 0));
       },
     },
     read: {
@@ -226,14 +229,10 @@ export function buildOps(fs: FsOps, opts: AdapterOptions): OpsTable {
       args: [P, U, P],
       fn: (req: Req, ino: number, fi: Pointer) => {
         const flags = read.i32(fi, FILE_INFO.flags);
-        settle(req, "opendir", () => fs.opendir(ino), (o) => {
-          openFi.fill(0);
-          openFiView.setInt32(FILE_INFO.flags, flags, true);
-          // Let the kernel cache the listing; keep what it cached while the listing is unchanged.
-          openFiView.setUint32(FILE_INFO.bits, FI_BIT.cacheReaddir | (o.keepCache ? FI_BIT.keepCache : 0), true);
-          openFiView.setBigUint64(FILE_INFO.fh, BigInt(o.fh), true);
-          lib.fuse_reply_open(req, openFi);
-        });
+        // Let the kernel cache the listing; keep what it cached while the listing is unchanged.
+        settle(req, "opendir", () => fs.opendir(ino), (o) =>
+          replyOpen(req, flags, o.fh, FI_BIT.cacheReaddir | (o.keepCache ? FI_BIT.keepCache : 0)),
+        );
       },
     },
     readdir: {
