@@ -58,6 +58,15 @@ export interface ObjectStore {
    */
   getRange(key: string, start: number, end: number, signal?: AbortSignal, ifMatch?: string): Promise<Uint8Array>;
   /**
+   * Bytes [start, end) handed to `sink` as they arrive (each chunk with its object offset),
+   * so no chunk-sized buffer is assembled. Same errors and If-Match rule as getRange.
+   * Resolves with the number of bytes delivered.
+   */
+  streamRange(
+    key: string, start: number, end: number, sink: (chunk: Uint8Array, pos: number) => Promise<void>,
+    signal?: AbortSignal, ifMatch?: string,
+  ): Promise<number>;
+  /**
    * Stream the whole object into `destPath` (created/truncated). Returns the object's info
    * including user metadata, as of the GET. The caller handles temp names and renames.
    */

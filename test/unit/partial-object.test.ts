@@ -28,6 +28,12 @@ function fakeStore(data: Uint8Array, etag = "e1") {
       if (ifMatch && ifMatch !== store.etag) throw new StoreError("precondition", "changed", { status: 412 });
       return data.slice(start, end);
     },
+    /** Delivers the range in 256 KiB pieces, like a body arriving over the network. */
+    async streamRange(key: string, start: number, end: number, sink: (c: Uint8Array, pos: number) => Promise<void>, signal?: AbortSignal, ifMatch?: string) {
+      const bytes = await store.getRange(key, start, end, signal, ifMatch);
+      for (let off = 0; off < bytes.byteLength; off += 256 * 1024) await sink(bytes.subarray(off, off + 256 * 1024), start + off);
+      return bytes.byteLength;
+    },
     etag,
   };
   return { store: store as unknown as ObjectStore & { etag: string }, gets, maxInflight: () => maxInflight };

@@ -61,6 +61,13 @@ class MemStore implements ObjectStore {
     if (!o) throw new StoreError("not-found", key);
     return o.data.slice(start, end);
   }
+  async streamRange(
+    key: string, start: number, end: number, sink: (chunk: Uint8Array, pos: number) => Promise<void>,
+  ): Promise<number> {
+    const data = await this.getRange(key, start, end);
+    await sink(data, start);
+    return data.byteLength;
+  }
   async download(key: string, destPath: string, opts?: DownloadOptions): Promise<ObjectInfo> {
     const o = this.objects.get(key);
     if (!o) throw new StoreError("not-found", key);
