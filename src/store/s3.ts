@@ -316,6 +316,30 @@ async function presigner(ctx: Ctx): Promise<Bun.S3Client> {
 }
 
 /**
+ * One signal for a GET: the caller's abort, or a body that delivers nothing for
+ * BODY_STALL_MS (`arm()` restarts that clock on every chunk). Call `done()` when finished.
+ */
+function stallGuard(outer: AbortSignal | undefined) {
+  const ctl = new AbortController();
+  const onAbort = () => ctl.abort(outer?.reason);
+  outer?.addEventListener("abort", onAbort, { once: true });
+  let timer: Timer | undefined;
+  return {
+    signal: ctl.signal,
+    arm() {
+      clearTimeout(timer);
+      timer = setTimeout(() => ctl.abort(Object.assign(new Error(`no data for ${BODY_STALL_MS} ms`), { name: "TimeoutError" })), BODY_STALL_MS);
+    },
+    /** Aborted by the stall clock, not by the caller. */
+    stalled: () => ctl.signal.aborted && !outer?.aborted,
+    done() {
+      clearTimeout(timer);
+      outer?.removeEventListener("abort", onAbort);
+    },
+  };
+}
+
+/**
  * Bytes [start, end) delivered to `sink` chunk by chunk as the body arrives. Retried (from
  * `start`, the sink simply rewrites the same offsets) on retryable errors. A body that stalls
  * for BODY_STALL_MS fails as a network error.
@@ -326,20 +350,14 @@ async function streamRange(
 ): Promise<number> {
   if (start >= end) return 0;
   for (let attempt = 1; ; attempt++) {
-    const ctl = new AbortController();
-    const onAbort = () => ctl.abort(signal?.reason);
-    signal?.addEventListener("abort", onAbort, { once: true });
-    let stall: Timer | undefined;
-    const arm = () => {
-      clearTimeout(stall);
-      stall = setTimeout(() => ctl.abort(Object.assign(new Error(`no data for ${BODY_STALL_MS} ms`), { name: "TimeoutError" })), BODY_STALL_MS);
-    };
+    const guard = stallGuard(signal);
+    const { arm } = guard;
     try {
       signal?.throwIfAborted();
       arm();
       const headers: Record<string, string> = { Range: `bytes=${start}-${end - 1}` };
       if (ifMatch) headers["If-Match"] = `"${ifMatch}"`;
-      const res = await presignedGet(ctx, key, headers, ctl.signal);
+      const res = await presignedGet(ctx, key, headers, guard.signal);
       if (res.status === 416 || !res.body) return 0;
       // 206 starts at `start`; a server that ignores Range sends the whole object (200) from 0.
       let bodyPos = res.status === 200 ? 0 : start;
@@ -357,12 +375,11 @@ async function streamRange(
       }
       return delivered;
     } catch (err) {
-      const e = toStoreError(ctl.signal.aborted && !signal?.aborted ? ctl.signal.reason : err, "GET", key, { bucket: ctx.bucket, signal });
+      const e = toStoreError(guard.stalled() ? guard.signal.reason : err, "GET", key, { bucket: ctx.bucket, signal });
       if (!e.retryable || attempt >= RANGE_ATTEMPTS || signal?.aborted) throw e;
       await Bun.sleep(100 * 2 ** attempt);
     } finally {
-      clearTimeout(stall);
-      signal?.removeEventListener("abort", onAbort);
+      guard.done();
     }
   }
 }
@@ -417,20 +434,13 @@ async function download(ctx: Ctx, key: string, destPath: string, opts: DownloadO
 
 async function downloadOnce(ctx: Ctx, key: string, destPath: string, opts: DownloadOptions): Promise<ObjectInfo> {
   const { signal, onProgress } = opts;
-  // One controller for the caller's abort and for a stalled body.
-  const ctl = new AbortController();
-  const onAbort = () => ctl.abort(signal?.reason);
-  signal?.addEventListener("abort", onAbort, { once: true });
-  let stall: Timer | undefined;
-  const arm = () => {
-    clearTimeout(stall);
-    stall = setTimeout(() => ctl.abort(Object.assign(new Error(`no data for ${BODY_STALL_MS} ms`), { name: "TimeoutError" })), BODY_STALL_MS);
-  };
+  const guard = stallGuard(signal);
+  const { arm } = guard;
   let file: FileHandle | undefined;
   try {
     signal?.throwIfAborted();
     arm();
-    const res = await presignedGet(ctx, key, {}, ctl.signal);
+    const res = await presignedGet(ctx, key, {}, guard.signal);
     const expected = Number(res.headers.get("content-length") ?? NaN);
     try {
       file = await open(destPath, "w", 0o600);
@@ -463,11 +473,10 @@ async function downloadOnce(ctx: Ctx, key: string, destPath: string, opts: Downl
     return { key, size: written, lastModifiedMs: lm ? Date.parse(lm) : 0, etag: unquote(res.headers.get("etag") ?? undefined), meta };
   } catch (err) {
     // Whatever a stall or the caller's abort ended with, say which it was.
-    if (ctl.signal.aborted && !signal?.aborted) throw toStoreError(ctl.signal.reason, "GET", key, { bucket: ctx.bucket });
+    if (guard.stalled()) throw toStoreError(guard.signal.reason, "GET", key, { bucket: ctx.bucket });
     throw err;
   } finally {
-    clearTimeout(stall);
-    signal?.removeEventListener("abort", onAbort);
+    guard.done();
     await file?.close();
   }
 }
