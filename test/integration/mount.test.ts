@@ -97,6 +97,17 @@ async function start(buckets: BucketSpec[], opts: Parameters<typeof startDaemon>
 }
 
 /** SIGTERM (SIGKILL if that fails), detach leftovers, remove the daemon's dir. Never throws. */
+/** One daemon serving `bucket` for the enclosing describe block: started in beforeAll, stopped in afterAll. */
+function daemonForBlock(bucket: string): { d: DaemonHandle | undefined; M: string } {
+  const one: { d: DaemonHandle | undefined; M: string } = { d: undefined, M: "" };
+  beforeAll(async () => {
+    one.d = await start([{ bucket }]);
+    one.M = one.d.mnt[bucket] ?? "";
+  }, HOOK);
+  afterAll(() => shutdown(one.d), HOOK);
+  return one;
+}
+
 async function shutdown(h: DaemonHandle | undefined): Promise<number | undefined> {
   if (!h) return undefined;
   let code: number | undefined;
@@ -191,13 +202,7 @@ describe("listing: names, sizes and mtimes match S3", () => {
   }, HOOK);
 
   describe("after readdir", () => {
-    let d: DaemonHandle | undefined;
-    let M = "";
-    beforeAll(async () => {
-      d = await start([{ bucket: B }]);
-      M = d.mnt[B] ?? "";
-    }, HOOK);
-    afterAll(() => shutdown(d), HOOK);
+    const one = daemonForBlock(B);
 
     test("readdir names match the S3 listing at every level", async () => {
       const top = await s3.list(B, { recursive: false });
@@ -206,15 +211,15 @@ describe("listing: names, sizes and mtimes match S3", () => {
         ...top.prefixes.map((p) => p.slice(0, -1)),
       ].sort();
       expect(fromS3).toEqual(["a", "d", "e", "p", "root.txt"]);
-      expect(await ls(M)).toEqual(fromS3);
-      expect(await ls(`${M}/a`)).toEqual(["b"]);
-      expect(await ls(`${M}/a/b`)).toEqual(["c.txt"]);
-      expect(await ls(`${M}/d`)).toEqual([]); // marker only: an empty directory
-      expect(await ls(`${M}/e`)).toEqual(["f.txt"]); // the marker itself is not an entry
-      expect(await ls(`${M}/p`)).toEqual(["q"]);
-      expect(await ls(`${M}/p/q`)).toEqual(["r.bin"]);
+      expect(await ls(one.M)).toEqual(fromS3);
+      expect(await ls(`${one.M}/a`)).toEqual(["b"]);
+      expect(await ls(`${one.M}/a/b`)).toEqual(["c.txt"]);
+      expect(await ls(`${one.M}/d`)).toEqual([]); // marker only: an empty directory
+      expect(await ls(`${one.M}/e`)).toEqual(["f.txt"]); // the marker itself is not an entry
+      expect(await ls(`${one.M}/p`)).toEqual(["q"]);
+      expect(await ls(`${one.M}/p/q`)).toEqual(["r.bin"]);
       // The same through async readdir (no child process), with entry types.
-      const ents = await readdir(M, { withFileTypes: true });
+      const ents = await readdir(one.M, { withFileTypes: true });
       expect(ents.map((e) => `${e.name}:${e.isDirectory() ? "dir" : e.isFile() ? "file" : "?"}`).sort()).toEqual([
         "a:dir", "d:dir", "e:dir", "p:dir", "root.txt:file",
       ]);
@@ -223,7 +228,7 @@ describe("listing: names, sizes and mtimes match S3", () => {
     test("stat: exact sizes, mtime = LastModified to the second, read-only modes, dirs are dirs", async () => {
       const listed = (await s3.list(B)).objects.filter((o) => !o.key.endsWith("/"));
       expect(listed.map((o) => o.key).sort()).toEqual(["a/b/c.txt", "e/f.txt", "p/q/r.bin", "root.txt"]);
-      const st = await statAll(M, [...listed.map((o) => o.key), "a", "a/b", "d", "e", "p", "p/q"]);
+      const st = await statAll(one.M, [...listed.map((o) => o.key), "a", "a/b", "d", "e", "p", "p/q"]);
       for (const o of listed) {
         const s = st[o.key];
         const head = await s3.head(B, o.key);
@@ -241,37 +246,31 @@ describe("listing: names, sizes and mtimes match S3", () => {
         expect({ dir, type: st[dir]?.type, perm: st[dir]?.perm }).toEqual({ dir, type: "directory", perm: "555" });
       }
       // `ls -l` shows the same sizes (readdirplus path).
-      const ll = await ok(`ls -ln ${q(M)}`);
+      const ll = await ok(`ls -ln ${q(one.M)}`);
       expect(ll).toMatch(new RegExp(`^-r--r--r-- +1 +\\d+ +\\d+ +${Buffer.byteLength(objects["root.txt"] ?? "")} .* root\\.txt$`, "m"));
-      expect(await ok(`stat -f -c '%l' ${q(M)}`)).toBe("255\n"); // statfs answers, NAME_MAX 255
+      expect(await ok(`stat -f -c '%l' ${q(one.M)}`)).toBe("255\n"); // statfs answers, NAME_MAX 255
     });
   });
 
   describe("lookup of paths never listed (fresh daemon, HEAD / prefix probe)", () => {
-    let d: DaemonHandle | undefined;
-    let M = "";
-    beforeAll(async () => {
-      d = await start([{ bucket: B }]);
-      M = d.mnt[B] ?? "";
-    }, HOOK);
-    afterAll(() => shutdown(d), HOOK);
+    const one = daemonForBlock(B);
 
     test("stat of a deep path is the first operation and works; absent paths are ENOENT", async () => {
       // Nothing was listed yet: the daemon's index has no entries.
       const head = await s3.head(B, "a/b/c.txt");
-      const first = await ok(`stat -c '%F|%s|%Y' ${q(`${M}/a/b/c.txt`)}`);
+      const first = await ok(`stat -c '%F|%s|%Y' ${q(`${one.M}/a/b/c.txt`)}`);
       expect(first).toBe(`regular file|${head?.size}|${Math.floor((head?.lastModifiedMs ?? 0) / 1000)}\n`);
-      expect(await ok(`stat -c '%F' ${q(`${M}/p/q`)} ${q(`${M}/d`)} ${q(`${M}/e`)}`)).toBe(
+      expect(await ok(`stat -c '%F' ${q(`${one.M}/p/q`)} ${q(`${one.M}/d`)} ${q(`${one.M}/e`)}`)).toBe(
         "directory\ndirectory\ndirectory\n",
       );
       for (const absent of ["a/b/nope.txt", "zzz", "zzz/deep/x.txt", "a/b/c.txt/below", "root.tx"]) {
-        const r = await run(`stat ${q(`${M}/${absent}`)}`);
+        const r = await run(`stat ${q(`${one.M}/${absent}`)}`);
         expect({ absent, code: r.code }).toEqual({ absent, code: 1 });
         expect(r.err).toMatch(absent.startsWith("a/b/c.txt/") ? /Not a directory/ : /No such file or directory/);
       }
       // The file found by lookup alone also reads correctly.
-      expect(await ok(`cat ${q(`${M}/a/b/c.txt`)}`)).toBe(objects["a/b/c.txt"] ?? "");
-      expect(d?.proc.exitCode).toBeNull();
+      expect(await ok(`cat ${q(`${one.M}/a/b/c.txt`)}`)).toBe(objects["a/b/c.txt"] ?? "");
+      expect(one.d?.proc.exitCode).toBeNull();
     });
   });
 });
