@@ -73,10 +73,8 @@ export class ObjectCache {
     return { path, object: c, downloaded: false };
   }
 
-  /** A local file with the object's content as of `etag` (or newer, if S3 changed meanwhile). */
-  ensure(key: string, etag: string): Promise<EnsureResult> {
-    const hit = this.peek(key, etag);
-    if (hit) return Promise.resolve(hit);
+  /** The whole object downloaded once however many callers wait for it (single flight). */
+  private fetchWhole(key: string): Promise<EnsureResult> {
     const running = this.inflight.get(key);
     if (running) return running;
     const p = this.download(key).finally(() => this.inflight.delete(key));
@@ -84,16 +82,25 @@ export class ObjectCache {
     return p;
   }
 
-  private async download(key: string): Promise<EnsureResult> {
+  /**
+   * The final path of `key` and a fresh temp name beside it. Whatever stands in the way is
+   * stale cache and is cleared now, before any fetch: a file where a parent directory must
+   * be, or a directory where the object's file goes.
+   */
+  private prepareTemp(key: string): { path: string; tmp: string } {
     const path = this.pathOf(key);
     this.makeParent(path);
-    const tmp = `${dirname(path)}/.${TEMP_MARK}${randomBytes(6).toString("hex")}`;
+    this.clearBlocker(path);
+    return { path, tmp: `${dirname(path)}/.${TEMP_MARK}${randomBytes(6).toString("hex")}` };
+  }
+
+  private async download(key: string): Promise<EnsureResult> {
+    const { path, tmp } = this.prepareTemp(key);
     const t0 = performance.now();
     try {
       // No fsync per object: MetaIndex.beginRun() forgets cached objects of a run that ended
       // with the machine, so a copy lost in a power cut is fetched again instead of trusted.
       const info = await this.store.download(key, tmp, { durable: false });
-      this.clearBlocker(path);
       renameSync(tmp, path);
       const mtimeMs = objectMtimeMs(info);
       utimesSync(path, mtimeMs / 1000, mtimeMs / 1000);
@@ -118,7 +125,7 @@ export class ObjectCache {
     const hit = this.peek(key, etag);
     if (hit) return { path: hit.path, partial: undefined, fresh: false };
     if (size < STREAM_MIN_SIZE) {
-      const got = await this.ensure(key, etag);
+      const got = await this.fetchWhole(key);
       return { path: got.path, partial: undefined, fresh: got.downloaded };
     }
     let p = this.partials.get(key);
@@ -128,11 +135,8 @@ export class ObjectCache {
       p = undefined;
     }
     if (!p) {
-      const path = this.pathOf(key);
-      this.makeParent(path);
-      const tmp = `${dirname(path)}/.${TEMP_MARK}${randomBytes(6).toString("hex")}`;
+      const { path, tmp } = this.prepareTemp(key);
       const created = new PartialObject(key, etag, size, tmp, path, this.store, (done) => {
-        this.clearBlocker(path);
         utimesSync(path, mtimeMs / 1000, mtimeMs / 1000);
         this.index.putCached({ key, etag, size, mtimeMs, mode: null });
         if (this.partials.get(key) === done) this.partials.delete(key);

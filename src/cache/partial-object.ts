@@ -10,7 +10,7 @@
  * (no chunk-sized buffers: a 1 GiB cold read peaked at 177-195 MiB RSS against 284-300 MiB
  * with whole-chunk buffers, and was faster), so memory stays bounded whatever the object size.
  * When every block is present the file is renamed to its final name and recorded as
- * cached. Is not: the whole-object path for small files (object-cache.ts ensure()).
+ * cached. Is not: the whole-object path for small files (object-cache.ts fetchWhole()).
  */
 import { closeSync, fsync, openSync, renameSync, rmSync, ftruncateSync, write as fsWrite } from "node:fs";
 import type { ObjectStore } from "../store/types.ts";
@@ -59,8 +59,6 @@ export class PartialObject {
   private fdOpen = true;
   /** Set once the temp file has been renamed to its final name (`complete` is true earlier). */
   private renamed = false;
-  /** Bytes fetched from S3 (for tests and logs). */
-  fetchedBytes = 0;
   refs = 0;
 
   constructor(
@@ -191,7 +189,6 @@ export class PartialObject {
         await writeAt(this.fd, chunk, pos);
       }, this.abort.signal, this.etag);
       if (n !== end - start) throw new Error(`short read of ${this.key} bytes ${start}-${end}: got ${n}`);
-      this.fetchedBytes += n;
       for (let k = a; k <= b; k++) {
         if (!this.present[k]) {
           this.present[k] = 1;
