@@ -43,8 +43,6 @@ export class MetaIndex {
     markDir: Statement<unknown, [string, number]>;
     cached: Statement<{ key: string; etag: string; size: number; mtime_ms: number; mode: number | null }, [string]>;
     putCached: Statement<unknown, [string, string, number, number, number | null, number]>;
-    delCached: Statement<unknown, [string]>;
-    setMode: Statement<unknown, [number | null, number, string, string]>;
   };
   private replaceTx: (dir: string, entries: IndexEntry[], now: number) => void;
 
@@ -68,8 +66,6 @@ export class MetaIndex {
       cached: db.query(`SELECT key, etag, size, mtime_ms, mode FROM meta_cached WHERE key = ?1`),
       putCached: db.query(`INSERT OR REPLACE INTO meta_cached (key, etag, size, mtime_ms, mode, fetched_ms)
         VALUES (?1, ?2, ?3, ?4, ?5, ?6)`),
-      delCached: db.query(`DELETE FROM meta_cached WHERE key = ?1`),
-      setMode: db.query(`UPDATE meta_entries SET mode = ?1, mtime_ms = ?2 WHERE dir = ?3 AND name = ?4`),
     };
     this.replaceTx = db.transaction((dir: string, entries: IndexEntry[], now: number) => {
       this.q.delDir.run(dir);
@@ -145,14 +141,5 @@ export class MetaIndex {
 
   putCached(c: CachedObject, now = Date.now()): void {
     this.q.putCached.run(c.key, c.etag, c.size, Math.round(c.mtimeMs), c.mode, now);
-  }
-
-  dropCached(key: string): void {
-    this.q.delCached.run(key);
-  }
-
-  /** After a download told us the object's real mode/mtime (metadata), show them in listings. */
-  refineEntry(dir: string, name: string, mode: number | null, mtimeMs: number): void {
-    this.q.setMode.run(mode, Math.round(mtimeMs), dir, name);
   }
 }

@@ -55,8 +55,4 @@ export class InodeTable {
       if (this.byPath.get(n.path) === n) this.byPath.delete(n.path);
     }
   }
-
-  get size(): number {
-    return this.byIno.size;
-  }
 }

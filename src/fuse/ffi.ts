@@ -112,10 +112,4 @@ export function readCString(p: Pointer | null): string {
   return p === null || (p as unknown as number) === 0 ? "" : String(new CString(p));
 }
 
-export const MNT_FORCE = 1;
 export const MNT_DETACH = 2;
-export const MS_RDONLY = 1;
-export const MS_REMOUNT = 32;
-export const MS_BIND = 4096;
-export const MS_REC = 16384;
-export const MS_PRIVATE = 1 << 18;
