@@ -247,7 +247,8 @@ export class BucketFs implements FsOps {
   /** Find one name: from a fresh listing, else HEAD + prefix probe. Undefined when absent. */
   private async find(dir: string, name: string): Promise<IndexEntry | undefined> {
     const path = join(dir, name);
-    if (this.inWorkdir(path) || this.isWorkdirAncestor(path)) return this.synthDir(path);
+    if (path === this.o.workdir || this.isWorkdirAncestor(path)) return this.synthDir(path);
+    // Inside the workdir FUSE shows nothing: the bind mount of the local workdir covers it.
     if (this.inWorkdir(dir)) return undefined;
     const listedAt = this.o.index.listedAt(dir);
     if (this.fresh(listedAt)) return this.o.index.entry(dir, name);
