@@ -20,6 +20,7 @@ import type { Database } from "bun:sqlite";
 import { lstatSync, readdirSync, type BigIntStats } from "node:fs";
 import { join } from "node:path";
 import { describeProblem, keyProblem } from "../cache/keys.ts";
+import { RESERVED_DIR } from "./lease.ts";
 
 /** Matches the temp files prefetch downloads into (`.<name>.bucketfs-tmp-<12 hex>`). */
 export const TEMP_FILE_RE = /^\..*\.bucketfs-tmp-[0-9a-f]{12}$/s;
@@ -95,6 +96,10 @@ export interface WalkProblem {
 
 export interface WalkResult {
   entries: WorkdirEntry[];
+  /** Directories with nothing in them (kept by commit records, since S3 has no directories). */
+  emptyDirs: string[];
+  /** The workdir has bucketfs' reserved `.bucketfs` entry (never uploaded). */
+  reserved: boolean;
   /** Prefetch temp files (skipped, never uploaded). */
   tempFiles: string[];
   problems: WalkProblem[];
@@ -157,7 +162,7 @@ function errText(err: unknown): string {
  * problems, as are unreadable directories.
  */
 export function walkWorkdir(root: string): WalkResult {
-  const out: WalkResult = { entries: [], tempFiles: [], problems: [] };
+  const out: WalkResult = { entries: [], emptyDirs: [], reserved: false, tempFiles: [], problems: [] };
   const stack: string[] = [""];
   while (stack.length > 0) {
     const relDir = stack.pop() as string;
@@ -169,9 +174,14 @@ export function walkWorkdir(root: string): WalkResult {
       out.problems.push({ rel: relDir === "" ? "." : relDir, error: `cannot read directory: ${errText(err)}` });
       continue;
     }
+    if (names.length === 0 && relDir !== "") out.emptyDirs.push(relDir);
     for (const raw of names) {
       const name = raw.toString("utf8");
       const rel = relDir === "" ? name : `${relDir}/${name}`;
+      if (relDir === "" && name === RESERVED_DIR) {
+        out.reserved = true;
+        continue;
+      }
       if (!Buffer.from(name, "utf8").equals(raw)) {
         out.problems.push({ rel, error: "file name is not valid UTF-8; it cannot be stored as an S3 key" });
         continue;
@@ -203,6 +213,7 @@ export function walkWorkdir(root: string): WalkResult {
     }
   }
   out.entries.sort((a, b) => (a.rel < b.rel ? -1 : a.rel > b.rel ? 1 : 0));
+  out.emptyDirs.sort();
   return out;
 }
 

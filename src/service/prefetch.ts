@@ -18,13 +18,15 @@
  * non-directory is ever traversed or replaced, so nothing is written outside `localDir`.
  */
 import { randomBytes } from "node:crypto";
-import { chmodSync, lstatSync, mkdirSync, renameSync, rmSync, unlinkSync, utimesSync, type BigIntStats } from "node:fs";
+import { chmodSync, lstatSync, mkdirSync, renameSync, rmSync, symlinkSync, unlinkSync, utimesSync, type BigIntStats } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { containedPath, describeProblem, keyProblem } from "../cache/keys.ts";
 import { objectMode, objectMtimeMs } from "../store/meta.ts";
 import type { ObjectInfo, ObjectStore } from "../store/types.ts";
 import { errMsg, fmtBytes, type Logger } from "../util/log.ts";
+import { isReservedPath, prefetchPlan, type CommitRecord } from "./commit-record.ts";
 import { isErrno, lstatBig, stampOf, walkWorkdir, type WorkdirJournal } from "./journal.ts";
+import { loadLatestRecord } from "./workdir-record.ts";
 
 /** What the lead passes for one bucket's workdir. */
 export interface WorkdirSpec {
@@ -57,6 +59,13 @@ export interface PrefetchReport {
   directories: number;
   /** Stale temp files of an earlier crash that were removed. */
   staleTempFilesRemoved: number;
+  /** The latest commit record found under the prefix (null: none, or unreadable). */
+  record: CommitRecord | null;
+  /** Keys not downloaded because the workdir deleted them after bucketfs uploaded them. */
+  skippedDeleted: string[];
+  /** Symlinks and empty directories recreated from the record. */
+  restoredSymlinks: number;
+  restoredDirs: number;
   seconds: number;
   bytesPerSec: number;
 }
@@ -134,6 +143,32 @@ function ensureRealDir(root: string, relDir: string, created: Set<string>): stri
   return null;
 }
 
+/**
+ * Recreates the record's symlinks where nothing is in their place (a local entry always wins),
+ * under real directories only. The target is stored as it was; nothing is written through it.
+ */
+function restoreSymlinks(
+  localDir: string, links: { path: string; target: string }[], created: Set<string>, report: PrefetchReport, log: Logger,
+): void {
+  for (const l of links) {
+    if (keyProblem(l.path) !== null) continue;
+    const parent = l.path.includes("/") ? l.path.slice(0, l.path.lastIndexOf("/")) : "";
+    const reason = ensureRealDir(localDir, parent, created);
+    if (reason !== null) {
+      log.warn(`not restoring symlink ${l.path}: ${reason}`);
+      continue;
+    }
+    const abs = containedPath(localDir, l.path);
+    if (lstatBig(abs) !== null) continue;
+    try {
+      symlinkSync(l.target, abs);
+      report.restoredSymlinks++;
+    } catch (err) {
+      log.warn(`cannot restore symlink ${l.path}: ${errMsg(err)}`);
+    }
+  }
+}
+
 interface DownloadJob {
   rel: string;
   obj: ObjectInfo;
@@ -180,6 +215,10 @@ export async function prefetchWorkdir(
     skipped: [],
     directories: 0,
     staleTempFilesRemoved,
+    record: null,
+    skippedDeleted: [],
+    restoredSymlinks: 0,
+    restoredDirs: 0,
     seconds: 0,
     bytesPerSec: 0,
   };
@@ -193,10 +232,15 @@ export async function prefetchWorkdir(
     log.info(`prefetch ${where} -> ${localDir}: listing`);
     const files = new Map<string, ObjectInfo>();
     const dirs = new Set<string>();
+    const reservedKeys: string[] = [];
     try {
       for await (const obj of store.listAll(prefix, signal)) {
         const rel = obj.key.slice(prefix.length);
         if (!obj.key.startsWith(prefix) || rel === "") continue; // the prefix's own marker
+        if (isReservedPath(rel)) {
+          reservedKeys.push(obj.key); // bucketfs' lease and commit records, never workdir files
+          continue;
+        }
         const problem = keyProblem(rel);
         if (problem) {
           skip(obj.key, `unusable as a local path (${describeProblem(problem)})`);
@@ -212,6 +256,15 @@ export async function prefetchWorkdir(
       }
     } catch (err) {
       throw new PrefetchError(`prefetch of ${where} failed: listing failed: ${errMsg(err)}`, { cause: err });
+    }
+    try {
+      report.record = await loadLatestRecord(store, prefix, reservedKeys, log, signal);
+    } catch (err) {
+      throw new PrefetchError(`prefetch of ${where} failed: reading the commit record failed: ${errMsg(err)}`, { cause: err });
+    }
+    const plan = prefetchPlan(report.record, files.values());
+    for (const rel of plan.dirs) {
+      if (keyProblem(rel) === null) dirs.add(rel);
     }
     for (const rel of [...files.keys()]) {
       if (dirs.has(rel)) {
@@ -250,6 +303,11 @@ export async function prefetchWorkdir(
       }
       const abs = containedPath(localDir, rel);
       const st = lstatBig(abs);
+      if (st === null && plan.skipDeleted.has(rel)) {
+        report.skippedDeleted.push(rel);
+        log.debug(`not restoring ${rel}: deleted from the workdir after bucketfs uploaded it (commit record ${report.record?.seq})`);
+        continue;
+      }
       if (st !== null) {
         if (!st.isFile()) {
           report.keptLocal.push(rel);
@@ -354,12 +412,15 @@ export async function prefetchWorkdir(
     }
     if (firstError !== null) throw firstError;
 
+    restoreSymlinks(localDir, plan.symlinks, created, report, log);
+    report.restoredDirs = plan.dirs.filter((d) => created.has(d)).length;
     report.seconds = (performance.now() - t0) / 1000;
     report.bytesPerSec = report.seconds > 0 ? report.downloadedBytes / report.seconds : 0;
     progress(true);
     log.info(
       `prefetch ${where} done: ${report.downloaded} downloaded (${fmtBytes(report.downloadedBytes)}, ${rate(report.downloadedBytes, report.seconds)}), ` +
-        `${report.upToDate} up to date, ${report.keptLocal.length} kept local, ${report.skipped.length} skipped, ${report.seconds.toFixed(1)} s`,
+        `${report.upToDate} up to date, ${report.keptLocal.length} kept local, ${report.skipped.length} skipped, ` +
+        `${report.skippedDeleted.length} deleted since the last commit, ${report.restoredSymlinks} symlinks restored, ${report.seconds.toFixed(1)} s`,
     );
     journal.finishRun(runId, "ok", { files: report.downloaded, bytes: report.downloadedBytes, failed: 0 });
     return report;

@@ -18,7 +18,8 @@
 import { basename } from "node:path";
 import { StoreError, type ObjectStore } from "../store/types.ts";
 import { errMsg, fmtBytes, type Logger } from "../util/log.ts";
-import { lstatBig, sameStamp, stampOf, walkWorkdir, type EntryKind, type FileStamp, type WorkdirJournal } from "./journal.ts";
+import { lstatBig, sameStamp, stampOf, walkWorkdir, type EntryKind, type FileStamp, type WalkResult, type WorkdirJournal } from "./journal.ts";
+import { RESERVED_DIR } from "./lease.ts";
 import { MAX_CONCURRENCY, PROGRESS_LOG_INTERVAL_MS, type WorkdirSpec } from "./prefetch.ts";
 
 /** Default retries per file (attempts = retries + 1). */
@@ -70,6 +71,12 @@ export interface UploadOptions {
   retries?: number;
   /** First backoff delay in ms (default 500); tests shorten it. */
   retryBaseMs?: number;
+  /**
+   * Called once every file but the markers is in S3 (and not when anything failed): writes the
+   * commit record from a fresh walk. Returns the record's key, or null when none was needed. If
+   * it throws, the markers are held back (a marker proves its record is there).
+   */
+  commit?: (walk: WalkResult) => Promise<string | null>;
 }
 
 export interface SkippedEntry {
@@ -98,6 +105,8 @@ export interface UploadReport {
   markersUploaded: string[];
   /** Dirty markers not uploaded because something else failed (or the run was aborted). */
   markersHeldBack: string[];
+  /** Key of the commit record this run wrote, if any. */
+  record: string | null;
   aborted: boolean;
   /** No failures, nothing held back, not aborted. */
   ok: boolean;
@@ -191,6 +200,7 @@ export async function uploadWorkdir(
     failed: [],
     markersUploaded: [],
     markersHeldBack: [],
+    record: null,
     aborted: false,
     ok: false,
   };
@@ -205,6 +215,7 @@ export async function uploadWorkdir(
   const walk = walkWorkdir(localDir);
   for (const p of walk.problems) report.failed.push({ path: p.rel, error: p.error });
   for (const t of walk.tempFiles) log.debug(`skipping prefetch temp file ${t}`);
+  if (walk.reserved) log.warn(`not uploading ${localDir}/${RESERVED_DIR}: the name is reserved for bucketfs' lease and commit records`);
   const files: Candidate[] = [];
   const markers: Candidate[] = [];
   for (const e of walk.entries) {
@@ -353,6 +364,14 @@ export async function uploadWorkdir(
   try {
     await runPhase(files);
     report.aborted = signal?.aborted === true;
+    if (opts?.commit !== undefined && report.failed.length === 0 && !report.aborted) {
+      try {
+        report.record = await opts.commit(walkWorkdir(localDir));
+      } catch (err) {
+        report.failed.push({ path: RESERVED_DIR, error: `commit record not written: ${errMsg(err)}` });
+        log.error(`commit record for ${where} not written: ${errMsg(err)}`);
+      }
+    }
     if (markers.length > 0) {
       if (report.failed.length === 0 && !report.aborted) {
         phase = "markers";

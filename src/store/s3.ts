@@ -29,6 +29,7 @@ import { Upload } from "@aws-sdk/lib-storage";
 import type { BucketConfig } from "../config/types.ts";
 import { fmtBytes, logger, redact } from "../util/log.ts";
 import {
+  SMALL_OBJECT_MAX,
   StoreError,
   type DownloadOptions,
   type Listing,
@@ -82,6 +83,8 @@ export function createS3Store(cfg: S3StoreConfig, tuning: S3StoreTuning = {}): O
     streamRange: (key, start, end, sink, signal, ifMatch) => streamRange(ctx, key, start, end, sink, signal, ifMatch),
     download: (key, destPath, opts) => download(ctx, key, destPath, opts),
     upload: (key, srcPath, opts) => upload(ctx, key, srcPath, opts),
+    getSmall: (key, signal) => getSmall(ctx, key, signal),
+    putSmall: (key, body, cond, signal) => putSmall(ctx, key, body, cond, signal),
   };
 }
 
@@ -560,6 +563,70 @@ async function multipartUpload(ctx: Ctx, key: string, srcPath: string, size: num
   } finally {
     opts.signal?.removeEventListener("abort", onAbort);
     stream.destroy();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Small objects (bucketfs' own records: lease, commit records), with conditional writes
+
+/** Whole small object in memory; null when absent. Retried like the other GETs. */
+async function getSmall(ctx: Ctx, key: string, signal?: AbortSignal): Promise<{ body: Uint8Array; etag: string } | null> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      signal?.throwIfAborted();
+      const res = await presignedGet(ctx, key, {}, signal ?? new AbortController().signal);
+      const declared = Number(res.headers.get("content-length") ?? NaN);
+      if (declared > SMALL_OBJECT_MAX) throw new StoreError("other", `[s3] GET ${ctx.bucket}/${key}: ${declared} bytes is too large for a record`);
+      const body = new Uint8Array(await res.arrayBuffer());
+      if (Number.isFinite(declared) && body.byteLength !== declared) {
+        throw new StoreError("network", `[s3] GET ${ctx.bucket}/${key}: body ended after ${body.byteLength} of ${declared} bytes`);
+      }
+      return { body, etag: unquote(res.headers.get("etag") ?? undefined) };
+    } catch (err) {
+      const e = toStoreError(err, "GET", key, { bucket: ctx.bucket, signal });
+      if (e.kind === "not-found") return null;
+      if (!e.retryable || attempt >= RANGE_ATTEMPTS || signal?.aborted) throw e;
+      await Bun.sleep(100 * 2 ** attempt);
+    }
+  }
+}
+
+/**
+ * PUT of a small buffer through a presigned URL, with `If-None-Match: *` or `If-Match`.
+ * https://docs.aws.amazon.com/AmazonS3/latest/userguide/conditional-writes.html
+ * 412 PreconditionFailed (and 409 ConditionalRequestConflict, a concurrent conditional write)
+ * become kind "precondition"; those are never retried. Content-MD5 lets S3 reject a corrupted body.
+ */
+async function putSmall(
+  ctx: Ctx, key: string, body: Uint8Array, cond: { ifNoneMatch?: boolean; ifMatch?: string } = {}, signal?: AbortSignal,
+): Promise<string> {
+  const headers: Record<string, string> = {
+    "Content-MD5": new Bun.CryptoHasher("md5").update(body).digest("base64"),
+    "Content-Type": "application/json",
+  };
+  if (cond.ifNoneMatch) headers["If-None-Match"] = "*";
+  if (cond.ifMatch !== undefined) headers["If-Match"] = `"${cond.ifMatch}"`;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      signal?.throwIfAborted();
+      const url = (await presigner(ctx)).presign(key, { expiresIn: 900, method: "PUT" });
+      const res = await fetch(url, { method: "PUT", headers, body, signal });
+      if (res.status === 200) {
+        await res.arrayBuffer();
+        return unquote(res.headers.get("etag") ?? undefined);
+      }
+      const text = await res.text().catch(() => "");
+      const code = /<Code>([^<]*)<\/Code>/.exec(text)?.[1];
+      const message = /<Message>([^<]*)<\/Message>/.exec(text)?.[1] ?? res.statusText;
+      if (res.status === 412 || res.status === 409) {
+        throw new StoreError("precondition", `[s3] PUT ${ctx.bucket}/${key}: ${res.status} ${code ?? "PreconditionFailed"}: ${message}`, { status: res.status });
+      }
+      throw Object.assign(new Error(message), { name: code ?? statusName(res.status), $metadata: { httpStatusCode: res.status } });
+    } catch (err) {
+      const e = toStoreError(err, "PUT", key, { bucket: ctx.bucket, signal });
+      if (!e.retryable || attempt >= RANGE_ATTEMPTS || signal?.aborted) throw e;
+      await Bun.sleep(100 * 2 ** attempt);
+    }
   }
 }
 

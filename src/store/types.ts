@@ -73,7 +73,21 @@ export interface ObjectStore {
   download(key: string, destPath: string, opts?: DownloadOptions): Promise<ObjectInfo>;
   /** Upload a local file as `key` (multipart when large). Returns the new ETag. */
   upload(key: string, srcPath: string, opts?: UploadOptions): Promise<string>;
+  /**
+   * A small object (at most SMALL_OBJECT_MAX bytes) read whole into memory with its ETag; null
+   * when it does not exist. For bucketfs' own records (lease, commit records), not for data.
+   */
+  getSmall(key: string, signal?: AbortSignal): Promise<{ body: Uint8Array; etag: string } | null>;
+  /**
+   * PUT a small buffer. With `ifNoneMatch` it only succeeds when the key does not exist
+   * (`If-None-Match: *`); with `ifMatch` only when the object's ETag is that one (`If-Match`).
+   * A failed condition throws StoreError kind "precondition". Returns the new ETag.
+   */
+  putSmall(key: string, body: Uint8Array, cond?: { ifNoneMatch?: boolean; ifMatch?: string }, signal?: AbortSignal): Promise<string>;
 }
+
+/** Largest body getSmall reads (bucketfs' own records are far smaller). */
+export const SMALL_OBJECT_MAX = 64 * 1024 * 1024;
 
 /** What went wrong, in terms the filesystem layer maps to errno. */
 export type StoreErrorKind =

@@ -310,6 +310,25 @@ describe("S3 object store against a real server", () => {
     });
   });
 
+  describe("small objects with conditional writes", () => {
+    test("the server enforces If-None-Match and If-Match (the workdir lease relies on it)", async () => {
+      const key = "cond/lease";
+      const enc = (t: string) => new TextEncoder().encode(t);
+      const e1 = await store.putSmall(key, enc("one"), { ifNoneMatch: true });
+      expect((await tool.head(BUCKET, key))?.etag).toBe(e1);
+      expect((await storeErrorOf(store.putSmall(key, enc("two"), { ifNoneMatch: true }))).kind).toBe("precondition");
+      expect((await storeErrorOf(store.putSmall(key, enc("two"), { ifMatch: "0123456789abcdef0123456789abcdef" }))).kind).toBe("precondition");
+      expect(new TextDecoder().decode(await tool.getBytes(BUCKET, key))).toBe("one");
+      const e2 = await store.putSmall(key, enc("two"), { ifMatch: e1 });
+      expect(e2).not.toBe(e1);
+      expect(new TextDecoder().decode(await tool.getBytes(BUCKET, key))).toBe("two");
+      const got = await store.getSmall(key);
+      expect(new TextDecoder().decode(got?.body)).toBe("two");
+      expect(got?.etag).toBe(e2);
+      expect(await store.getSmall("cond/absent")).toBeNull();
+    });
+  });
+
   describe("errors", () => {
     test("absent key: not-found, with a readable message", async () => {
       const e = await storeErrorOf(store.getRange("err/absent", 0, 10));

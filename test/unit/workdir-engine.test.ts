@@ -68,6 +68,18 @@ class MemStore implements ObjectStore {
     await sink(data, start);
     return data.byteLength;
   }
+  async getSmall(key: string): Promise<{ body: Uint8Array; etag: string } | null> {
+    const o = this.objects.get(key);
+    return o ? { body: o.data.slice(), etag: o.etag } : null;
+  }
+  async putSmall(key: string, body: Uint8Array, cond: { ifNoneMatch?: boolean; ifMatch?: string } = {}): Promise<string> {
+    const cur = this.objects.get(key);
+    if ((cond.ifNoneMatch && cur) || (cond.ifMatch !== undefined && cur?.etag !== cond.ifMatch)) {
+      throw new StoreError("precondition", `${key}: 412`, { status: 412 });
+    }
+    this.put(key, body);
+    return this.objects.get(key)!.etag;
+  }
   async download(key: string, destPath: string, opts?: DownloadOptions): Promise<ObjectInfo> {
     const o = this.objects.get(key);
     if (!o) throw new StoreError("not-found", key);

@@ -1,0 +1,159 @@
+/**
+ * Ownership of one workdir prefix for one run of the daemon: the lease kept alive while the
+ * bucket runs, the check before every upload that the lease is still ours, and the commit
+ * record each upload run writes before its markers.
+ *
+ * Is: `WorkdirOwner` with four calls at four points of the bucket's lifecycle: `claim()`
+ * before prefetch, `adoptRecord()` with what prefetch found, `beforeUpload()` + `commit()`
+ * around each upload (stop or sync), `close()` at the end (releasing the lease only after a
+ * clean upload). A renew timer in between, whose failures are logged loudly and shown in
+ * `status()`.
+ * Is not: the lease or record logic (lease.ts, commit-record.ts) nor the lifecycle that calls
+ * it; it never decides to stop the daemon.
+ */
+import { hostname } from "node:os";
+import { randomBytes } from "node:crypto";
+import type { ObjectStore } from "../store/types.ts";
+import { errMsg, type Logger } from "../util/log.ts";
+import { buildRecord, type CommitRecord } from "./commit-record.ts";
+import type { WalkResult, WorkdirJournal } from "./journal.ts";
+import { WorkdirLease, describeHolder, type LeaseStatus } from "./lease.ts";
+import { recordFromWorkdir, writeRecord } from "./workdir-record.ts";
+
+export interface WorkdirOwnerOptions {
+  store: Pick<ObjectStore, "bucket" | "getSmall" | "putSmall">;
+  prefix: string;
+  /** The workdir cache dir: with the host name, who holds the lease. */
+  localDir: string;
+  lastUploadFile: string;
+  journal: WorkdirJournal;
+  log: Logger;
+  leaseMs: number;
+  bootId: string;
+  /** Take the lease even from a live holder (`--take-over`). */
+  force: boolean;
+  node?: string;
+  now?: () => number;
+}
+
+export interface OwnerStatus {
+  lease: LeaseStatus;
+  runId: string;
+  /** Sequence of the latest commit record known (read at prefetch or written since). */
+  lastRecord: number | null;
+}
+
+export class WorkdirOwner {
+  readonly runId = randomBytes(8).toString("hex");
+  readonly lease: WorkdirLease;
+  private timer: Timer | undefined;
+  private prev: CommitRecord | null = null;
+  private renewing: Promise<unknown> | undefined;
+
+  constructor(private readonly o: WorkdirOwnerOptions) {
+    this.lease = new WorkdirLease({
+      store: o.store, prefix: o.prefix, node: o.node ?? hostname(), cacheDir: o.localDir, pid: process.pid,
+      bootId: o.bootId, runId: this.runId, leaseMs: o.leaseMs, ...(o.now ? { now: o.now } : {}),
+    });
+  }
+
+  status(): OwnerStatus {
+    return { lease: this.lease.status(), runId: this.runId, lastRecord: this.prev?.seq ?? null };
+  }
+
+  /** Takes the lease (or throws LeaseHeldError naming the holder), checks conditional writes, starts renewing. */
+  async claim(signal?: AbortSignal): Promise<void> {
+    const where = `s3://${this.o.store.bucket}/${this.o.prefix}`;
+    const { how, previous } = await this.lease.acquire({ force: this.o.force, signal });
+    const now = (this.o.now ?? Date.now)();
+    if (how === "took-over-expired" && previous) this.o.log.warn(`workdir lease of ${where}: taking over from ${describeHolder(previous, now)}; that node stopped renewing it`);
+    else if (how === "took-over-forced" && previous) this.o.log.warn(`workdir lease of ${where}: TAKEN OVER (--take-over) from ${describeHolder(previous, now)}`);
+    else if (how === "took-over-forced") this.o.log.warn(`workdir lease of ${where}: unreadable lease object overwritten (--take-over)`);
+    else this.o.log.info(`workdir lease of ${where}: ${how} (run ${this.runId}, renewed every ${Math.round(this.o.leaseMs / 3000)} s)`);
+    const honoured = await this.lease.probeConditionalWrites(signal);
+    if (!honoured) {
+      this.o.log.warn(
+        `the S3 endpoint IGNORES conditional writes (If-None-Match/If-Match): the workdir lease of ${where} is advisory only. ` +
+          `A node started while this one runs is still refused, but two nodes started at the same moment can both win. ` +
+          `Run one workdir prefix per node.`,
+      );
+    }
+    this.timer = setInterval(() => void this.renewNow(), Math.max(1000, Math.floor(this.o.leaseMs / 3)));
+    this.timer.unref?.();
+  }
+
+  private renewNow(): Promise<unknown> {
+    this.renewing ??= this.lease
+      .renew()
+      .then((ok) => {
+        if (!ok && this.lease.status().state === "lost") {
+          this.o.log.error(`workdir lease of s3://${this.o.store.bucket}/${this.o.prefix} LOST: ${this.lease.status().lastError}. Uploads of this workdir are refused from now on`);
+          clearInterval(this.timer);
+        }
+      })
+      .catch((err) => {
+        const st = this.lease.status();
+        const level = this.lease.expired() ? "error" : "warn";
+        this.o.log[level](`workdir lease renewal failed (${st.renewFailures} in a row${this.lease.expired() ? ", lease EXPIRED: another node may take it" : ""}): ${errMsg(err)}`);
+      })
+      .finally(() => (this.renewing = undefined));
+    return this.renewing;
+  }
+
+  /** The latest record prefetch read: the base of the next one. */
+  adoptRecord(rec: CommitRecord | null): void {
+    if (rec !== null && (this.prev === null || rec.seq > this.prev.seq)) this.prev = rec;
+  }
+
+  /**
+   * Throws unless the lease is still ours, renewing it first so an upload starts with a full
+   * lease period ahead. A transient renewal failure is tolerated while the lease has not expired.
+   */
+  async beforeUpload(signal?: AbortSignal): Promise<void> {
+    const where = `s3://${this.o.store.bucket}/${this.o.prefix}`;
+    if (this.lease.status().state === "held") {
+      await this.renewing;
+      try {
+        await this.lease.renew(signal);
+      } catch (err) {
+        if (this.lease.expired()) throw new Error(`workdir lease of ${where} expired and cannot be renewed (${errMsg(err)}); not uploading`);
+        this.o.log.warn(`workdir lease renewal before upload failed, lease still valid: ${errMsg(err)}`);
+      }
+    }
+    const st = this.lease.status();
+    if (st.state !== "held") {
+      throw new Error(`workdir lease of ${where} is ${st.state}${st.takenBy ? ` (held by ${st.takenBy})` : ""}; not uploading, the files stay in the cache`);
+    }
+  }
+
+  /** The upload's commit hook: writes the next record unless it would say what the last one says. */
+  async commit(walk: WalkResult, kind: CommitRecord["kind"], signal?: AbortSignal): Promise<string | null> {
+    const content = recordFromWorkdir(walk, this.o.journal, this.o.lastUploadFile, this.o.log);
+    const next = buildRecord({ prev: this.prev, prefix: this.o.prefix, runId: this.runId, node: hostname(), kind, ...content });
+    if (this.prev !== null && sameContent(this.prev, next)) return null;
+    const key = await writeRecord(this.o.store, next, signal);
+    this.prev = next;
+    this.o.log.info(`commit record ${next.seq} written: ${next.files.length} files, ${next.symlinks.length} symlinks, ${next.dirs.length} empty directories, ${next.deleted.length} deleted`);
+    return key;
+  }
+
+  /** Stops renewing; releases the lease only when `clean` (everything uploaded). */
+  async close(clean: boolean): Promise<void> {
+    clearInterval(this.timer);
+    await this.renewing;
+    if (!clean) {
+      if (this.lease.held) this.o.log.warn(`keeping the workdir lease of s3://${this.o.store.bucket}/${this.o.prefix} (not everything was uploaded); it expires unless this node restarts`);
+      return;
+    }
+    try {
+      if (await this.lease.release()) this.o.log.info(`workdir lease of s3://${this.o.store.bucket}/${this.o.prefix} released`);
+    } catch (err) {
+      this.o.log.warn(`could not release the workdir lease (it expires by itself): ${errMsg(err)}`);
+    }
+  }
+}
+
+function sameContent(a: CommitRecord, b: CommitRecord): boolean {
+  const strip = (r: CommitRecord) => JSON.stringify([r.files, r.symlinks, r.dirs, r.deleted]);
+  return strip(a) === strip(b);
+}
