@@ -6,6 +6,7 @@
  *   bucketfs check-config [--config]  validate the config and print a summary (no secrets)
  *   bucketfs sync [--config]          upload the workdirs now, mounts stay (a checkpoint)
  *   bucketfs status [--config]        mounts, cache size, files pending upload, last runs
+ *   bucketfs verify [--config]        check S3 against each workdir's latest commit record
  *
  * Is: argument parsing and exit codes. Is not: any of the work (service/, config/).
  */
@@ -45,7 +46,11 @@ async function guarded(fn: () => Promise<number> | number): Promise<never> {
 
 const mount = defineCommand({
   meta: { name: "bucketfs", version: VERSION, description: "Mount the buckets of the config and serve until SIGTERM" },
-  args: { ...common, "debug-fuse": { type: "boolean", description: "libfuse protocol trace on stderr" } },
+  args: {
+    ...common,
+    "debug-fuse": { type: "boolean", description: "libfuse protocol trace on stderr" },
+    "take-over": { type: "boolean", description: "take each workdir's lease even from a node that still renews it (only when that node is dead)" },
+  },
   run: ({ args }) =>
     guarded(async () => {
       const config = load(args.config, args["log-level"]);
@@ -60,6 +65,7 @@ const mount = defineCommand({
       const n = notifier();
       return runDaemon(config, {
         debugFuse: args["debug-fuse"],
+        takeOver: args["take-over"],
         onReady: () => n.send("READY=1\nSTATUS=serving"),
         onStopping: () => n.send("STOPPING=1\nSTATUS=stopping"),
         onStatus: (s) => n.send(`STATUS=${s}\nEXTEND_TIMEOUT_USEC=120000000`),
@@ -99,14 +105,25 @@ const status = defineCommand({
     }),
 });
 
+const verify = defineCommand({
+  meta: { name: "verify", description: "Check S3 against each workdir's latest commit record (exit 0 same, 1 differs, 2 cannot verify)" },
+  args: { ...common, json: { type: "boolean", description: "machine-readable output" } },
+  run: ({ args }) =>
+    guarded(async () => {
+      const { runVerify } = await import("../service/verify.ts");
+      return runVerify(load(args.config, args["log-level"]), { json: args.json });
+    }),
+});
+
 export async function main(argv: string[]): Promise<void> {
   const [first, ...rest] = argv;
   if (first === "check-config") return runMain(checkConfig, { rawArgs: rest });
   if (first === "sync") return runMain(sync, { rawArgs: rest });
   if (first === "status") return runMain(status, { rawArgs: rest });
+  if (first === "verify") return runMain(verify, { rawArgs: rest });
   if (first === "mount") return runMain(mount, { rawArgs: rest });
   if (first !== undefined && !first.startsWith("-")) {
-    console.error(`bucketfs: unknown command "${first}" (commands: mount, check-config, sync, status; see --help)`);
+    console.error(`bucketfs: unknown command "${first}" (commands: mount, check-config, sync, status, verify; see --help)`);
     process.exit(1);
   }
   return runMain(mount, { rawArgs: argv });

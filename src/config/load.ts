@@ -31,6 +31,7 @@ const KEYS = [
   "read_chunk_size",
   "read_concurrency",
   "read_ahead",
+  "lease_time",
 ] as const;
 type Key = (typeof KEYS)[number];
 
@@ -202,6 +203,7 @@ function parseSection(sec: IniSection, file: string, warnings: string[]): Bucket
     readChunkSize: parseSize("read_chunk_size", opt("read_chunk_size"), MiB, 64 * MiB, DEFAULTS.readChunkSize, fail),
     readConcurrency: int("read_concurrency", 1, 64, DEFAULTS.readConcurrency),
     readAhead: parseSize("read_ahead", opt("read_ahead"), MiB, GiB, DEFAULTS.readAhead, fail),
+    leaseTime: int("lease_time", 3, 86_400, DEFAULTS.leaseTime),
   };
 }
 
@@ -271,6 +273,7 @@ export function describeConfig(cfg: Config): string {
       ["read_chunk_size", fmtBytes(b.readChunkSize)],
       ["read_concurrency", String(b.readConcurrency)],
       ["read_ahead", fmtBytes(b.readAhead)],
+      ["lease_time", b.workdir !== undefined ? `${b.leaseTime}s (workdir lease, renewed every ${Math.max(1, Math.floor(b.leaseTime / 3))}s)` : "(no workdir: no lease)"],
     ];
     out.push("", `[${b.section}]`, ...rows.map(([k, v]) => `  ${k.padEnd(21)} ${v}`));
   }

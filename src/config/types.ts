@@ -38,6 +38,8 @@ export interface BucketConfig {
   readConcurrency: number;
   /** Largest read-ahead window for a sequential reader, in bytes. */
   readAhead: number;
+  /** Seconds a workdir lease lasts without renewal (renewed every third of it). */
+  leaseTime: number;
 }
 
 export interface Config {
@@ -58,4 +60,5 @@ export const DEFAULTS = {
   readChunkSize: 8 * 1024 * 1024,
   readConcurrency: 8,
   readAhead: 64 * 1024 * 1024,
+  leaseTime: 120,
 } as const;

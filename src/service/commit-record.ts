@@ -37,7 +37,8 @@ export interface CommitRecord {
   seq: number;
   runId: string;
   node: string;
-  kind: "stop" | "sync";
+  /** What ran the upload: a stop, a sync (checkpoint), or the start's recovery of changes left by a crash. */
+  kind: "stop" | "sync" | "recovery";
   createdMs: number;
   /** The workdir prefix the paths are relative to. */
   prefix: string;

@@ -23,6 +23,8 @@ import type { ObjectStore } from "../store/types.ts";
 import { WorkdirJournal } from "./journal.ts";
 import { prefetchWorkdir, type WorkdirSpec } from "./prefetch.ts";
 import { uploadWorkdir, type UploadReport } from "./upload.ts";
+import type { CommitRecord } from "./commit-record.ts";
+import { WorkdirOwner } from "./workdir-owner.ts";
 import { bindMount, busyProcesses, claimPidFile, ensureDir, prepareMountpoint, releasePidFile, unbind } from "./mounts.ts";
 import { errMsg, fmtBytes, logger, type Logger } from "../util/log.ts";
 
@@ -66,6 +68,8 @@ interface Mounted {
   fs: BucketFs;
   session?: FuseSession;
   workdir?: Workdir;
+  /** Lease and commit records of the workdir (none without a workdir). */
+  owner?: WorkdirOwner;
   bound: boolean;
   pidFile: string;
 }
@@ -77,6 +81,8 @@ export interface DaemonOptions {
   onStatus?: (text: string) => void;
   onStopping?: () => void;
   debugFuse?: boolean;
+  /** Take every workdir lease even from a live holder (`--take-over`). */
+  takeOver?: boolean;
 }
 
 function summarize(r: UploadReport): string {
@@ -90,12 +96,25 @@ function summarize(r: UploadReport): string {
   return parts.join(", ");
 }
 
-async function upload(m: Mounted, why: string, signal?: AbortSignal, onStatus?: (s: string) => void): Promise<boolean> {
+async function upload(
+  m: Mounted, why: string, kind: CommitRecord["kind"], signal?: AbortSignal, onStatus?: (s: string) => void,
+): Promise<boolean> {
   const w = m.workdir;
   if (!w) return true;
+  const owner = m.owner;
   m.log.info(`uploading workdir ${w.spec.prefix} (${why})`);
+  if (owner) {
+    try {
+      await owner.beforeUpload(signal);
+    } catch (err) {
+      m.log.error(`upload ${why} refused: ${errMsg(err)}`);
+      m.log.error(`the files stay in ${w.spec.localDir}; they are uploaded by a later start that holds the lease`);
+      return false;
+    }
+  }
   const r = await uploadWorkdir(m.store, w.journal, w.spec, m.log, {
     signal,
+    ...(owner ? { commit: (walk) => owner.commit(walk, kind, signal) } : {}),
     onProgress: (p) =>
       onStatus?.(`${m.cfg.bucket}: uploading ${p.filesDone}/${p.filesTotal} files, ${fmtBytes(p.bytesDone)}/${fmtBytes(p.bytesTotal)}`),
   });
@@ -111,14 +130,14 @@ async function upload(m: Mounted, why: string, signal?: AbortSignal, onStatus?: 
 }
 
 /** Start everything for one bucket up to (not including) the FUSE mount. */
-async function prepare(cfg: BucketConfig, signal: AbortSignal): Promise<Mounted> {
+async function prepare(cfg: BucketConfig, signal: AbortSignal, takeOver: boolean): Promise<Mounted> {
   const log = logger(cfg.bucket);
   const layout = cacheLayout(cfg);
   mkdirSync(cfg.cachePath, { recursive: true, mode: 0o700 });
   ensureDir(layout.root, 0o755);
   claimPidFile(layout.pid, cfg.bucket);
   try {
-    return await prepareClaimed(cfg, log, layout, signal);
+    return await prepareClaimed(cfg, log, layout, signal, takeOver);
   } catch (err) {
     releasePidFile(layout.pid);
     throw new Error(`${cfg.bucket}: ${errMsg(err)}`, { cause: err });
@@ -126,7 +145,7 @@ async function prepare(cfg: BucketConfig, signal: AbortSignal): Promise<Mounted>
 }
 
 async function prepareClaimed(
-  cfg: BucketConfig, log: Logger, layout: ReturnType<typeof cacheLayout>, signal: AbortSignal,
+  cfg: BucketConfig, log: Logger, layout: ReturnType<typeof cacheLayout>, signal: AbortSignal, takeOver: boolean,
 ): Promise<Mounted> {
   const db = openIndex(layout.index);
   const store = createS3Store(cfg);
@@ -156,14 +175,22 @@ async function prepareClaimed(
         );
       }
       ensureDir(w.spec.localDir);
-      await prefetchWorkdir(store, w.journal, w.spec, log, signal); // logs its own summary
+      // The lease first: never prefetch (or upload) a workdir another node is writing.
+      m.owner = new WorkdirOwner({
+        store, prefix: w.spec.prefix, localDir: w.spec.localDir, lastUploadFile: w.spec.lastUploadFile, journal: w.journal,
+        log, leaseMs: cfg.leaseTime * 1000, bootId: bootId(), force: takeOver,
+      });
+      await m.owner.claim(signal);
+      const report = await prefetchWorkdir(store, w.journal, w.spec, log, signal); // logs its own summary
+      m.owner.adoptRecord(report.record);
       if (w.journal.pending(w.spec.localDir).length > 0) {
         // Changes an earlier run could not upload (crash, failed upload): try now, markers last.
-        await upload(m, "of changes left by an earlier run", signal);
+        await upload(m, "of changes left by an earlier run", "recovery", signal);
       }
     }
     return m;
   } catch (err) {
+    await m.owner?.close(nothingPending(m));
     db.close();
     throw err;
   }
@@ -191,7 +218,7 @@ export async function runDaemon(config: Config, opts: DaemonOptions = {}): Promi
   const onSignal = (sig: NodeJS.Signals) => {
     if (sig === "SIGUSR1") {
       log.info("SIGUSR1: uploading workdirs now (checkpoint, mounts stay)");
-      syncing = syncing.then(() => Promise.all(mounted.map((m) => upload(m, "on request (sync)"))));
+      syncing = syncing.then(() => Promise.all(mounted.map((m) => upload(m, "on request (sync)", "sync"))));
       return;
     }
     if (stopping) {
@@ -211,7 +238,7 @@ export async function runDaemon(config: Config, opts: DaemonOptions = {}): Promi
   let code = 0;
   try {
     // Prefetch every bucket in parallel; any failure aborts the start (no FUSE mount at all).
-    const prepared = await Promise.allSettled(config.buckets.map((b) => prepare(b, abort.signal)));
+    const prepared = await Promise.allSettled(config.buckets.map((b) => prepare(b, abort.signal, opts.takeOver === true)));
     for (const p of prepared) if (p.status === "fulfilled") mounted.push(p.value);
     const failed = prepared.filter((p) => p.status === "rejected");
     if (failed.length) {
@@ -268,8 +295,12 @@ export async function runDaemon(config: Config, opts: DaemonOptions = {}): Promi
   }
   await syncing;
   if (code === 0) {
-    const results = await Promise.all(mounted.map((m) => upload(m, "at stop", uploadAbort.signal, opts.onStatus)));
+    const results = await Promise.all(mounted.map((m) => upload(m, "at stop", "stop", uploadAbort.signal, opts.onStatus)));
     if (results.some((ok) => !ok)) code = 2;
+    // The lease goes last, after the markers, and only when everything is in S3.
+    await Promise.all(mounted.map((m, i) => m.owner?.close(results[i] === true)));
+  } else {
+    await Promise.all(mounted.map((m) => m.owner?.close(nothingPending(m))));
   }
   for (const m of mounted) {
     // One syncfs for everything cached this run, then the index may trust those files next time.
@@ -284,6 +315,11 @@ export async function runDaemon(config: Config, opts: DaemonOptions = {}): Promi
 }
 
 class StartError extends Error {}
+
+/** No local change waits for an upload: the lease can be released without losing anything. */
+function nothingPending(m: Mounted): boolean {
+  return m.workdir !== undefined && m.workdir.journal.pending(m.workdir.spec.localDir).length === 0;
+}
 
 function bootId(): string {
   try {

@@ -17,7 +17,7 @@ import type { ObjectStore } from "../store/types.ts";
 import { errMsg, type Logger } from "../util/log.ts";
 import { buildRecord, type CommitRecord } from "./commit-record.ts";
 import type { WalkResult, WorkdirJournal } from "./journal.ts";
-import { WorkdirLease, describeHolder, type LeaseStatus } from "./lease.ts";
+import { LeaseHeldError, WorkdirLease, describeHolder, type LeaseStatus } from "./lease.ts";
 import { recordFromWorkdir, writeRecord } from "./workdir-record.ts";
 
 export interface WorkdirOwnerOptions {
@@ -64,7 +64,14 @@ export class WorkdirOwner {
   /** Takes the lease (or throws LeaseHeldError naming the holder), checks conditional writes, starts renewing. */
   async claim(signal?: AbortSignal): Promise<void> {
     const where = `s3://${this.o.store.bucket}/${this.o.prefix}`;
-    const { how, previous } = await this.lease.acquire({ force: this.o.force, signal });
+    let got: Awaited<ReturnType<WorkdirLease["acquire"]>>;
+    try {
+      got = await this.lease.acquire({ force: this.o.force, signal });
+    } catch (err) {
+      if (err instanceof LeaseHeldError) throw err;
+      throw new Error(`cannot take the workdir lease of ${where}: ${errMsg(err)}`, { cause: err });
+    }
+    const { how, previous } = got;
     const now = (this.o.now ?? Date.now)();
     if (how === "took-over-expired" && previous) this.o.log.warn(`workdir lease of ${where}: taking over from ${describeHolder(previous, now)}; that node stopped renewing it`);
     else if (how === "took-over-forced" && previous) this.o.log.warn(`workdir lease of ${where}: TAKEN OVER (--take-over) from ${describeHolder(previous, now)}`);

@@ -107,7 +107,7 @@ export function bucketfsCommand(): string[] {
 export async function startDaemon(
   server: S3Server,
   buckets: BucketSpec[],
-  opts: { dir?: string; env?: Record<string, string>; timeoutMs?: number; expectFailure?: boolean } = {},
+  opts: { dir?: string; env?: Record<string, string>; timeoutMs?: number; expectFailure?: boolean; args?: string[] } = {},
 ): Promise<DaemonHandle> {
   hook();
   const dir = opts.dir ?? daemonDir(buckets[0]?.bucket ?? "x");
@@ -117,7 +117,7 @@ export async function startDaemon(
   const logFile = `${dir}/daemon-${Date.now()}.log`;
   const mnt: Record<string, string> = {};
   for (const b of buckets) mnt[b.bucket] = `${dir}/mnt/${b.bucket}`;
-  const proc = Bun.spawn([...bucketfsCommand(), "--config", configPath], {
+  const proc = Bun.spawn([...bucketfsCommand(), "--config", configPath, ...(opts.args ?? [])], {
     stdout: Bun.file(logFile),
     stderr: Bun.file(logFile),
     stdin: "ignore",

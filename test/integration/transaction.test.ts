@@ -103,6 +103,14 @@ async function stopDaemon(d: DaemonHandle, signal: NodeJS.Signals = "SIGTERM", t
   return { code, ms, mountsLeft, log: d.log() };
 }
 
+/**
+ * Objects under the workdir prefix, without bucketfs' own `.bucketfs/` folder (lease and commit
+ * records, covered by many-nodes.test.ts): what the workdir's files became in S3.
+ */
+async function userObjects(bucket: string): Promise<ListedObject[]> {
+  return (await s3.list(bucket, { prefix: `${WD}/` })).objects.filter((o) => !o.key.startsWith(`${WD}/.bucketfs/`));
+}
+
 /** Run a shell script; throw with its output when it fails. */
 function run(script: string, timeoutMs = 120_000): string {
   const r = sh(`set -euo pipefail\n${script}`, timeoutMs);
@@ -303,7 +311,7 @@ describe("a Nextflow-like task tree through the mount, then SIGTERM; restart", (
       expectMarkersLoggedLast(order);
 
       // S3, by the independent client: exactly the written files plus the remote-only object.
-      const listed = (await s3.list(B, { prefix: `${WD}/` })).objects;
+      const listed = (await userObjects(B));
       expect(listed.map((o) => o.key).sort()).toEqual([...written.map((r) => `${WD}/${r}`), `${WD}/${REMOTE_ONLY}`].sort());
       await expectInS3(B, localWd(d, B), written);
       expect((await s3.head(B, `${WD}/3f/9a8b7c6d5e4f/.command.sh`))?.metadata.mode).toBe("0100644");
@@ -340,7 +348,7 @@ describe("a Nextflow-like task tree through the mount, then SIGTERM; restart", (
       expect(s.log).toContain(`, ${afterStop.length} unchanged`);
       expect(uploadOrder(s.log, B)).toEqual([]);
       // S3 did not see a single write.
-      expect((await s3.list(B, { prefix: `${WD}/` })).objects).toEqual(afterStop);
+      expect((await userObjects(B))).toEqual(afterStop);
     } finally {
       await d.cleanup();
     }
@@ -380,7 +388,7 @@ describe("a Nextflow-like task tree through the mount, then SIGTERM; restart", (
       expect(s.mountsLeft).toEqual([]);
       expect(s.log).toContain(`upload at stop: 0 uploaded`);
       expect(s.log).toContain(`, ${afterStop.length} unchanged`);
-      expect((await s3.list(B, { prefix: `${WD}/` })).objects).toEqual(afterStop);
+      expect((await userObjects(B))).toEqual(afterStop);
     } finally {
       await d.cleanup();
     }
@@ -439,7 +447,7 @@ describe("3. a prefetch failure aborts the start", () => {
       expect(code).not.toBe(0);
       expect(mountsUnder(d.dir)).toEqual([]);
       const log = d.log();
-      expect(log).toMatch(new RegExp(`start failed: ${B}: prefetch of s3://${B}/${WD}/ failed: listing failed: .*(signature|SignatureDoesNotMatch|denied)`, "i"));
+      expect(log).toMatch(new RegExp(`start failed: ${B}: cannot take the workdir lease of s3://${B}/${WD}/: .*(signature|SignatureDoesNotMatch|denied)`, "i"));
       expect(log).not.toContain("ready:");
       expect(existsSync(`${d.cachePath}/.${B}.pid`)).toBe(false);
     } finally {
@@ -499,7 +507,7 @@ describe("4. SIGKILL loses nothing", () => {
       expect((await s3.get(B, `${WD}/t1/result.txt`)).sha256).toBe(sha256(NEW));
       expect((await s3.get(B, `${WD}/t1/out/new.bin`)).sha256).toBe(newSha);
       expect(new TextDecoder().decode(await s3.getBytes(B, `${WD}/t1/.exitcode`))).toBe("0\n");
-      const listed = (await s3.list(B, { prefix: `${WD}/` })).objects;
+      const listed = (await userObjects(B));
       expectMarkersNewest(listed.filter((o) => !o.key.endsWith("untouched.txt")));
       await expectInS3(B, localWd(d2, B), ["t1/result.txt", "t1/out/new.bin", "t1/.exitcode"]);
 
@@ -507,7 +515,7 @@ describe("4. SIGKILL loses nothing", () => {
       expect(s.code).toBe(0);
       expect(s.mountsLeft).toEqual([]);
       expect(s.log).toContain("upload at stop: 0 uploaded");
-      expect((await s3.list(B, { prefix: `${WD}/` })).objects).toEqual(listed);
+      expect((await userObjects(B))).toEqual(listed);
     } finally {
       await d1.cleanup();
       await d2?.cleanup();
@@ -560,7 +568,7 @@ describe("5. a failed upload at stop", () => {
 
       await server.restart();
       serverDown = false;
-      expect((await s3.list(B, { prefix: `${WD}/` })).objects).toEqual([]); // nothing, marker included
+      expect((await userObjects(B))).toEqual([]); // nothing, marker included
 
       d2 = await start([spec(B)], dir);
       const log = d2.log();
@@ -568,7 +576,7 @@ describe("5. a failed upload at stop", () => {
       const order = uploadOrder(log.slice(0, log.indexOf("ready:")), B);
       expect([...order].sort()).toEqual([...files, "t5/.exitcode"].map((f) => `${WD}/${f}`).sort());
       expectMarkersLoggedLast(order);
-      const listed = (await s3.list(B, { prefix: `${WD}/` })).objects;
+      const listed = (await userObjects(B));
       expect(listed.map((o) => o.key).sort()).toEqual(order.slice().sort());
       expectMarkersNewest(listed);
       await expectInS3(B, localWd(d2, B), [...shas.keys()]);

@@ -154,6 +154,7 @@ describe("parseConfig", () => {
         readChunkSize: 8 * MiB,
         readConcurrency: 8,
         readAhead: 64 * MiB,
+        leaseTime: 120,
       },
       expect.objectContaining({ section: "ngi-igenomes", bucket: "ngi-igenomes", workdir: undefined }),
     ]);
@@ -177,6 +178,7 @@ describe("parseConfig", () => {
       readChunkSize: DEFAULTS.readChunkSize,
       readConcurrency: DEFAULTS.readConcurrency,
       readAhead: DEFAULTS.readAhead,
+      leaseTime: DEFAULTS.leaseTime,
     });
     expect(DEFAULTS).toMatchObject({ region: "us-east-1", cachePath: "/tmp/bucketfs", lastUploadFile: ".exitcode" });
     expect(DEFAULTS).toMatchObject({ readChunkSize: 8 * 1024 * 1024, readConcurrency: 8, readAhead: 64 * 1024 * 1024 });
