@@ -130,6 +130,26 @@ describe("workdir lease", () => {
     expect(await b.stop()).toBe(0);
   }, SLOW);
 
+  test("a holder that lost its lease (frozen past expiry, taken over) uploads nothing and exits 2", async () => {
+    const spec = await freshBucket({ lease_time: "3" });
+    const a = await node(spec);
+    run(`printf 'from a' > ${wd(a, spec)}/shared.txt`);
+    a.proc.kill("SIGSTOP"); // renewals stop; the workdir (a bind mount of local disk) still works
+    try {
+      const expires = (await lease(spec.bucket)).expiresMs;
+      await Bun.sleep(Math.max(0, expires - Date.now() + 200));
+      const b = await node(spec);
+      run(`printf 'from b' > ${wd(b, spec)}/shared.txt`);
+      expect(await b.stop()).toBe(0);
+    } finally {
+      a.proc.kill("SIGCONT");
+    }
+    expect(await a.stop()).toBe(2);
+    expect(a.log()).toContain("not uploading, the files stay in the cache");
+    expect(new TextDecoder().decode(await s3.getBytes(spec.bucket, "wd/shared.txt"))).toBe("from b");
+    expect(readFileSync(`${a.cachePath}/.${spec.bucket}/wd/shared.txt`, "utf8")).toBe("from a"); // kept, not lost
+  }, SLOW);
+
   test("--take-over takes a live lease at once", async () => {
     const spec = await freshBucket();
     const a = await node(spec);
