@@ -4,10 +4,29 @@
  * Is: plain data types and the `FsOps` interface, free of FFI and of S3. Is not: an
  * implementation (bucket-fs.ts) or the kernel protocol (fuse/adapter.ts).
  */
-import type { StatFs, StatLike } from "../fuse/structs.ts";
+/** File attributes as the filesystem layer describes them (the adapter encodes a `struct stat`). */
+export interface Attr {
+  ino: number;
+  mode: number;
+  nlink: number;
+  uid: number;
+  gid: number;
+  size: number;
+  mtimeMs: number;
+  ctimeMs?: number;
+  atimeMs?: number;
+}
 
-export type Attr = StatLike;
-export type { StatFs };
+/** Filesystem statistics (the adapter encodes a `struct statvfs`). */
+export interface StatFs {
+  bsize: number;
+  blocks: number;
+  bfree: number;
+  bavail: number;
+  files: number;
+  ffree: number;
+  namemax: number;
+}
 
 export interface EntryReply {
   /** Undefined: a negative entry (ENOENT cached by the kernel for entryTimeout). */

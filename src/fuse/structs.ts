@@ -6,6 +6,7 @@
  * compiles native-headers/layout.c) and encode/decode helpers over DataView. Is not: FFI
  * calls (ffi.ts) or filesystem semantics.
  */
+import type { Attr, StatFs } from "../fs/types.ts";
 
 export const STAT = {
   size: 144, ino: 8, nlink: 16, mode: 24, uid: 28, gid: 32, rdev: 40, fsize: 48, blksize: 56, blocks: 64,
@@ -45,19 +46,6 @@ export const OPS_ORDER = [
 export type OpName = (typeof OPS_ORDER)[number];
 export const OPS_SIZE = OPS_ORDER.length * 8;
 
-/** File attributes as the filesystem layer describes them. */
-export interface StatLike {
-  ino: number;
-  mode: number;
-  nlink: number;
-  uid: number;
-  gid: number;
-  size: number;
-  mtimeMs: number;
-  ctimeMs?: number;
-  atimeMs?: number;
-}
-
 export function view(buf: Uint8Array): DataView {
   return new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
 }
@@ -70,7 +58,7 @@ function setTimespec(v: DataView, off: number, ms: number): void {
 }
 
 /** Fill a `struct stat` at byte offset `base` of `v`. */
-export function encodeStat(v: DataView, base: number, a: StatLike): void {
+export function encodeStat(v: DataView, base: number, a: Attr): void {
   for (let i = 0; i < STAT.size; i += 8) v.setBigUint64(base + i, 0n, true);
   v.setBigUint64(base + STAT.ino, BigInt(a.ino), true);
   v.setBigUint64(base + STAT.nlink, BigInt(a.nlink), true);
@@ -86,7 +74,7 @@ export function encodeStat(v: DataView, base: number, a: StatLike): void {
 }
 
 /** Fill a `struct fuse_entry_param`. ino 0 with attr undefined is a negative (cached ENOENT) entry. */
-export function encodeEntry(v: DataView, a: StatLike | undefined, attrTimeout: number, entryTimeout: number): void {
+export function encodeEntry(v: DataView, a: Attr | undefined, attrTimeout: number, entryTimeout: number): void {
   for (let i = 0; i < ENTRY.size; i += 8) v.setBigUint64(i, 0n, true);
   if (a) {
     v.setBigUint64(ENTRY.ino, BigInt(a.ino), true);
@@ -94,16 +82,6 @@ export function encodeEntry(v: DataView, a: StatLike | undefined, attrTimeout: n
   }
   v.setFloat64(ENTRY.attrTimeout, attrTimeout, true);
   v.setFloat64(ENTRY.entryTimeout, entryTimeout, true);
-}
-
-export interface StatFs {
-  bsize: number;
-  blocks: number;
-  bfree: number;
-  bavail: number;
-  files: number;
-  ffree: number;
-  namemax: number;
 }
 
 export function encodeStatvfs(v: DataView, s: StatFs): void {
