@@ -7,6 +7,7 @@
  * of repeated keys or sections: those are errors) and not validation of keys or values (`load.ts`).
  * Error messages never echo a line's text, because a malformed line may hold a secret.
  */
+import { controlProblem } from "./keys.ts";
 
 /** Thrown for any problem in the config file; `load.ts` re-exports it as the public error. */
 export class ConfigError extends Error {
@@ -59,6 +60,8 @@ export function parseIni(text: string, file: string): IniSection[] {
         if (!s.endsWith("]")) throw new ConfigError(file, "section header must look like [name]", { line });
         const name = s.slice(1, -1).trim();
         if (name === "") throw new ConfigError(file, "empty section name; write [name]", { line });
+        const bad = controlProblem(name);
+        if (bad) throw new ConfigError(file, `section name ${bad}`, { line });
         const prev = byName.get(name);
         if (prev) {
           throw new ConfigError(file, `duplicate section [${name}] (first on line ${prev.line}); merge or rename one`, {
