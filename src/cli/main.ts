@@ -2,11 +2,13 @@
 /**
  * The `bucketfs` command line.
  *
- *   bucketfs [--config FILE]          mount every bucket of the config and serve until SIGTERM
- *   bucketfs check-config [--config]  validate the config and print a summary (no secrets)
- *   bucketfs sync [--config]          upload the workdirs now, mounts stay (a checkpoint)
- *   bucketfs status [--config]        mounts, cache size, files pending upload, last runs
- *   bucketfs verify [--config]        check S3 against each workdir's latest commit record
+ *   bucketfs [mount] [--config FILE | FILE]   mount every bucket of the config and serve until SIGTERM
+ *   bucketfs check-config [--config FILE | FILE]  validate the config and print a summary (no secrets)
+ *   bucketfs sync [--config FILE | FILE]      upload the workdirs now, mounts stay (a checkpoint)
+ *   bucketfs status [--config FILE | FILE]    mounts, cache size, files pending upload, last runs
+ *   bucketfs verify [--config FILE | FILE]    check S3 against each workdir's latest commit record
+ *
+ * (`bucketfs` alone takes --config only: a bare word there is a command name.)
  *
  * Is: argument parsing and exit codes. Is not: any of the work (service/, config/).
  */
@@ -18,12 +20,36 @@ import { appendLogFile, parseLevel, setLevel, logger, errMsg } from "../util/log
 export const VERSION = "0.1.0";
 const DEFAULT_CONFIG = "/etc/bucketfs/bucketfs.conf";
 
-const common = {
-  config: { type: "string" as const, alias: "c", default: DEFAULT_CONFIG, description: "config file", valueHint: "path" },
+const options = {
+  config: { type: "string" as const, alias: "c", description: `config file (default ${DEFAULT_CONFIG})`, valueHint: "path" },
   "log-level": { type: "string" as const, description: "debug, info, warn or error (or BUCKETFS_LOG_LEVEL)" },
 };
+/** Options plus the config path as a positional argument, for every subcommand that reads the config. */
+const common = {
+  file: { type: "positional" as const, required: false, description: "config file (same as --config)", valueHint: "path" },
+  ...options,
+};
 
-function load(path: string, level: string | undefined): Config {
+interface ConfigArgs {
+  config?: string;
+  file?: string;
+  "log-level"?: string;
+  _: string[];
+}
+
+/** The config named by --config or the positional FILE (not both, unless equal), else the default. */
+function configPath(args: ConfigArgs): string {
+  const extra = args._.slice(args.file !== undefined ? 1 : 0);
+  if (extra.length > 0) throw new ConfigError(args.file ?? args.config ?? DEFAULT_CONFIG, `unexpected argument(s) after the config file: ${extra.join(" ")}`);
+  if (args.file !== undefined && args.config !== undefined && args.file !== args.config) {
+    throw new ConfigError(args.file, `two config files given (--config ${args.config} and ${args.file}); give one`);
+  }
+  return args.file ?? args.config ?? DEFAULT_CONFIG;
+}
+
+function load(args: ConfigArgs): Config {
+  const path = configPath(args);
+  const level = args["log-level"];
   const l = parseLevel(level);
   if (level !== undefined && !l) throw new ConfigError(path, `--log-level must be debug, info, warn or error`);
   if (l) setLevel(l);
@@ -44,33 +70,41 @@ async function guarded(fn: () => Promise<number> | number): Promise<never> {
   process.exit(code);
 }
 
-const mount = defineCommand({
-  meta: { name: "bucketfs", version: VERSION, description: "Mount the buckets of the config and serve until SIGTERM" },
-  args: {
-    ...common,
-    "debug-fuse": { type: "boolean", description: "libfuse protocol trace on stderr" },
-    "take-over": { type: "boolean", description: "take each workdir's lease even from a node that still renews it (only when that node is dead)" },
+/** Options of mount (also taken by `bucketfs` alone). */
+const mountOptions = {
+  "debug-fuse": { type: "boolean" as const, description: "libfuse protocol trace on stderr" },
+  "take-over": {
+    type: "boolean" as const,
+    description: "take each workdir's lease even from a node that still renews it (only when that node is dead)",
   },
-  run: ({ args }) =>
-    guarded(async () => {
-      const config = load(args.config, args["log-level"]);
-      // Fail before touching anything (cache, pid file, prefetch, mountpoints) when
-      // libfuse3 is missing: the error names the packages to install.
-      const { fuse } = await import("../fuse/ffi.ts");
-      fuse();
-      const { ensureThreadpool } = await import("../service/reexec.ts");
-      ensureThreadpool(Math.max(16, 8 + 2 * config.buckets.length));
-      const { runDaemon } = await import("../service/daemon.ts");
-      const { notifier } = await import("../service/notify.ts");
-      const n = notifier();
-      return runDaemon(config, {
-        debugFuse: args["debug-fuse"],
-        takeOver: args["take-over"],
-        onReady: () => n.send("READY=1\nSTATUS=serving"),
-        onStopping: () => n.send("STOPPING=1\nSTATUS=stopping"),
-        onStatus: (s) => n.send(`STATUS=${s}\nEXTEND_TIMEOUT_USEC=120000000`),
-      });
-    }),
+};
+
+async function serve(args: ConfigArgs & { "debug-fuse"?: boolean; "take-over"?: boolean }): Promise<never> {
+  return guarded(async () => {
+    const config = load(args);
+    // Fail before touching anything (cache, pid file, prefetch, mountpoints) when
+    // libfuse3 is missing: the error names the packages to install.
+    const { fuse } = await import("../fuse/ffi.ts");
+    fuse();
+    const { ensureThreadpool } = await import("../service/reexec.ts");
+    ensureThreadpool(Math.max(16, 8 + 2 * config.buckets.length));
+    const { runDaemon } = await import("../service/daemon.ts");
+    const { notifier } = await import("../service/notify.ts");
+    const n = notifier();
+    return runDaemon(config, {
+      debugFuse: args["debug-fuse"],
+      takeOver: args["take-over"],
+      onReady: () => n.send("READY=1\nSTATUS=serving"),
+      onStopping: () => n.send("STOPPING=1\nSTATUS=stopping"),
+      onStatus: (s) => n.send(`STATUS=${s}\nEXTEND_TIMEOUT_USEC=120000000`),
+    });
+  });
+}
+
+const mount = defineCommand({
+  meta: { name: "mount", description: "Mount the buckets of the config and serve until SIGTERM (the default command)" },
+  args: { ...common, ...mountOptions },
+  run: ({ args }) => serve(args),
 });
 
 const checkConfig = defineCommand({
@@ -78,7 +112,7 @@ const checkConfig = defineCommand({
   args: common,
   run: ({ args }) =>
     guarded(() => {
-      const config = load(args.config, args["log-level"]);
+      const config = load(args);
       for (const w of config.warnings) console.error(`warning: ${w}`);
       console.log(describeConfig(config));
       return 0;
@@ -91,7 +125,7 @@ const sync = defineCommand({
   run: ({ args }) =>
     guarded(async () => {
       const { requestSync } = await import("../service/status.ts");
-      return requestSync(load(args.config, args["log-level"]), Number(args.timeout) * 1000);
+      return requestSync(load(args), Number(args.timeout) * 1000);
     }),
 });
 
@@ -101,32 +135,42 @@ const status = defineCommand({
   run: ({ args }) =>
     guarded(async () => {
       const { printStatus } = await import("../service/status.ts");
-      return printStatus(load(args.config, args["log-level"]));
+      return printStatus(load(args));
     }),
 });
 
 const verify = defineCommand({
   meta: { name: "verify", description: "Check S3 against each workdir's latest commit record (exit 0 same, 1 differs, 2 cannot verify)" },
-  args: { ...common, json: { type: "boolean", description: "machine-readable output" } },
+  args: { ...common, json: { type: "boolean" as const, description: "machine-readable output" } },
   run: ({ args }) =>
     guarded(async () => {
       const { runVerify } = await import("../service/verify.ts");
-      return runVerify(load(args.config, args["log-level"]), { json: args.json });
+      return runVerify(load(args), { json: args.json });
     }),
 });
 
+const subCommands = { mount, "check-config": checkConfig, sync, status, verify };
+
+/** `bucketfs` itself: mount (with --config only), and --help listing every subcommand. */
+const root = defineCommand({
+  meta: { name: "bucketfs", version: VERSION, description: "FUSE filesystem for S3 buckets, with a transactional workdir" },
+  args: { ...options, ...mountOptions },
+  subCommands,
+  run: ({ args }) => {
+    // citty runs this after a subcommand too; a subcommand has already exited (guarded).
+    if (args._.length > 0) return;
+    return serve({ ...args, _: [] });
+  },
+});
+
 export async function main(argv: string[]): Promise<void> {
-  const [first, ...rest] = argv;
-  if (first === "check-config") return runMain(checkConfig, { rawArgs: rest });
-  if (first === "sync") return runMain(sync, { rawArgs: rest });
-  if (first === "status") return runMain(status, { rawArgs: rest });
-  if (first === "verify") return runMain(verify, { rawArgs: rest });
-  if (first === "mount") return runMain(mount, { rawArgs: rest });
-  if (first !== undefined && !first.startsWith("-")) {
-    console.error(`bucketfs: unknown command "${first}" (commands: mount, check-config, sync, status, verify; see --help)`);
+  const first = argv[0];
+  if (first !== undefined && !first.startsWith("-") && !(first in subCommands)) {
+    const hint = first.includes("/") ? `; for a config file write bucketfs mount ${first} or --config ${first}` : "";
+    console.error(`bucketfs: unknown command "${first}" (commands: ${Object.keys(subCommands).join(", ")}; see --help)${hint}`);
     process.exit(1);
   }
-  return runMain(mount, { rawArgs: argv });
+  return runMain(root, { rawArgs: argv });
 }
 
 if (import.meta.main) {
