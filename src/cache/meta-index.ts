@@ -2,9 +2,10 @@
  * The metadata half of the cache index: what S3 listed (per directory, with when) and which
  * objects are present in the local cache (with the ETag they were fetched at).
  *
- * Is: sqlite tables `meta_entries`, `meta_dirs`, `meta_cached` and typed queries over them.
- * Is not: the file cache itself (object-cache.ts) or freshness policy (the caller passes
- * the TTL). Paths are bucket-relative without leading "/": "" is the root, "a/b" a child.
+ * Is: sqlite tables `meta_entries` (with `seen_ms`: when S3 last confirmed the entry),
+ * `meta_dirs`, `meta_cached` and typed queries over them. `meta_entries`/`meta_dirs` are
+ * used by fs/namespace.ts only, `meta_cached` by cache/object-cache.ts only.
+ * Is not: the file cache itself (object-cache.ts) or freshness policy (fs/namespace.ts). Paths are bucket-relative without leading "/": "" is the root, "a/b" a child.
  */
 import type { Database, Statement } from "bun:sqlite";
 
@@ -19,6 +20,11 @@ export interface IndexEntry {
   mode: number | null;
 }
 
+/** An entry as stored, with when S3 last confirmed it (a listing, a HEAD or a GET). */
+export interface KnownEntry extends IndexEntry {
+  seenMs: number;
+}
+
 export interface CachedObject {
   key: string;
   etag: string;
@@ -27,10 +33,12 @@ export interface CachedObject {
   mode: number | null;
 }
 
-type Row = { dir: string; name: string; is_dir: number; size: number; mtime_ms: number; etag: string; mode: number | null };
+type Row = {
+  dir: string; name: string; is_dir: number; size: number; mtime_ms: number; etag: string; mode: number | null; seen_ms: number;
+};
 
-const toEntry = (r: Row): IndexEntry => ({
-  dir: r.dir, name: r.name, isDir: r.is_dir === 1, size: r.size, mtimeMs: r.mtime_ms, etag: r.etag, mode: r.mode,
+const toEntry = (r: Row): KnownEntry => ({
+  dir: r.dir, name: r.name, isDir: r.is_dir === 1, size: r.size, mtimeMs: r.mtime_ms, etag: r.etag, mode: r.mode, seenMs: r.seen_ms,
 });
 
 export class MetaIndex {
@@ -39,6 +47,7 @@ export class MetaIndex {
     list: Statement<Row, [string]>;
     dirListed: Statement<{ listed_ms: number }, [string]>;
     delDir: Statement<unknown, [string]>;
+    delEntry: Statement<unknown, [string, string]>;
     put: Statement<unknown, [string, string, number, number, number, string, number | null, number]>;
     markDir: Statement<unknown, [string, number]>;
     cached: Statement<{ key: string; etag: string; size: number; mtime_ms: number; mode: number | null }, [string]>;
@@ -57,10 +66,11 @@ export class MetaIndex {
     db.run(`CREATE TABLE IF NOT EXISTS meta_state (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID`);
     const cols = "dir, name, is_dir, size, mtime_ms, etag, mode";
     this.q = {
-      entry: db.query(`SELECT ${cols} FROM meta_entries WHERE dir = ?1 AND name = ?2`),
-      list: db.query(`SELECT ${cols} FROM meta_entries WHERE dir = ?1 ORDER BY name`),
+      entry: db.query(`SELECT ${cols}, seen_ms FROM meta_entries WHERE dir = ?1 AND name = ?2`),
+      list: db.query(`SELECT ${cols}, seen_ms FROM meta_entries WHERE dir = ?1 ORDER BY name`),
       dirListed: db.query(`SELECT listed_ms FROM meta_dirs WHERE dir = ?1`),
       delDir: db.query(`DELETE FROM meta_entries WHERE dir = ?1`),
+      delEntry: db.query(`DELETE FROM meta_entries WHERE dir = ?1 AND name = ?2`),
       put: db.query(`INSERT OR REPLACE INTO meta_entries (${cols}, seen_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)`),
       markDir: db.query(`INSERT OR REPLACE INTO meta_dirs (dir, listed_ms) VALUES (?1, ?2)`),
       cached: db.query(`SELECT key, etag, size, mtime_ms, mode FROM meta_cached WHERE key = ?1`),
@@ -120,12 +130,17 @@ export class MetaIndex {
     this.insert(e, now);
   }
 
-  entry(dir: string, name: string): IndexEntry | undefined {
+  /** Forget one entry (S3 said it is gone). */
+  deleteEntry(dir: string, name: string): void {
+    this.q.delEntry.run(dir, name);
+  }
+
+  entry(dir: string, name: string): KnownEntry | undefined {
     const r = this.q.entry.get(dir, name);
     return r ? toEntry(r) : undefined;
   }
 
-  list(dir: string): IndexEntry[] {
+  list(dir: string): KnownEntry[] {
     return this.q.list.all(dir).map(toEntry);
   }
 

@@ -4,7 +4,10 @@
  * Is: "give me a local file holding this object at this ETag", downloading when absent or
  * stale, one download per key however many callers wait (single flight), written to a temp
  * name in the same directory and renamed into place so a reader never sees a partial file,
- * even after a crash. Is not: the workdir (never fetched through here) or eviction.
+ * even after a crash. The only user of the index's `meta_cached` rows, and the one place that
+ * decides whether the kernel may keep its page cache of an object (`Acquired.keepCache`).
+ * Is not: the workdir (never fetched through here), metadata freshness (fs/namespace.ts) or
+ * eviction.
  */
 import { mkdirSync, renameSync, rmSync, statSync, unlinkSync, utimesSync, lstatSync } from "node:fs";
 import { dirname } from "node:path";
@@ -15,6 +18,7 @@ import { containedPath } from "./keys.ts";
 import type { CachedObject, MetaIndex } from "./meta-index.ts";
 import { PartialObject, DEFAULT_PARTIAL_OPTIONS, type PartialOptions } from "./partial-object.ts";
 import { fmtBytes, type Logger } from "../util/log.ts";
+import { singleFlight } from "../util/async.ts";
 
 export const TEMP_MARK = ".bucketfs-part-";
 
@@ -25,8 +29,15 @@ export const STREAM_MIN_SIZE = 8 * 1024 * 1024;
 export interface Acquired {
   path: string;
   partial: PartialObject | undefined;
-  /** True when the content was (or is being) fetched for this open, i.e. it may differ from before. */
-  fresh: boolean;
+  /** The object as cached (or being streamed). `mode` is null when the fetch did not learn it. */
+  object: CachedObject;
+  /** Fetched (or being fetched) for this open: `object` comes from this GET, not from an earlier one. */
+  changed: boolean;
+  /**
+   * The kernel may keep its page cache of this file: the previous open of the key was served
+   * the same ETag, so whatever pages the kernel holds are this content. Decided here only.
+   */
+  keepCache: boolean;
 }
 
 export interface EnsureResult {
@@ -37,12 +48,12 @@ export interface EnsureResult {
 }
 
 export class ObjectCache {
-  private inflight = new Map<string, Promise<EnsureResult>>();
+  private wholeFetches = singleFlight<string, EnsureResult>();
   private partials = new Map<string, PartialObject>();
   /** Tuning for streamed objects (tests and config may change it). */
   partialOptions: PartialOptions = DEFAULT_PARTIAL_OPTIONS;
-  /** Bumped per key on every download, so open() can tell whether its copy changed. */
-  private generations = new Map<string, number>();
+  /** The ETag each key was last served to an opener at, to decide keep_cache. */
+  private served = new Map<string, string>();
 
   constructor(
     readonly root: string,
@@ -53,10 +64,6 @@ export class ObjectCache {
 
   pathOf(key: string): string {
     return containedPath(this.root, key);
-  }
-
-  generation(key: string): number {
-    return this.generations.get(key) ?? 0;
   }
 
   /** A cached copy at `etag`, if one is on disk with the recorded size. */
@@ -75,11 +82,7 @@ export class ObjectCache {
 
   /** The whole object downloaded once however many callers wait for it (single flight). */
   private fetchWhole(key: string): Promise<EnsureResult> {
-    const running = this.inflight.get(key);
-    if (running) return running;
-    const p = this.download(key).finally(() => this.inflight.delete(key));
-    this.inflight.set(key, p);
-    return p;
+    return this.wholeFetches.run(key, () => this.download(key));
   }
 
   /**
@@ -106,7 +109,6 @@ export class ObjectCache {
       utimesSync(path, mtimeMs / 1000, mtimeMs / 1000);
       const object: CachedObject = { key, etag: info.etag, size: info.size, mtimeMs, mode: objectMode(info) };
       this.index.putCached(object);
-      this.generations.set(key, this.generation(key) + 1);
       const secs = (performance.now() - t0) / 1000;
       this.log.debug(`fetched ${key} (${fmtBytes(info.size)} in ${secs.toFixed(2)} s)`);
       return { path, object, downloaded: true };
@@ -123,10 +125,10 @@ export class ObjectCache {
    */
   async acquire(key: string, etag: string, size: number, mtimeMs: number): Promise<Acquired> {
     const hit = this.peek(key, etag);
-    if (hit) return { path: hit.path, partial: undefined, fresh: false };
+    if (hit) return this.serve(hit.path, undefined, hit.object, false);
     if (size < STREAM_MIN_SIZE) {
       const got = await this.fetchWhole(key);
-      return { path: got.path, partial: undefined, fresh: got.downloaded };
+      return this.serve(got.path, undefined, got.object, got.downloaded);
     }
     let p = this.partials.get(key);
     if (p && p.etag !== etag) {
@@ -134,21 +136,27 @@ export class ObjectCache {
       this.partials.delete(key);
       p = undefined;
     }
+    const object: CachedObject = { key, etag, size, mtimeMs, mode: null };
+    let created = false;
     if (!p) {
       const { path, tmp } = this.prepareTemp(key);
-      const created = new PartialObject(key, etag, size, tmp, path, this.store, (done) => {
+      p = new PartialObject(key, etag, size, tmp, path, this.store, (done) => {
         utimesSync(path, mtimeMs / 1000, mtimeMs / 1000);
-        this.index.putCached({ key, etag, size, mtimeMs, mode: null });
+        this.index.putCached(object);
         if (this.partials.get(key) === done) this.partials.delete(key);
         this.log.debug(`fetched ${key} (${fmtBytes(size)}, streamed)`);
       }, this.log, this.partialOptions);
-      this.partials.set(key, created);
-      // New content from here on: readers that opened an older copy must not keep its pages.
-      this.generations.set(key, this.generation(key) + 1);
-      p = created;
+      this.partials.set(key, p);
+      created = true;
     }
     p.refs++;
-    return { path: p.path, partial: p, fresh: true };
+    return this.serve(p.path, p, object, created);
+  }
+
+  private serve(path: string, partial: PartialObject | undefined, object: CachedObject, changed: boolean): Acquired {
+    const keepCache = this.served.get(object.key) === object.etag;
+    this.served.set(object.key, object.etag);
+    return { path, partial, object, changed, keepCache };
   }
 
   releasePartial(p: PartialObject): void {
