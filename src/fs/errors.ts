@@ -11,7 +11,7 @@ import { StoreError } from "../store/types.ts";
 export const E = constants.errno as Record<string, number> & {
   ENOENT: number; EIO: number; EROFS: number; EACCES: number; ENOTDIR: number; EISDIR: number; EINVAL: number;
   ENOSYS: number; EAGAIN: number; ENOSPC: number; ESTALE: number; ENAMETOOLONG: number; EBADF: number;
-  ETIMEDOUT: number; EINTR: number; ENODATA: number; EPERM: number; ENOTEMPTY: number; EXDEV: number;
+  ETIMEDOUT: number; EINTR: number; ENODATA: number; ERANGE: number; EPERM: number; ENOTEMPTY: number; EXDEV: number;
 };
 
 export class FsError extends Error {
@@ -27,7 +27,8 @@ export class FsError extends Error {
 export function isExpected(err: unknown): boolean {
   return (
     err instanceof FsError &&
-    (err.errno === E.ENOENT || err.errno === E.EROFS || err.errno === E.ENOTDIR || err.errno === E.ENAMETOOLONG)
+    (err.errno === E.ENOENT || err.errno === E.EROFS || err.errno === E.ENOTDIR || err.errno === E.ENAMETOOLONG ||
+      err.errno === E.ENODATA)
   );
 }
 

@@ -72,6 +72,10 @@ export interface FsOps {
   /** readdirplus handed `ino` to the kernel: count it as one lookup. */
   remember(ino: number): void;
   statfs(): StatFs;
+  /** The value of extended attribute `name` (throw FsError ENODATA when there is none). */
+  getxattr(ino: number, name: string): Promise<Uint8Array> | Uint8Array;
+  /** The names of the extended attributes of `ino`. */
+  listxattr(ino: number): Promise<string[]> | string[];
   /** Entry/attr timeout for readdirplus entries of this directory. */
   entryTimeout(dirIno: number): number;
 }

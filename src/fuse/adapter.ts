@@ -136,6 +136,11 @@ export function buildOps(fs: FsOps, opts: AdapterOptions): OpsTable {
   }
 
   const erofs = (req: Req) => lib.fuse_reply_err(req, E.EROFS);
+  /** An xattr value or name list: its size when asked with size 0, ERANGE when it does not fit. */
+  const replyXattr = (req: Req, size: number, v: Uint8Array) =>
+    size === 0 ? lib.fuse_reply_xattr(req, v.byteLength)
+    : v.byteLength > size ? lib.fuse_reply_err(req, E.ERANGE)
+    : lib.fuse_reply_buf(req, v.byteLength ? ptr(v) : null, v.byteLength);
 
   type Impl = { args: FFIType[]; fn: (...a: never[]) => void };
   const impls: Partial<Record<OpName, Impl>> = {
@@ -259,6 +264,18 @@ export function buildOps(fs: FsOps, opts: AdapterOptions): OpsTable {
           encodeStatvfs(view(statvfsBuf), s);
           lib.fuse_reply_statfs(req, statvfsBuf);
         }),
+    },
+    getxattr: {
+      args: [P, U, P, U],
+      fn: (req: Req, ino: number, name: Pointer, size: number) => {
+        const n = readCString(name);
+        settle(req, "getxattr", () => fs.getxattr(ino, n), (v) => replyXattr(req, size, v));
+      },
+    },
+    listxattr: {
+      args: [P, U, U],
+      fn: (req: Req, ino: number, size: number) =>
+        settle(req, "listxattr", () => fs.listxattr(ino), (names) => replyXattr(req, size, Buffer.from(names.map((x) => `${x}\0`).join("")))),
     },
     flush: { args: [P, U, P], fn: (req: Req) => lib.fuse_reply_err(req, 0) },
     fsync: { args: [P, U, i32, P], fn: (req: Req) => lib.fuse_reply_err(req, 0) },

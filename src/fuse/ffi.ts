@@ -34,6 +34,7 @@ const FUSE_SYMBOLS = {
   fuse_reply_buf: { args: [P, P, u64_fast], returns: i32 },
   fuse_reply_data: { args: [P, P, i32], returns: i32 },
   fuse_reply_statfs: { args: [P, P], returns: i32 },
+  fuse_reply_xattr: { args: [P, u64_fast], returns: i32 },
   fuse_add_direntry: { args: [P, P, u64_fast, cstring, P, u64_fast], returns: u64_fast },
   fuse_add_direntry_plus: { args: [P, P, u64_fast, cstring, P, u64_fast], returns: u64_fast },
   fuse_req_interrupted: { args: [P], returns: i32 },
