@@ -151,10 +151,7 @@ export class BucketFs implements FsOps {
 
   async opendir(ino: number): Promise<OpenReply> {
     const n = this.ns.node(ino);
-    const e = await this.ns.entryOf(n);
-    if (!e) throw new FsError(E.ENOENT, `${n.path} is gone`);
-    if (!e.isDir) throw new FsError(E.ENOTDIR, `${n.path} is not a directory`);
-    const entries = await this.ns.listing(n.path);
+    const entries = await this.ns.openDir(n);
     const fh = this.nextFh++;
     this.dirHandles.set(fh, { dir: n.path, entries });
     // The same listing as the kernel got last time (same LIST, or an always-empty workdir view).

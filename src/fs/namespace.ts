@@ -309,6 +309,20 @@ export class Namespace {
     return undefined;
   }
 
+  /**
+   * The entries of directory inode `n`, for opendir. A name known as a directory (from any
+   * run) is not probed first: the listing that follows asks S3 anyway. Throws ENOENT, ENOTDIR.
+   */
+  async openDir(n: Inode): Promise<IndexEntry[]> {
+    const known = n.ino === ROOT_INO ? undefined : this.o.index.entry(parentOf(n.path), baseOf(n.path));
+    if (n.ino !== ROOT_INO && !known?.isDir) {
+      const e = await this.entryOf(n);
+      if (!e) throw new FsError(E.ENOENT, `${n.path} is gone`);
+      if (!e.isDir) throw new FsError(E.ENOTDIR, `${n.path} is not a directory`);
+    }
+    return this.listing(n.path);
+  }
+
   /** The entry of an inode (the root and workdir directories without asking S3). */
   entryOf(n: Inode): Promise<IndexEntry | undefined> | IndexEntry {
     if (n.ino === ROOT_INO) return this.synthDir("");

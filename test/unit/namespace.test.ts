@@ -184,6 +184,16 @@ describe("freshness within metadata_ttl", () => {
     expect(store.counts).toEqual({ listDir: 1, head: 1, hasPrefix: 1 });
   });
 
+  test("opendir of a directory known from a listing sends only its LIST after the TTL", async () => {
+    const { ns, store, clock } = setup();
+    store.put("d/sub/x");
+    await ns.listing("d");
+    const sub = ns.inodes.ensure("d/sub");
+    clock.t += TTL_S * 1000;
+    expect((await ns.openDir(sub)).map((e) => e.name)).toEqual(["x"]);
+    expect(store.counts).toEqual({ listDir: 2, head: 0, hasPrefix: 0 });
+  });
+
   test("concurrent lookups of one name share one HEAD", async () => {
     const { ns, store } = setup();
     store.put("f");
