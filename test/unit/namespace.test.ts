@@ -69,6 +69,12 @@ class FakeStore implements ObjectStore {
   upload(): Promise<string> {
     throw new Error("unused");
   }
+  getSmall(): Promise<{ body: Uint8Array; etag: string } | null> {
+    throw new Error("unused");
+  }
+  putSmall(): Promise<string> {
+    throw new Error("unused");
+  }
 }
 
 const TTL_S = 60;
