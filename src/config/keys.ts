@@ -70,11 +70,14 @@ function def<const F extends string, T, D extends T | Derived<T> | typeof REQUIR
 
 // ---- value kinds ----------------------------------------------------------------------
 
-/** A value quoted for a message: control and invisible format characters escaped, never raw. */
+/** `v` with control and invisible format characters (bidi overrides, line separators) escaped as \u{...}. */
+export function printable(v: string): string {
+  return v.replace(/[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]/gu, (ch) => `\\u{${ch.codePointAt(0)!.toString(16).padStart(4, "0")}}`);
+}
+
+/** A value quoted for a message: never raw (see printable), quotes and backslashes escaped. */
 export function quote(v: string): string {
-  return `"${v.replace(/[\p{Cc}\p{Cf}\p{Zl}\p{Zp}"\\]/gu, (ch) =>
-    ch === '"' || ch === "\\" ? `\\${ch}` : `\\u{${ch.codePointAt(0)!.toString(16).padStart(4, "0")}}`,
-  )}"`;
+  return `"${printable(v.replace(/["\\]/g, (ch) => `\\${ch}`))}"`;
 }
 
 /** The first control character (C0, DEL, C1) in `v`, described without echoing `v`. */
@@ -113,7 +116,7 @@ export function bucketNameProblem(name: string): string | undefined {
   return undefined;
 }
 
-function parseInt(key: string, min: number, max: number, dflt: number) {
+function parseWhole(min: number, max: number, dflt: number) {
   return (v: string, c: ParseCtx): number => {
     const n = /^\d+$/.test(v) ? Number(v) : NaN;
     if (!(n >= min && n <= max)) {
@@ -143,7 +146,7 @@ function parseSize(min: number, max: number, dflt: number) {
 function intKey<const F extends string>(key: string, field: F, o: { min: number; max?: number; dflt: number; doc: string; unit?: string }) {
   const max = o.max ?? Number.MAX_SAFE_INTEGER;
   return def({
-    key, field, dflt: o.dflt, doc: o.doc, parse: parseInt(key, o.min, max, o.dflt),
+    key, field, dflt: o.dflt, doc: o.doc, parse: parseWhole(o.min, max, o.dflt),
     show: (v: number) => [key, `${v}${o.unit ?? ""}`],
   });
 }
@@ -285,7 +288,7 @@ export const KEYS = [
   def({
     key: "lease_time", field: "leaseTime", dflt: 120,
     doc: 'seconds a workdir lease lasts without renewal (3 to 86400; renewed every third of it). See "Running on many nodes"',
-    parse: parseInt("lease_time", 3, 86_400, 120),
+    parse: parseWhole(3, 86_400, 120),
     show: (v: number, b: Shown) => [
       "lease_time", b.workdir !== undefined ? `${v}s (workdir lease, renewed every ${Math.max(1, Math.floor(v / 3))}s)` : "(no workdir: no lease)",
     ],

@@ -10,7 +10,7 @@
  */
 import { readFileSync, statSync } from "node:fs";
 import { ConfigError, parseIni, type IniSection } from "./parse.ts";
-import { controlProblem, Derived, KEY_NAMES, KEYS, REQUIRED, type KeySpec, type ParseCtx } from "./keys.ts";
+import { controlProblem, Derived, KEY_NAMES, KEYS, printable, REQUIRED, type KeySpec, type ParseCtx } from "./keys.ts";
 import type { BucketConfig, Config } from "./types.ts";
 
 export { ConfigError } from "./parse.ts";
@@ -128,7 +128,7 @@ export function describeConfig(cfg: Config): string {
   for (const b of cfg.buckets) {
     const values = b as unknown as Record<string, unknown>;
     const rows = (KEYS as readonly KeySpec[]).flatMap((k) => (k.show ? [k.show(values[k.field], b)] : []));
-    out.push("", `[${b.section}]`, ...rows.map(([k, v]) => `  ${k.padEnd(21)} ${v}`));
+    out.push("", `[${printable(b.section)}]`, ...rows.map(([k, v]) => `  ${k.padEnd(21)} ${printable(v)}`));
   }
   if (cfg.warnings.length > 0) out.push("", "warnings:", ...cfg.warnings.map((w) => `  ${w}`));
   return out.join("\n");

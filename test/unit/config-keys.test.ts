@@ -91,6 +91,13 @@ describe("control characters are refused in every value, and never echoed", () =
   test("quote() escapes what could reach a terminal raw", () => {
     expect(quote("a\u001bb\u0000c\u202ed\"")).toBe('"a\\u{001b}b\\u{0000}c\\u{202e}d\\""');
   });
+
+  test("check-config prints invisible format characters (e.g. a bidi override) escaped", () => {
+    const out = describeConfig(parseConfig("[s\u202e]\nbucket = bk1\nregion = us\u202eeast\n", F));
+    expect(out).not.toContain("\u202e");
+    expect(out).toContain("[s\\u{202e}]");
+    expect(out).toMatch(/region\s+us\\u\{202e\}east/);
+  });
 });
 
 describe("bucket names follow S3's naming rules", () => {
