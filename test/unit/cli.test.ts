@@ -80,3 +80,27 @@ describe("the config path", () => {
     expect(r.err).toContain('bucketfs: unknown command "frob" (commands: mount, check-config, sync, status; see --help)');
   });
 });
+
+describe("check-config refuses each bad value of the issue, naming file, line and key, never echoing it raw", () => {
+  const cases: [string, string, string][] = [
+    ["region ESC", "region", "us-east-1\u001b]0;pwned\u0007"],
+    ["region NUL", "region", "us-east\u00001"],
+    ["workdir NUL", "workdir", "/bad-bucket/work\u0000dir"],
+    ["bucket a..b", "bucket", "a..b"],
+    ["bucket IP", "bucket", "192.168.1.1"],
+    ["cachepath /", "cachepath", "/"],
+    ["cachepath /proc/self", "cachepath", "/proc/self"],
+    ["lastuploadfile 300 chars", "lastuploadfile", "x".repeat(300)],
+  ];
+  for (const [name, key, value] of cases) {
+    test(name, () => {
+      const file = join(dir, `bad-${key}.conf`);
+      const lines = key === "bucket" ? ["[s]", `bucket = ${value}`] : ["[s]", "bucket = bad-bucket", `${key} = ${value}`];
+      writeFileSync(file, lines.join("\n") + "\n");
+      const r = cli("check-config", file);
+      expect(r.rc).toBe(1);
+      expect(r.err).toContain(`bucketfs: config error: ${file}:${lines.length}: key "${key}": `);
+      expect(r.out + r.err).not.toMatch(/[\u0000-\u0008\u000b-\u001f\u007f]/);
+    });
+  }
+});
