@@ -3,7 +3,9 @@
  * (bench/lib/minio-metrics.ts), never by our log: a cold `cat` sends at most one HEAD, 1,000
  * reads of a cached object in a never-listed directory send at most one HEAD per
  * metadata_ttl, objects added to S3 while bucketfs was stopped are visible right after a
- * restart, and extended attributes answer as on a read-only local filesystem.
+ * restart (and what the earlier run knew is still served when S3 hangs at that restart;
+ * MinIO is frozen with SIGSTOP), and extended attributes answer as on a read-only local
+ * filesystem.
  *
  * Is: real daemon, real MinIO on loopback, objects put with boto3. Is not: a unit test of
  * freshness rules (test/unit/namespace.test.ts).
@@ -106,6 +108,30 @@ describe("a restart", () => {
     expect(ok(`cat ${m}/in/b.txt`)).toBe("b\n");
     expect(ok(`cat ${m}/in/a.txt`)).toBe("a, changed\n");
     expect(await second.stop("SIGTERM")).toBe(0);
+  });
+});
+
+describe("a restart while S3 hangs", () => {
+  test("what the earlier run listed and cached is still served (after the grace period)", async () => {
+    const B = "ns-restart-outage";
+    await s3.mkbucket(B);
+    await s3.put(B, "in/a.txt", { text: "alpha\n" });
+    const first = await start(B);
+    const m = first.mnt[B]!;
+    expect(ok(`ls ${m}/in`)).toBe("a.txt\n");
+    expect(ok(`cat ${m}/in/a.txt`)).toBe("alpha\n");
+    expect(await first.stop("SIGTERM")).toBe(0);
+    expect(server.pid).toBeDefined();
+    process.kill(server.pid!, "SIGSTOP");
+    try {
+      const second = await start(B, {}, first.dir); // a read-only bucket starts without S3
+      expect(ok(`ls ${m}/in`)).toBe("a.txt\n");
+      expect(ok(`cat ${m}/in/a.txt`)).toBe("alpha\n");
+      process.kill(server.pid!, "SIGCONT");
+      expect(await second.stop("SIGTERM")).toBe(0);
+    } finally {
+      process.kill(server.pid!, "SIGCONT");
+    }
   });
 });
 
