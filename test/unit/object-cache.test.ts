@@ -1,0 +1,71 @@
+/**
+ * ObjectCache.acquire (src/cache/object-cache.ts) as pure logic: it hands back the object it
+ * served (so BucketFs need not re-read the index), says whether this open fetched it, and
+ * alone decides keep_cache (the previous open of the key was served the same ETag). Against
+ * a small fake store whose whole-object download writes the bytes and counts calls.
+ *
+ * Is: unit tests with a fake store (MinIO covers the real path). Is not: streaming reads
+ * (partial-object.test.ts).
+ */
+import { afterAll, describe, expect, test } from "bun:test";
+import { Database } from "bun:sqlite";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { MetaIndex } from "../../src/cache/meta-index.ts";
+import { ObjectCache } from "../../src/cache/object-cache.ts";
+import type { ObjectInfo, ObjectStore } from "../../src/store/types.ts";
+import { logger } from "../../src/util/log.ts";
+
+const root = mkdtempSync("/tmp/bucketfs-objcache-");
+afterAll(() => rmSync(root, { recursive: true, force: true }));
+
+function setup() {
+  const objects = new Map<string, { body: string; etag: string; meta: Record<string, string> }>();
+  let downloads = 0;
+  const store = {
+    bucket: "b",
+    async download(key: string, dest: string): Promise<ObjectInfo> {
+      downloads++;
+      const o = objects.get(key);
+      if (!o) throw new Error(`no ${key}`);
+      writeFileSync(dest, o.body);
+      return { key, size: o.body.length, lastModifiedMs: 1_700_000_000_000, etag: o.etag, meta: o.meta };
+    },
+  } as unknown as ObjectStore;
+  const dir = mkdtempSync(`${root}/c-`);
+  const cache = new ObjectCache(dir, store, new MetaIndex(new Database(":memory:")), logger("t"));
+  return { objects, cache, downloads: () => downloads };
+}
+
+describe("acquire", () => {
+  test("returns the object it fetched, with the GET's metadata, and whether this open fetched it", async () => {
+    const { objects, cache, downloads } = setup();
+    objects.set("a/f", { body: "hello", etag: "e1", meta: { mode: "33216", mtime: "1600000000" } });
+    const first = await cache.acquire("a/f", "e1", 5, 0);
+    expect(first.changed).toBe(true);
+    expect(first.object).toEqual({ key: "a/f", etag: "e1", size: 5, mtimeMs: 1_600_000_000_000, mode: 0o700 });
+    expect(readFileSync(first.path, "utf8")).toBe("hello");
+    const again = await cache.acquire("a/f", "e1", 5, 0);
+    expect(again.changed).toBe(false);
+    expect(again.object).toEqual(first.object);
+    expect(downloads()).toBe(1);
+  });
+
+  test("keep_cache: only when the previous open of the key was served the same ETag", async () => {
+    const { objects, cache } = setup();
+    objects.set("f", { body: "v1", etag: "e1", meta: {} });
+    expect((await cache.acquire("f", "e1", 2, 0)).keepCache).toBe(false); // first open: nothing to keep
+    expect((await cache.acquire("f", "e1", 2, 0)).keepCache).toBe(true);
+    objects.set("f", { body: "v2!", etag: "e2", meta: {} });
+    const changed = await cache.acquire("f", "e2", 3, 0);
+    expect([changed.changed, changed.keepCache, changed.object.etag]).toEqual([true, false, "e2"]);
+    expect((await cache.acquire("f", "e2", 3, 0)).keepCache).toBe(true);
+  });
+
+  test("concurrent opens of one object share one download", async () => {
+    const { objects, cache, downloads } = setup();
+    objects.set("f", { body: "x", etag: "e1", meta: {} });
+    const got = await Promise.all(Array.from({ length: 10 }, () => cache.acquire("f", "e1", 1, 0)));
+    expect(downloads()).toBe(1);
+    expect(new Set(got.map((g) => g.object.etag))).toEqual(new Set(["e1"]));
+  });
+});
