@@ -30,11 +30,11 @@ describe("--help", () => {
   test("lists every subcommand", () => {
     const r = cli("--help");
     expect(r.rc).toBe(0);
-    for (const c of ["mount", "check-config", "sync", "status"]) expect(r.out).toMatch(new RegExp(`^\\s+${c}\\s+\\S`, "m"));
+    for (const c of ["mount", "check-config", "sync", "status", "verify"]) expect(r.out).toMatch(new RegExp(`^\\s+${c}\\s+\\S`, "m"));
   });
 
   test("a subcommand's help shows the positional config path", () => {
-    for (const c of ["mount", "check-config", "sync", "status"]) {
+    for (const c of ["mount", "check-config", "sync", "status", "verify"]) {
       const r = cli(c, "--help");
       expect(r.rc).toBe(0);
       expect(r.out).toContain(`bucketfs ${c} [OPTIONS] [FILE]`);
@@ -57,7 +57,7 @@ describe("the config path", () => {
     expect(r.out).toContain(`${good}: 1 bucket(s)`);
   });
 
-  for (const c of ["check-config", "status", "sync", "mount"]) {
+  for (const c of ["check-config", "status", "sync", "verify", "mount"]) {
     test(`${c} FILE and ${c} --config FILE both read FILE (a missing one is named)`, () => {
       for (const args of [[c, missing], [c, "--config", missing]]) {
         const r = cli(...args);
@@ -77,7 +77,7 @@ describe("the config path", () => {
   test("an unknown command is refused with the list of commands", () => {
     const r = cli("frob");
     expect(r.rc).toBe(1);
-    expect(r.err).toContain('bucketfs: unknown command "frob" (commands: mount, check-config, sync, status; see --help)');
+    expect(r.err).toContain('bucketfs: unknown command "frob" (commands: mount, check-config, sync, status, verify; see --help)');
   });
 });
 
