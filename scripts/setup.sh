@@ -11,11 +11,15 @@
 #   * An S3 server binary for the integration tests in .build/bin: MinIO,
 #     or versitygw when MinIO cannot be built. The one available is recorded
 #     in .build/s3server (one word: minio or versitygw).
+#   * The workflow engines the pipeline tests run, pinned, under .build/engines:
+#     Snakemake from PyPI in a venv, and Nextflow's jars from Maven Central
+#     (run by scripts/engines/nextflow with the machine's Java).
 #
 # Environment knobs:
 #   BUCKETFS_SKIP_APT=1    do not check/install Debian packages
 #   BUCKETFS_SKIP_NPM=1    do not check/run npm ci
 #   BUCKETFS_S3SERVER=versitygw   skip MinIO and provide versitygw directly
+#   BUCKETFS_SKIP_ENGINES=1  do not install Nextflow and Snakemake (their tests then skip)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -44,7 +48,9 @@ fi
 # ---------------------------------------------------------------------------
 # 1. Debian packages
 # ---------------------------------------------------------------------------
-APT_PACKAGES=(fuse3 libfuse3-3 libfuse3-dev python3-boto3 s3fs rclone iproute2 ca-certificates)
+# default-jre-headless + maven: Nextflow and its jars; python3-venv: Snakemake's venv.
+APT_PACKAGES=(fuse3 libfuse3-3 libfuse3-dev python3-boto3 s3fs rclone iproute2 ca-certificates
+              default-jre-headless maven python3-venv)
 
 if [[ "${BUCKETFS_SKIP_APT:-}" == 1 ]]; then
   log "apt: skipped (BUCKETFS_SKIP_APT=1)"
@@ -194,5 +200,55 @@ fi
 [[ -n "$server" ]] || die "no S3 server binary could be provided (neither MinIO nor versitygw)"
 echo "$server" > "$SERVER_FILE"
 log "s3: server = $server (.build/s3server)"
+
+# ---------------------------------------------------------------------------
+# 4. Workflow engines for test/integration/pipelines.test.ts (pinned)
+# ---------------------------------------------------------------------------
+ENGINES="$BUILD/engines"
+NXF_VERSION=24.10.0
+SNAKEMAKE_VERSION=9.27.1
+NXF_LIB="$ENGINES/nextflow-$NXF_VERSION"
+SMK_VENV="$ENGINES/snakemake-venv"
+ENGINES_STAMP="$ENGINES/engines.stamp"
+engines_want="nextflow=$NXF_VERSION snakemake=$SNAKEMAKE_VERSION $(sha256sum scripts/engines/nextflow-pom.xml | cut -d' ' -f1)"
+
+if [[ "${BUCKETFS_SKIP_ENGINES:-}" == 1 ]]; then
+  log "engines: skipped (BUCKETFS_SKIP_ENGINES=1)"
+elif [[ -f "$ENGINES_STAMP" && "$(cat "$ENGINES_STAMP")" == "$engines_want" \
+        && -f "$NXF_LIB/nextflow-$NXF_VERSION.jar" && -x "$SMK_VENV/bin/snakemake" ]]; then
+  log "engines: Nextflow $NXF_VERSION and Snakemake $SNAKEMAKE_VERSION present (stamp matches)"
+else
+  mkdir -p "$ENGINES"
+  rm -f "$ENGINES_STAMP"
+  if [[ ! -f "$NXF_LIB/nextflow-$NXF_VERSION.jar" ]]; then
+    command -v mvn >/dev/null 2>&1 || die "mvn not found (apt package maven)"
+    command -v java >/dev/null 2>&1 || die "java not found (apt package default-jre-headless)"
+    log "engines: fetching Nextflow $NXF_VERSION jars from Maven Central (log: .build/engines/mvn.log)"
+    rm -rf "$NXF_LIB.tmp"
+    if ! mvn -B -q -f scripts/engines/nextflow-pom.xml -Dmaven.repo.local="$ENGINES/m2" \
+           dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$NXF_LIB.tmp" \
+           >"$ENGINES/mvn.log" 2>&1 || [[ ! -f "$NXF_LIB.tmp/nextflow-$NXF_VERSION.jar" ]]; then
+      tail -n 15 "$ENGINES/mvn.log" | sed 's/^/[setup]   /' >&2 || true
+      die "could not fetch Nextflow's jars (full log: .build/engines/mvn.log)"
+    fi
+    rm -rf "$NXF_LIB" && mv "$NXF_LIB.tmp" "$NXF_LIB"
+  fi
+  if ! "$SMK_VENV/bin/python" -c "import snakemake, sys; sys.exit(snakemake.__version__ != '$SNAKEMAKE_VERSION')" >/dev/null 2>&1; then
+    log "engines: installing Snakemake $SNAKEMAKE_VERSION into .build/engines/snakemake-venv (log: .build/engines/pip.log)"
+    rm -rf "$SMK_VENV"
+    if ! { /usr/bin/python3 -m venv "$SMK_VENV" \
+           && "$SMK_VENV/bin/pip" install -q --disable-pip-version-check "snakemake==$SNAKEMAKE_VERSION"; } \
+           >"$ENGINES/pip.log" 2>&1; then
+      tail -n 15 "$ENGINES/pip.log" | sed 's/^/[setup]   /' >&2 || true
+      die "could not install Snakemake (full log: .build/engines/pip.log)"
+    fi
+  fi
+  # Smoke check: both start.
+  NXF_HOME="$ENGINES/nxf-home" scripts/engines/nextflow -version >"$ENGINES/nextflow-version.txt" 2>&1 \
+    || { cat "$ENGINES/nextflow-version.txt" >&2; die "Nextflow does not start"; }
+  "$SMK_VENV/bin/snakemake" --version >/dev/null 2>&1 || die "Snakemake does not start"
+  echo "$engines_want" > "$ENGINES_STAMP"
+  log "engines: Nextflow $NXF_VERSION and Snakemake $SNAKEMAKE_VERSION installed"
+fi
 
 log "done in $(( $(date +%s) - START_TS ))s"
