@@ -145,7 +145,7 @@ export class Namespace {
 
   private fileEntry(dir: string, name: string, o: ObjectInfo): KnownEntry {
     return {
-      dir, name, isDir: false, size: o.size, mtimeMs: o.meta ? objectMtimeMs(o) : o.lastModifiedMs, etag: o.etag,
+      dir, name, isDir: false, size: o.size, mtimeMs: objectMtimeMs(o), etag: o.etag,
       mode: o.meta ? objectMode(o) : null, seenMs: this.now(),
     };
   }
@@ -250,11 +250,8 @@ export class Namespace {
       }
       const old = this.o.index.entry(dir, name);
       const e = this.fileEntry(dir, name, o);
-      // Metadata learned from a HEAD or GET (mode, mtime) stays while the object is unchanged.
-      if (old && !old.isDir && old.etag === o.etag) {
-        e.mode = old.mode;
-        e.mtimeMs = old.mtimeMs;
-      }
+      // The mode learned from a HEAD or GET stays while the object is unchanged.
+      if (old && !old.isDir && old.etag === o.etag) e.mode = old.mode;
       found.set(name, e);
     }
     const entries = [...found.values()].sort(byName);

@@ -1,21 +1,34 @@
 /**
- * The object metadata convention bucketfs shares with s3fs and rclone: `x-amz-meta-mtime`
- * (seconds since epoch, may be fractional) and `x-amz-meta-mode` (st_mode; s3fs writes it
- * in decimal, e.g. "33188" for 0100644; a leading "0" means octal).
+ * Object times and the metadata convention bucketfs shares with s3fs and rclone:
+ * `x-amz-meta-mtime` (seconds since epoch, may be fractional) and `x-amz-meta-mode`
+ * (st_mode; s3fs writes it in decimal, e.g. "33188" for 0100644; a leading "0" means octal).
  *
- * Is: parsing of those values from an ObjectInfo. Is not: a client; writers format the
- * values where they upload.
+ * The one mtime rule (docs/SEMANTICS.md): an object in the read-only namespace shows its
+ * Last-Modified in WHOLE SECONDS, whichever request described it. A listing carries
+ * milliseconds, HEAD and GET carry whole seconds and no listing carries user metadata, so
+ * this is the only value every kind of request agrees on, on every node. Workflow engines
+ * (Nextflow's -resume hashes path, size and mtime in ms) need that. `x-amz-meta-mtime` is
+ * applied only where bucketfs restores a file into a workdir (prefetch), which is a local
+ * file from then on.
+ *
+ * Is: that rule, and parsing of those values from an ObjectInfo. Is not: a client;
+ * writers format the values where they upload.
  */
 import type { ObjectInfo } from "./types.ts";
 
-/** mtime in ms: metadata `mtime` when valid, else Last-Modified. */
-export function objectMtimeMs(info: Pick<ObjectInfo, "lastModifiedMs" | "meta">): number {
+/** The namespace mtime of an object version (ms, a whole second): Last-Modified truncated. */
+export function objectMtimeMs(info: Pick<ObjectInfo, "lastModifiedMs">): number {
+  return Math.floor(info.lastModifiedMs / 1000) * 1000;
+}
+
+/** The mtime to restore on a local copy (ms): metadata `mtime` when valid, else objectMtimeMs. */
+export function storedMtimeMs(info: Pick<ObjectInfo, "lastModifiedMs" | "meta">): number {
   const raw = info.meta?.mtime;
   if (raw !== undefined && /^\d+(\.\d+)?$/.test(raw.trim())) {
     const ms = Number(raw.trim()) * 1000;
     if (Number.isFinite(ms) && ms > 0) return ms;
   }
-  return info.lastModifiedMs;
+  return objectMtimeMs(info);
 }
 
 /** Permission bits (& 0o7777) from metadata `mode`, or null when absent/invalid. */
