@@ -21,7 +21,7 @@ import { randomBytes } from "node:crypto";
 import { chmodSync, lstatSync, mkdirSync, renameSync, rmSync, symlinkSync, unlinkSync, utimesSync, type BigIntStats } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { containedPath, describeProblem, keyProblem } from "../cache/keys.ts";
-import { objectMode, storedMtimeMs } from "../store/meta.ts";
+import { objectMode, storedMtimeS } from "../store/meta.ts";
 import type { ObjectInfo, ObjectStore } from "../store/types.ts";
 import { errMsg, fmtBytes, type Logger } from "../util/log.ts";
 import { isReservedPath, prefetchPlan, type CommitRecord } from "./commit-record.ts";
@@ -364,7 +364,7 @@ export async function prefetchWorkdir(
         const tmpSt = lstatSync(tmp);
         if (tmpSt.size !== info.size) throw new Error(`downloaded ${tmpSt.size} bytes, object has ${info.size}`);
         chmodSync(tmp, (objectMode(info) ?? DEFAULT_FILE_MODE) & APPLIED_MODE_MASK);
-        const when = storedMtimeMs(info) / 1000;
+        const when = storedMtimeS(info);
         utimesSync(tmp, when, when);
         // The target may have appeared or changed since the decision (nothing should run yet,
         // but never clobber a dirty file or a directory).

@@ -21,14 +21,23 @@ export function objectMtimeMs(info: Pick<ObjectInfo, "lastModifiedMs">): number 
   return Math.floor(info.lastModifiedMs / 1000) * 1000;
 }
 
-/** The mtime to restore on a local copy (ms): metadata `mtime` when valid, else objectMtimeMs. */
-export function storedMtimeMs(info: Pick<ObjectInfo, "lastModifiedMs" | "meta">): number {
-  const raw = info.meta?.mtime;
-  if (raw !== undefined && /^\d+(\.\d+)?$/.test(raw.trim())) {
-    const ms = Number(raw.trim()) * 1000;
-    if (Number.isFinite(ms) && ms > 0) return ms;
+/**
+ * The mtime to restore on a local copy, in seconds for utimes(): metadata `mtime` when
+ * valid, else objectMtimeMs. A double cannot hold nanoseconds at today's epoch (its step is
+ * ~240 ns) and utimes() truncates, so a fractional value is the middle of the metadata's
+ * microsecond: the restored file keeps the exact microsecond, hence the exact millisecond
+ * Nextflow hashes (measured: a plain Number() lost the millisecond of about half the
+ * whole-millisecond mtimes). Whole seconds are exact.
+ */
+export function storedMtimeS(info: Pick<ObjectInfo, "lastModifiedMs" | "meta">): number {
+  const m = /^(\d+)(?:\.(\d+))?$/.exec(info.meta?.mtime?.trim() ?? "");
+  const sec = m ? Number(m[1]) : NaN;
+  if (m && Number.isSafeInteger(sec) && (sec > 0 || /[1-9]/.test(m[2] ?? ""))) {
+    if (!/[1-9]/.test(m[2] ?? "")) return sec; // whole seconds: exact in a double
+    const micros = Number(`${m[2] ?? ""}000000`.slice(0, 6));
+    return sec + (micros + 0.5) / 1e6;
   }
-  return objectMtimeMs(info);
+  return objectMtimeMs(info) / 1000;
 }
 
 /** Permission bits (& 0o7777) from metadata `mode`, or null when absent/invalid. */
