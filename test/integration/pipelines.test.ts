@@ -22,8 +22,9 @@
  *   Last-Modified, see test/integration/mtime.test.ts), upstream outputs in the work dir get
  *   their mtime back from `x-amz-meta-mtime` when a fresh cache prefetches them. The mount
  *   path must be the same on every node (the path is part of the hash);
- * - not the input symlinks Nextflow stages into task directories: bucketfs does not upload
- *   symlinks, and a cached task does not need them.
+ * - not the input symlinks Nextflow stages into task directories (a cached task does not
+ *   read them); bucketfs keeps them in its commit record, not as objects, and the next node
+ *   gets them back, which the empty-cache test checks (they make a task directory usable).
  *
  * Each suite skips (with the reason in its name) only when its engine is not installed.
  */
@@ -246,6 +247,9 @@ describe(`Nextflow 24.10.0: -work-dir in the workdir, inputs from the namespace$
   let taskPid = 0;
   let nf: ReturnType<typeof Bun.spawn> | undefined;
   let lastTrace: TraceRow[] = [];
+  /** `<link> -> <target>` of every symlink in the work dir, as the first node left them. */
+  let links = "";
+  const symlinks = (M: string) => ok(`cd ${q(launchDir(M))}/work && find . -type l -printf '%P -> %l\n' | sort`);
 
   const launchDir = (M: string) => `${M}/wd/nf`;
   const nfArgs = (M: string, resume: boolean, trace: string) => [
@@ -361,6 +365,7 @@ describe(`Nextflow 24.10.0: -work-dir in the workdir, inputs from the namespace$
       const report = await ok(`cat ${q(launchDir(M))}/work/${hash}*/report.tsv`);
       expect(report.startsWith(expectedReport())).toBe(true);
       expect(report.split("\n").filter((l) => l.endsWith(".txt.gz")).length).toBe(SAMPLES.length);
+      links = await symlinks(M);
     } finally {
       await unmount(d);
     }
@@ -397,6 +402,9 @@ describe(`Nextflow 24.10.0: -work-dir in the workdir, inputs from the namespace$
       if (node.includes("empty")) emptyCache(dir);
       const { d, M } = await mount(B, dir);
       try {
+        // The staged input links are back (from the commit record on another node).
+        expect(links.split("\n").filter(Boolean).length).toBeGreaterThanOrEqual(TASKS);
+        expect(await symlinks(M)).toBe(links);
         const rows = await nextflow(M, true);
         expect(statusCount(rows)).toEqual({ CACHED: TASKS });
       } finally {
