@@ -42,7 +42,8 @@ describe("acquire", () => {
     objects.set("a/f", { body: "hello", etag: "e1", meta: { mode: "33216", mtime: "1600000000" } });
     const first = await cache.acquire("a/f", "e1", 5, 0);
     expect(first.changed).toBe(true);
-    expect(first.object).toEqual({ key: "a/f", etag: "e1", size: 5, mtimeMs: 1_600_000_000_000, mode: 0o700 });
+    // mtime: Last-Modified in whole seconds, not x-amz-meta-mtime (one mtime per object, store/meta.ts).
+    expect(first.object).toEqual({ key: "a/f", etag: "e1", size: 5, mtimeMs: 1_700_000_000_000, mode: 0o700 });
     expect(readFileSync(first.path, "utf8")).toBe("hello");
     const again = await cache.acquire("a/f", "e1", 5, 0);
     expect(again.changed).toBe(false);
