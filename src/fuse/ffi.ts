@@ -1,11 +1,11 @@
 /**
- * The only `dlopen` in bucketfs: libfuse3's low-level API and the few libc calls the
- * daemon needs (umount2, mount for bind mounts, execve for the threadpool re-exec).
+ * The libfuse3 `dlopen`: the low-level API's symbols.
  *
- * Is: symbol tables, library loading with a clear error when libfuse3 is missing, errno
- * access, C-string helpers. Is not: session logic (session.ts) or struct layouts (structs.ts).
+ * Is: the symbol table, library loading with a clear error when libfuse3 is missing, and
+ * reading C strings in callbacks. Is not: session logic (session.ts), struct layouts
+ * (structs.ts) or generic libc calls (sys/libc.ts).
  */
-import { dlopen, FFIType, ptr, read, CString, type Pointer } from "bun:ffi";
+import { dlopen, FFIType, CString, type Pointer } from "bun:ffi";
 
 const { ptr: P, i32, u64_fast, f64, cstring, void: V } = {
   ptr: FFIType.ptr,
@@ -40,18 +40,6 @@ const FUSE_SYMBOLS = {
   fuse_req_interrupted: { args: [P], returns: i32 },
 } as const;
 
-const LIBC_SYMBOLS = {
-  umount2: { args: [cstring, i32], returns: i32 },
-  mount: { args: [cstring, cstring, cstring, u64_fast, P], returns: i32 },
-  execve: { args: [cstring, P, P], returns: i32 },
-  __errno_location: { args: [], returns: P },
-  strerror: { args: [i32], returns: cstring },
-  socket: { args: [i32, i32, i32], returns: i32 },
-  sendto: { args: [i32, P, u64_fast, i32, P, u64_fast], returns: i32 },
-  close: { args: [i32], returns: i32 },
-  syncfs: { args: [i32], returns: i32 },
-} as const;
-
 /** What to install when libfuse3 cannot be loaded. */
 export const LIBFUSE_HINT =
   "bucketfs needs libfuse3 (libfuse3.so.3). On Debian/Ubuntu: apt-get install fuse3 libfuse3-3; " +
@@ -66,12 +54,9 @@ function openFuse() {
   }
 }
 
-const openLibc = () => dlopen("libc.so.6", LIBC_SYMBOLS);
 type FuseLib = ReturnType<typeof openFuse>;
-type LibcLib = ReturnType<typeof openLibc>;
 
 let fuseLib: FuseLib | undefined;
-let libcLib: LibcLib | undefined;
 
 /** libfuse3 symbols, loaded on first use. */
 export function fuse(): FuseLib["symbols"] {
@@ -79,38 +64,7 @@ export function fuse(): FuseLib["symbols"] {
   return fuseLib.symbols;
 }
 
-export function libc(): LibcLib["symbols"] {
-  libcLib ??= openLibc();
-  return libcLib.symbols;
-}
-
-/** errno after a failed libc call (read immediately after the call). */
-export function lastErrno(): number {
-  const p = libc().__errno_location();
-  return p === null ? 0 : read.i32(p as Pointer, 0);
-}
-
-export function strerror(errno: number): string {
-  return String(libc().strerror(errno) ?? `errno ${errno}`);
-}
-
-
-/** A NUL-terminated copy of a JS string, as a Buffer (keep it referenced while C may read it). */
-export function cstr(s: string): Buffer {
-  return Buffer.from(s + "\0", "utf8");
-}
-
-/** Build a NULL-terminated `char*[]`; returns the array and the strings so both stay alive. */
-export function cstrArray(items: string[]): { array: BigUint64Array; keep: Buffer[] } {
-  const keep = items.map(cstr);
-  const array = new BigUint64Array(items.length + 1);
-  keep.forEach((b, i) => (array[i] = BigInt(ptr(b))));
-  return { array, keep };
-}
-
 /** Read a C string argument during a callback (copies it). */
 export function readCString(p: Pointer | null): string {
   return p === null || (p as unknown as number) === 0 ? "" : String(new CString(p));
 }
-
-export const MNT_DETACH = 2;

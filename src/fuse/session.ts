@@ -9,7 +9,8 @@
  */
 import { existsSync, read as fsRead, writeFileSync } from "node:fs";
 import { ptr } from "bun:ffi";
-import { cstrArray, fuse, lastErrno, libc, MNT_DETACH, strerror } from "./ffi.ts";
+import { fuse } from "./ffi.ts";
+import { cstrArray, lastErrno, libc, MNT_DETACH, strerror } from "../sys/libc.ts";
 import { buildOps, type OpsTable } from "./adapter.ts";
 import { FUSE_ARGS, FUSE_BUF, OPS_SIZE, view } from "./structs.ts";
 import type { FsOps } from "../fs/types.ts";

@@ -17,7 +17,7 @@ import { ObjectCache } from "../cache/object-cache.ts";
 import { BLOCK_SIZE } from "../cache/partial-object.ts";
 import { BucketFs } from "../fs/bucket-fs.ts";
 import { FuseSession } from "../fuse/session.ts";
-import { libc, MNT_DETACH } from "../fuse/ffi.ts";
+import { libc, MNT_DETACH } from "../sys/libc.ts";
 import { createS3Store } from "../store/s3.ts";
 import type { ObjectStore } from "../store/types.ts";
 import { WorkdirJournal } from "./journal.ts";

@@ -8,7 +8,7 @@
  * Is not: the lifecycle order (daemon.ts).
  */
 import { existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
-import { libc, lastErrno, MNT_DETACH, strerror } from "../fuse/ffi.ts";
+import { libc, lastErrno, MNT_DETACH, strerror } from "../sys/libc.ts";
 import { mountAt, readMounts } from "../util/mountinfo.ts";
 import type { Logger } from "../util/log.ts";
 

@@ -5,7 +5,7 @@
  * READY=1 once every mount is usable, STOPPING=1, STATUS=..., EXTEND_TIMEOUT_USEC while
  * uploading. Does nothing when NOTIFY_SOCKET is unset. Is not: a watchdog.
  */
-import { libc } from "../fuse/ffi.ts";
+import { libc } from "../sys/libc.ts";
 import { logger } from "../util/log.ts";
 
 const AF_UNIX = 1;

@@ -9,7 +9,7 @@
  */
 import { readFileSync } from "node:fs";
 import { ptr } from "bun:ffi";
-import { cstrArray, lastErrno, libc, strerror } from "../fuse/ffi.ts";
+import { cstrArray, lastErrno, libc, strerror } from "../sys/libc.ts";
 import { logger } from "../util/log.ts";
 
 export function ensureThreadpool(size: number): void {
