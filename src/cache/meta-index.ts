@@ -63,7 +63,6 @@ export class MetaIndex {
     db.run(`CREATE TABLE IF NOT EXISTS meta_dirs (dir TEXT PRIMARY KEY, listed_ms INTEGER NOT NULL) WITHOUT ROWID`);
     db.run(`CREATE TABLE IF NOT EXISTS meta_cached (key TEXT PRIMARY KEY, etag TEXT NOT NULL, size INTEGER NOT NULL,
       mtime_ms INTEGER NOT NULL, mode INTEGER, fetched_ms INTEGER NOT NULL) WITHOUT ROWID`);
-    db.run(`CREATE TABLE IF NOT EXISTS meta_state (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID`);
     const cols = "dir, name, is_dir, size, mtime_ms, etag, mode";
     this.q = {
       entry: db.query(`SELECT ${cols}, seen_ms FROM meta_entries WHERE dir = ?1 AND name = ?2`),
@@ -88,36 +87,13 @@ export class MetaIndex {
     this.q.put.run(e.dir, e.name, e.isDir ? 1 : 0, e.size, Math.round(e.mtimeMs), e.etag, e.mode, now);
   }
 
-  private state(name: string): string | undefined {
-    return this.db.query<{ value: string }, [string]>("SELECT value FROM meta_state WHERE name = ?1").get(name)?.value;
-  }
-
-  private setState(name: string, value: string): void {
-    this.db.query("INSERT OR REPLACE INTO meta_state (name, value) VALUES (?1, ?2)").run(name, value);
-  }
-
   /**
-   * Start of a daemon run. Cached object files are written without an fsync each, so after
-   * a run that ended with the machine (a different boot, and no clean stop) their content
-   * cannot be trusted: their rows are dropped and the objects are fetched again when used.
-   * Returns how many rows were dropped. A process crash on the same boot loses nothing
-   * (the page cache survives it), so nothing is dropped then.
+   * Forget every cached object (their files are then fetched again when used). For a run that
+   * ended with the machine: cached files are written without an fsync each, so their content
+   * cannot be trusted after a power loss (service/bucket-run.ts decides, from the runs table).
    */
-  beginRun(bootId: string): number {
-    const lastBoot = this.state("run_boot");
-    const clean = this.state("clean_stop") === "1";
-    let dropped = 0;
-    if (lastBoot !== undefined && lastBoot !== bootId && !clean) {
-      dropped = this.db.query("DELETE FROM meta_cached").run().changes;
-    }
-    this.setState("run_boot", bootId);
-    this.setState("clean_stop", "0");
-    return dropped;
-  }
-
-  /** A clean stop, after the cache filesystem was synced. */
-  endRun(): void {
-    this.setState("clean_stop", "1");
+  forgetCached(): number {
+    return this.db.query("DELETE FROM meta_cached").run().changes;
   }
 
   /** Replace the whole listing of `dir` and mark it listed at `now`. */

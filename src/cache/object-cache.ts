@@ -9,18 +9,16 @@
  * Is not: the workdir (never fetched through here), metadata freshness (fs/namespace.ts) or
  * eviction.
  */
-import { mkdirSync, renameSync, rmSync, statSync, unlinkSync, utimesSync, lstatSync } from "node:fs";
-import { dirname } from "node:path";
-import { randomBytes } from "node:crypto";
+import { renameSync, rmSync, utimesSync, lstatSync } from "node:fs";
+import { basename, dirname, relative } from "node:path";
 import type { ObjectStore } from "../store/types.ts";
 import { objectMode, objectMtimeMs } from "../store/meta.ts";
 import { containedPath } from "./keys.ts";
+import { mkdirsUnder, tempNameFor } from "./cache-root.ts";
 import type { CachedObject, MetaIndex } from "./meta-index.ts";
 import { PartialObject, DEFAULT_PARTIAL_OPTIONS, type PartialOptions } from "./partial-object.ts";
 import { fmtBytes, type Logger } from "../util/log.ts";
 import { singleFlight } from "../util/async.ts";
-
-export const TEMP_MARK = ".bucketfs-part-";
 
 /** Objects at least this large are streamed (read while fetched) instead of downloaded whole first. */
 export const STREAM_MIN_SIZE = 8 * 1024 * 1024;
@@ -72,7 +70,7 @@ export class ObjectCache {
     if (!c || c.etag !== etag) return undefined;
     const path = this.pathOf(key);
     try {
-      const st = statSync(path);
+      const st = lstatSync(path); // a symlink planted in the cache is never served
       if (!st.isFile() || st.size !== c.size) return undefined;
     } catch {
       return undefined;
@@ -94,7 +92,7 @@ export class ObjectCache {
     const path = this.pathOf(key);
     this.makeParent(path);
     this.clearBlocker(path);
-    return { path, tmp: `${dirname(path)}/.${TEMP_MARK}${randomBytes(6).toString("hex")}` };
+    return { path, tmp: `${dirname(path)}/${tempNameFor(basename(path))}` };
   }
 
   private async download(key: string): Promise<EnsureResult> {
@@ -166,27 +164,9 @@ export class ObjectCache {
     if (this.partials.get(p.key) === p) this.partials.delete(p.key);
   }
 
-  /** mkdir -p for the parent; a cached *file* standing where a directory must be is removed. */
+  /** mkdir -p for the parent, never through a symlink; a stale cached *file* (or symlink) in the way is removed. */
   private makeParent(path: string): void {
-    const dir = dirname(path);
-    try {
-      mkdirSync(dir, { recursive: true });
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code !== "EEXIST" && code !== "ENOTDIR") throw err;
-      // Walk down from the root and remove the first non-directory in the way (a stale cached object).
-      const rel = dir.slice(this.root.length + 1).split("/");
-      let cur = this.root;
-      for (const seg of rel) {
-        cur = `${cur}/${seg}`;
-        try {
-          if (!lstatSync(cur).isDirectory()) unlinkSync(cur);
-        } catch {
-          break;
-        }
-      }
-      mkdirSync(dir, { recursive: true });
-    }
+    mkdirsUnder(this.root, relative(this.root, dirname(path)), { replace: true });
   }
 
   /** A stale cached *directory* where the object's file goes (the key changed kind) is removed. */

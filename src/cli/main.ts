@@ -5,7 +5,7 @@
  *   bucketfs [mount] [--config FILE | FILE]   mount every bucket of the config and serve until SIGTERM
  *   bucketfs check-config [--config FILE | FILE]  validate the config and print a summary (no secrets)
  *   bucketfs sync [--config FILE | FILE]      upload the workdirs now, mounts stay (a checkpoint)
- *   bucketfs status [--config FILE | FILE]    mounts, cache size, files pending upload, last runs
+ *   bucketfs status [--config FILE | FILE] [--json]  phase, mounts, cache size, files pending upload, last runs
  *   bucketfs verify [--config FILE | FILE]    check S3 against each workdir's latest commit record
  *
  * (`bucketfs` alone takes --config only: a bare word there is a command name.)
@@ -130,12 +130,12 @@ const sync = defineCommand({
 });
 
 const status = defineCommand({
-  meta: { name: "status", description: "Mounts, cache size, files pending upload, recent runs" },
-  args: common,
+  meta: { name: "status", description: "Phase, mounts, cache size, files pending upload, recent runs" },
+  args: { ...common, json: { type: "boolean" as const, description: "machine-readable output" } },
   run: ({ args }) =>
     guarded(async () => {
       const { printStatus } = await import("../service/status.ts");
-      return printStatus(load(args));
+      return printStatus(load(args), Boolean(args.json));
     }),
 });
 

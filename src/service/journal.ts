@@ -3,9 +3,11 @@
  *
  * Is: the baseline table (one row per file that is known to equal an object in S3, with the
  * local stat stamp taken at that moment), the per-path log of failed upload attempts, the
- * history of prefetch/upload runs, and the scan that compares the workdir against the
+ * workdir's transfer runs (rows of the index's one `runs` table, cache/runs.ts), and the scan that compares the workdir against the
  * baseline ("dirty" = local changes not yet uploaded). Lives in the per-bucket sqlite index
- * (tables prefixed `wd_`), so it survives crashes and restarts.
+ * (tables prefixed `wd_`), so it survives crashes and restarts. Writes are best effort on
+ * a full disk (cache/full-disk.ts): a baseline that could not be recorded leaves its file
+ * looking changed, so it is uploaded again at the next start.
  * Is not: a transfer engine (`prefetch.ts`, `upload.ts` do the I/O against S3) nor a file
  * watcher. Writes in the workdir are invisible to bucketfs; the stamp comparison is the
  * only change detection.
@@ -21,9 +23,12 @@ import { lstatSync, readdirSync, type BigIntStats } from "node:fs";
 import { join } from "node:path";
 import { describeProblem, keyProblem } from "../cache/keys.ts";
 import { RESERVED_DIR } from "./lease.ts";
+import { TEMP_FILE_RE } from "../cache/cache-root.ts";
+import { bestEffort } from "../cache/full-disk.ts";
+import { RunLog, type RunKind, type RunOutcome, type RunRecord, type RunSummary } from "../cache/runs.ts";
 
-/** Matches the temp files prefetch downloads into (`.<name>.bucketfs-tmp-<12 hex>`). */
-export const TEMP_FILE_RE = /^\..*\.bucketfs-tmp-[0-9a-f]{12}$/s;
+export type { RunKind, RunOutcome, RunRecord, RunSummary };
+export type TransferKind = Exclude<RunKind, "daemon">;
 /** Number of runs `status()` reports. */
 export const STATUS_RUNS = 5;
 /** Longest error text kept per path / run, in characters. */
@@ -53,24 +58,6 @@ export interface UploadFailureRecord {
   attempts: number;
   lastAttemptMs: number;
   lastError: string;
-}
-
-export type RunKind = "prefetch" | "upload";
-export type RunOutcome = "running" | "ok" | "failed" | "aborted";
-
-export interface RunSummary {
-  files: number;
-  bytes: number;
-  failed: number;
-  message?: string;
-}
-
-export interface RunRecord extends RunSummary {
-  id: number;
-  kind: RunKind;
-  startedMs: number;
-  finishedMs: number | null;
-  outcome: RunOutcome;
 }
 
 export type EntryKind = "file" | "symlink" | "fifo" | "socket" | "char-device" | "block-device" | "other";
@@ -235,18 +222,6 @@ interface FailureRow {
   last_error: string;
 }
 
-interface RunRow {
-  id: number;
-  kind: string;
-  started_ms: number;
-  finished_ms: number | null;
-  outcome: string;
-  files: number;
-  bytes: number;
-  failed: number;
-  message: string | null;
-}
-
 /**
  * Baseline, failure log and run history for ONE workdir. `scope` is the workdir key prefix
  * (e.g. `workdir/`); rows of other scopes in the same index are invisible, so changing the
@@ -255,10 +230,14 @@ interface RunRow {
 export class WorkdirJournal {
   readonly scope: string;
   private readonly db: Database;
+  private readonly runLog: RunLog;
+  /** The daemon run this journal's transfers belong to (set by the bucket's run). */
+  daemonRun: number | undefined;
 
   constructor(db: Database, scope: string) {
     this.db = db;
     this.scope = scope;
+    this.runLog = new RunLog(db);
     db.run(`CREATE TABLE IF NOT EXISTS wd_baseline (
       scope TEXT NOT NULL, path TEXT NOT NULL, size INTEGER NOT NULL,
       mtime_ns TEXT NOT NULL, ctime_ns TEXT NOT NULL, ino TEXT NOT NULL,
@@ -268,11 +247,6 @@ export class WorkdirJournal {
       scope TEXT NOT NULL, path TEXT NOT NULL, attempts INTEGER NOT NULL,
       last_attempt_ms INTEGER NOT NULL, last_error TEXT NOT NULL,
       PRIMARY KEY (scope, path)) WITHOUT ROWID`);
-    db.run(`CREATE TABLE IF NOT EXISTS wd_runs (
-      id INTEGER PRIMARY KEY AUTOINCREMENT, scope TEXT NOT NULL, kind TEXT NOT NULL,
-      started_ms INTEGER NOT NULL, finished_ms INTEGER, outcome TEXT NOT NULL,
-      files INTEGER NOT NULL DEFAULT 0, bytes INTEGER NOT NULL DEFAULT 0,
-      failed INTEGER NOT NULL DEFAULT 0, message TEXT)`);
   }
 
   /** The baseline of one path, or null. */
@@ -295,12 +269,12 @@ export class WorkdirJournal {
 
   /** Record that the file at `path`, with this stamp, equals the object with `etag`. */
   record(path: string, stamp: FileStamp, etag: string, source: BaselineSource): void {
-    this.db
+    bestEffort(this.db, () => this.db
       .query(
         `INSERT OR REPLACE INTO wd_baseline (scope, path, size, mtime_ns, ctime_ns, ino, etag, source, recorded_ms)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       )
-      .run(this.scope, path, stamp.size, stamp.mtimeNs.toString(), stamp.ctimeNs.toString(), stamp.ino.toString(), etag, source, Date.now());
+      .run(this.scope, path, stamp.size, stamp.mtimeNs.toString(), stamp.ctimeNs.toString(), stamp.ino.toString(), etag, source, Date.now()));
   }
 
   forget(path: string): void {
@@ -325,18 +299,18 @@ export class WorkdirJournal {
    */
   noteFailure(path: string, error: string, attempted = true): void {
     const inc = attempted ? 1 : 0;
-    this.db
+    bestEffort(this.db, () => this.db
       .query(
         `INSERT INTO wd_uploads (scope, path, attempts, last_attempt_ms, last_error) VALUES (?, ?, ?, ?, ?)
          ON CONFLICT (scope, path) DO UPDATE SET attempts = attempts + excluded.attempts,
            last_attempt_ms = excluded.last_attempt_ms, last_error = excluded.last_error`,
       )
-      .run(this.scope, path, inc, Date.now(), errText(error));
+      .run(this.scope, path, inc, Date.now(), errText(error)));
   }
 
   /** The path uploaded fine: drop its failure log. */
   clearFailure(path: string): void {
-    this.db.query("DELETE FROM wd_uploads WHERE scope = ? AND path = ?").run(this.scope, path);
+    bestEffort(this.db, () => this.db.query("DELETE FROM wd_uploads WHERE scope = ? AND path = ?").run(this.scope, path));
   }
 
   /** Paths whose last upload attempt failed, most recent first. */
@@ -347,38 +321,18 @@ export class WorkdirJournal {
       .map((r) => ({ path: r.path, attempts: r.attempts, lastAttemptMs: r.last_attempt_ms, lastError: r.last_error }));
   }
 
-  startRun(kind: RunKind): number {
-    const row = this.db
-      .query<{ id: number }, [string, string, number]>(
-        "INSERT INTO wd_runs (scope, kind, started_ms, outcome) VALUES (?, ?, ?, 'running') RETURNING id",
-      )
-      .get(this.scope, kind, Date.now());
-    if (!row) throw new Error("wd_runs insert returned no id");
-    return row.id;
+  /** A transfer run of this workdir; undefined when the disk is full (not recorded). */
+  startRun(kind: TransferKind): number | undefined {
+    return this.runLog.start(kind, { scope: this.scope, ...(this.daemonRun === undefined ? {} : { daemonRun: this.daemonRun }) });
   }
 
-  finishRun(id: number, outcome: Exclude<RunOutcome, "running">, summary: RunSummary): void {
-    this.db
-      .query("UPDATE wd_runs SET finished_ms = ?, outcome = ?, files = ?, bytes = ?, failed = ?, message = ? WHERE id = ?")
-      .run(Date.now(), outcome, summary.files, summary.bytes, summary.failed, summary.message === undefined ? null : errText(summary.message), id);
+  finishRun(id: number | undefined, outcome: Exclude<RunOutcome, "running" | "refused">, summary: RunSummary): void {
+    this.runLog.finish(id, outcome, summary);
   }
 
-  /** Most recent runs first. A run still "running" after the process died shows as such. */
+  /** Most recent transfer runs first. A run still "running" after the process died shows as such. */
   runs(limit = STATUS_RUNS): RunRecord[] {
-    return this.db
-      .query<RunRow, [string, number]>("SELECT * FROM wd_runs WHERE scope = ? ORDER BY id DESC LIMIT ?")
-      .all(this.scope, limit)
-      .map((r) => ({
-        id: r.id,
-        kind: r.kind === "upload" ? "upload" : "prefetch",
-        startedMs: r.started_ms,
-        finishedMs: r.finished_ms,
-        outcome: (["running", "ok", "failed", "aborted"] as const).find((o) => o === r.outcome) ?? "failed",
-        files: r.files,
-        bytes: r.bytes,
-        failed: r.failed,
-        ...(r.message === null ? {} : { message: r.message }),
-      }));
+    return this.runLog.recent(limit, this.scope);
   }
 
   /** Scan `localDir`: regular files with local changes not yet uploaded. */

@@ -7,7 +7,8 @@
  * mount from the JS thread would deadlock: that thread is the one that answers LOOKUPs.
  * Is not: the lifecycle order (daemon.ts).
  */
-import { existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, readdirSync, readlinkSync, rmSync } from "node:fs";
+import { readFileNoFollow, writeFileNoFollow } from "../cache/cache-root.ts";
 import { libc, lastErrno, MNT_DETACH, strerror } from "../sys/libc.ts";
 import { mountAt, readMounts } from "../util/mountinfo.ts";
 import type { Logger } from "../util/log.ts";
@@ -16,12 +17,9 @@ export const FSTYPE = "fuse.bucketfs";
 
 /** PID of a live process recorded in `pidFile` that looks like bucketfs, or undefined. */
 export function livePid(pidFile: string): number | undefined {
-  let pid: number;
-  try {
-    pid = Number(readFileSync(pidFile, "utf8").trim());
-  } catch {
-    return undefined;
-  }
+  const text = readFileNoFollow(pidFile);
+  if (text === undefined) return undefined;
+  const pid = Number(text.trim());
   if (!Number.isInteger(pid) || pid <= 1 || pid === process.pid) return undefined;
   try {
     const cmd = readFileSync(`/proc/${pid}/cmdline`, "utf8");
@@ -31,21 +29,17 @@ export function livePid(pidFile: string): number | undefined {
   }
 }
 
-/** Write our pid file; refuse when another live bucketfs owns it. */
+/** Write our pid file (0600, never through a symlink); refuse when another live bucketfs owns it. */
 export function claimPidFile(pidFile: string, bucket: string): void {
   const other = livePid(pidFile);
   if (other !== undefined) {
     throw new Error(`bucket ${bucket} is already served by bucketfs pid ${other} (${pidFile}); stop it first`);
   }
-  writeFileSync(pidFile, `${process.pid}\n`, { mode: 0o644 });
+  writeFileNoFollow(pidFile, `${process.pid}\n`, 0o600);
 }
 
 export function releasePidFile(pidFile: string): void {
-  try {
-    if (readFileSync(pidFile, "utf8").trim() === String(process.pid)) rmSync(pidFile, { force: true });
-  } catch {
-    /* already gone */
-  }
+  if (readFileNoFollow(pidFile)?.trim() === String(process.pid)) rmSync(pidFile, { force: true });
 }
 
 /**
@@ -121,8 +115,4 @@ export function busyProcesses(dir: string): string[] {
     }
   }
   return out;
-}
-
-export function ensureDir(path: string, mode = 0o755): void {
-  if (!existsSync(path)) mkdirSync(path, { recursive: true, mode });
 }

@@ -17,10 +17,10 @@
  * Every key is checked with `keyProblem`/`containedPath`, and no existing symlink or
  * non-directory is ever traversed or replaced, so nothing is written outside `localDir`.
  */
-import { randomBytes } from "node:crypto";
 import { chmodSync, lstatSync, mkdirSync, renameSync, rmSync, symlinkSync, unlinkSync, utimesSync, type BigIntStats } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { containedPath, describeProblem, keyProblem } from "../cache/keys.ts";
+import { CacheRootError, mkdirsUnder, tempNameFor } from "../cache/cache-root.ts";
 import { objectMode, storedMtimeS } from "../store/meta.ts";
 import type { ObjectInfo, ObjectStore } from "../store/types.ts";
 import { errMsg, fmtBytes, type Logger } from "../util/log.ts";
@@ -72,8 +72,6 @@ export interface PrefetchReport {
 
 /** Log a progress line at most this often. */
 export const PROGRESS_LOG_INTERVAL_MS = 5000;
-/** Longest part of the real name kept inside a temp file name (bytes), so the temp name fits NAME_MAX. */
-const TEMP_STEM_MAX_BYTES = 200;
 /** Mode for downloaded files without usable `mode` metadata. */
 export const DEFAULT_FILE_MODE = 0o644;
 /**
@@ -92,13 +90,6 @@ export class PrefetchError extends Error {
   constructor(message: string, opts?: { cause?: unknown }) {
     super(message, opts);
   }
-}
-
-/** `.<name>.bucketfs-tmp-<12 hex>`, with the name truncated (on a UTF-8 boundary) to stay under NAME_MAX. */
-export function tempNameFor(name: string): string {
-  let stem = name;
-  while (Buffer.byteLength(stem, "utf8") > TEMP_STEM_MAX_BYTES) stem = Array.from(stem).slice(0, -1).join("");
-  return `.${stem}.bucketfs-tmp-${randomBytes(6).toString("hex")}`;
 }
 
 /** Remove prefetch temp files left by a crash. Returns how many. */
@@ -120,27 +111,13 @@ function removeStaleTemps(localDir: string, log: Logger): number {
  * through a symlink or a non-directory. Returns null on success, or the reason it cannot.
  */
 function ensureRealDir(root: string, relDir: string, created: Set<string>): string | null {
-  if (relDir === "" || created.has(relDir)) return null;
-  let cur = "";
-  for (const seg of relDir.split("/")) {
-    cur = cur === "" ? seg : `${cur}/${seg}`;
-    if (created.has(cur)) continue;
-    const abs = containedPath(root, cur);
-    const st = lstatBig(abs);
-    if (st === null) {
-      try {
-        mkdirSync(abs);
-      } catch (err) {
-        if (!isErrno(err, "EEXIST")) throw err;
-        const again = lstatSync(abs);
-        if (!again.isDirectory()) return `local ${cur} is not a directory`;
-      }
-    } else if (!st.isDirectory()) {
-      return `local ${cur} is ${st.isSymbolicLink() ? "a symlink" : "not a directory"}; not writing through it`;
-    }
-    created.add(cur);
+  try {
+    mkdirsUnder(root, relDir, { known: created });
+    return null;
+  } catch (err) {
+    if (err instanceof CacheRootError) return `${err.message.split(";")[0]}; not writing through it`;
+    throw err;
   }
-  return null;
 }
 
 /**
@@ -438,7 +415,8 @@ export async function prefetchWorkdir(
       failed: 1,
       message: e.message,
     });
-    log.error(e.message);
+    if (signal?.aborted) log.info(`prefetch of ${where} stopped: ${report.downloaded} files downloaded before the stop`);
+    else log.error(e.message);
     throw e;
   }
 }

@@ -1,17 +1,52 @@
 /**
- * `bucketfs status` and `bucketfs sync`: read-only views of a running (or stopped) daemon.
+ * `bucketfs status [--json]` and `bucketfs sync`: views of a running (or stopped) daemon.
  *
- * Is: reading pid files, the mount table and each bucket's index (journal), and sending
- * SIGUSR1 for a sync, then waiting for the upload run it starts to finish. Is not: the
- * daemon; it never touches a mount point (a stat of a hung mount would hang us too).
+ * Is: reading pid files, the mount table and each bucket's index (runs table, journal),
+ * and sending SIGUSR1 for a sync, then waiting for the sync run it starts (or the refusal
+ * the daemon records) to finish. `--json` is the machine-readable form tests and scripts
+ * use: phase, pending files, recent runs. Is not: the daemon; it never writes the index
+ * and never touches a mount point (a stat of a hung mount would hang us too).
  */
 import { existsSync, readdirSync, lstatSync } from "node:fs";
-import type { Config } from "../config/types.ts";
+import type { Database } from "bun:sqlite";
+import type { BucketConfig, Config } from "../config/types.ts";
 import { openIndex } from "../cache/db.ts";
-import { cacheLayout, workdirOf } from "./daemon.ts";
+import { RunLog, type RunRecord } from "../cache/runs.ts";
+import { cacheLayout, workdirOf } from "./bucket-run.ts";
 import { livePid, FSTYPE } from "./mounts.ts";
+import { walkWorkdir, type PendingFile, type UploadFailureRecord } from "./journal.ts";
 import { mountAt } from "../util/mountinfo.ts";
-import { fmtBytes } from "../util/log.ts";
+import { errMsg, fmtBytes } from "../util/log.ts";
+
+/** Runs listed per bucket. */
+const STATUS_RUNS = 10;
+
+export interface BucketStatus {
+  section: string;
+  bucket: string;
+  mountpoint: string;
+  /** PID of the live daemon serving this bucket, or null. */
+  pid: number | null;
+  mount: "mounted" | "not mounted" | { occupiedBy: string };
+  /** The phase of the live daemon run, or of the last one when none is running ("closed", "failed"...); null if never run. */
+  phase: string | null;
+  /** The latest daemon run (its outcome and exit code once finished). */
+  daemonRun: RunRecord | null;
+  cache: { dir: string; files: number; bytes: number };
+  workdir: null | {
+    target: string;
+    localDir: string;
+    pending: PendingFile[];
+    pendingBytes: number;
+    /** Entries the upload could not handle (unreadable, names that cannot be keys): never "clean". */
+    problems: { path: string; error: string }[];
+    failures: UploadFailureRecord[];
+  };
+  /** Most recent first: daemon runs and the transfers they made (prefetch, recovery, sync, upload), refusals. */
+  runs: RunRecord[];
+  /** Why the index could not be read, if so. */
+  error?: string;
+}
 
 function du(dir: string): { files: number; bytes: number } {
   let files = 0;
@@ -42,39 +77,88 @@ function du(dir: string): { files: number; bytes: number } {
   return { files, bytes };
 }
 
-export function printStatus(config: Config): number {
-  for (const b of config.buckets) {
-    const layout = cacheLayout(b);
-    const pid = livePid(layout.pid);
-    const m = mountAt(b.mountpoint);
-    const mounted = m?.fstype === FSTYPE ? "mounted" : m ? `occupied by ${m.fstype}` : "not mounted";
-    console.log(`[${b.section}] s3://${b.bucket} at ${b.mountpoint}: ${pid ? `running (pid ${pid})` : "not running"}, ${mounted}`);
-    const c = du(layout.root);
-    console.log(`  cache ${layout.root}: ${c.files} files, ${fmtBytes(c.bytes)}`);
-    if (!existsSync(layout.index)) continue;
-    const db = openIndex(layout.index);
-    try {
+function withIndex<T>(b: BucketConfig, fn: (db: Database) => T): T | undefined {
+  const path = cacheLayout(b).index;
+  if (!existsSync(path)) return undefined;
+  const db = openIndex(path, { readonly: true });
+  try {
+    return fn(db);
+  } finally {
+    db.close();
+  }
+}
+
+export function bucketStatus(b: BucketConfig): BucketStatus {
+  const layout = cacheLayout(b);
+  const pid = livePid(layout.pid) ?? null;
+  const m = mountAt(b.mountpoint);
+  const out: BucketStatus = {
+    section: b.section, bucket: b.bucket, mountpoint: b.mountpoint, pid,
+    mount: m?.fstype === FSTYPE ? "mounted" : m ? { occupiedBy: m.fstype } : "not mounted",
+    phase: null, daemonRun: null, cache: { dir: layout.root, ...du(layout.root) }, workdir: null, runs: [],
+  };
+  try {
+    withIndex(b, (db) => {
+      const runs = new RunLog(db);
+      out.runs = runs.recent(STATUS_RUNS);
+      out.daemonRun = runs.lastDaemon() ?? null;
+      out.phase = out.daemonRun?.phase ?? null;
+      // A run left "running" by a process that is gone did not stop: say so.
+      if (out.daemonRun && out.daemonRun.outcome === "running" && out.daemonRun.pid !== pid) out.phase = "crashed";
       const w = workdirOf(b, db);
-      if (!w) {
-        console.log("  workdir: none (read-only mount)");
-        continue;
-      }
-      const s = w.journal.status(w.spec.localDir);
-      console.log(`  workdir ${w.target}: ${s.pending.length} files pending upload (${fmtBytes(s.pendingBytes)})`);
-      for (const p of s.pending.slice(0, 10)) console.log(`    ${p.path} (${fmtBytes(p.size)})`);
-      if (s.pending.length > 10) console.log(`    ... and ${s.pending.length - 10} more`);
-      for (const f of s.failures.slice(0, 5)) console.log(`  last error for ${f.path}: ${f.lastError}`);
-      for (const r of s.runs) {
-        const when = new Date(r.startedMs).toISOString();
-        console.log(`  ${r.kind} ${when}: ${r.outcome}, ${r.files} files, ${fmtBytes(r.bytes)}, ${r.failed} failed`);
-      }
-    } finally {
-      db.close();
+      if (!w) return;
+      const walk = walkWorkdir(w.spec.localDir);
+      const pending = walk.entries
+        .filter((e) => e.kind === "file" && w.journal.isDirty(e.rel, e.stamp))
+        .map((e) => ({ path: e.rel, size: e.stamp.size }));
+      out.workdir = {
+        target: w.target, localDir: w.spec.localDir, pending,
+        pendingBytes: pending.reduce((n, p) => n + p.size, 0),
+        problems: walk.problems.map((p) => ({ path: p.rel, error: p.error })),
+        failures: w.journal.failures(),
+      };
+    });
+  } catch (err) {
+    out.error = errMsg(err);
+  }
+  return out;
+}
+
+export function printStatus(config: Config, json = false): number {
+  const all = config.buckets.map(bucketStatus);
+  if (json) {
+    console.log(JSON.stringify({ buckets: all }, null, 2));
+    return 0;
+  }
+  for (const s of all) {
+    const mounted = typeof s.mount === "string" ? s.mount : `occupied by ${s.mount.occupiedBy}`;
+    const running = s.pid !== null ? `running (pid ${s.pid}, ${s.phase ?? "?"})` : `not running${s.phase ? ` (last run: ${s.phase})` : ""}`;
+    console.log(`[${s.section}] s3://${s.bucket} at ${s.mountpoint}: ${running}, ${mounted}`);
+    console.log(`  cache ${s.cache.dir}: ${s.cache.files} files, ${fmtBytes(s.cache.bytes)}`);
+    if (s.error) console.log(`  index: ${s.error}`);
+    const w = s.workdir;
+    if (!w) {
+      if (!s.error) console.log("  workdir: none (read-only mount)");
+    } else {
+      console.log(`  workdir ${w.target}: ${w.pending.length} files pending upload (${fmtBytes(w.pendingBytes)})`);
+      for (const p of w.pending.slice(0, 10)) console.log(`    ${p.path} (${fmtBytes(p.size)})`);
+      if (w.pending.length > 10) console.log(`    ... and ${w.pending.length - 10} more`);
+      for (const p of w.problems.slice(0, 5)) console.log(`  cannot upload ${p.path}: ${p.error}`);
+      for (const f of w.failures.slice(0, 5)) console.log(`  last error for ${f.path}: ${f.lastError}`);
+    }
+    for (const r of s.runs) {
+      const when = new Date(r.startedMs).toISOString();
+      const what = r.kind === "daemon" ? `phase ${r.phase ?? "?"}${r.exitCode !== null ? `, exit ${r.exitCode}` : ""}` : `${r.files} files, ${fmtBytes(r.bytes)}, ${r.failed} failed`;
+      console.log(`  ${r.kind} ${when}: ${r.outcome}, ${what}${r.message ? ` (${r.message})` : ""}`);
     }
   }
   return 0;
 }
 
+/**
+ * SIGUSR1 to the daemon, then wait for each workdir's sync run started after the signal
+ * (or the refusal it records). 0 all synced, 2 some files not uploaded, 1 refused.
+ */
 export async function requestSync(config: Config, timeoutMs: number): Promise<number> {
   const pids = new Set<number>();
   for (const b of config.buckets) {
@@ -90,21 +174,27 @@ export async function requestSync(config: Config, timeoutMs: number): Promise<nu
   const since = Date.now();
   for (const pid of pids) process.kill(pid, "SIGUSR1");
   const deadline = since + timeoutMs;
-  let failed = 0;
+  let code = 0;
   for (const b of withWorkdir) {
+    const scope = `${b.workdir}/`;
     for (;;) {
-      const db = openIndex(cacheLayout(b).index);
-      const w = workdirOf(b, db)!;
-      const run = w.journal.runs(20).find((r) => r.kind === "upload" && r.startedMs >= since - 1000 && r.finishedMs !== null);
-      db.close();
+      const run = withIndex(b, (db) =>
+        new RunLog(db).recent(50, scope).find((r) => r.kind === "sync" && r.startedMs >= since && r.finishedMs !== null),
+      );
       if (run) {
-        console.log(`${b.bucket}: sync ${run.outcome}: ${run.files} files, ${fmtBytes(run.bytes)}, ${run.failed} failed`);
-        if (run.outcome !== "ok") failed++;
+        if (run.outcome === "refused") {
+          console.error(`${b.bucket}: sync refused: ${run.message ?? ""}`);
+          code = Math.max(code, 1);
+        } else {
+          console.log(`${b.bucket}: sync ${run.outcome}: ${run.files} files, ${fmtBytes(run.bytes)}, ${run.failed} failed`);
+          if (run.outcome !== "ok") code = 2;
+        }
         break;
       }
+      if (livePid(cacheLayout(b).pid) === undefined) throw new Error(`${b.bucket}: bucketfs exited before the sync finished`);
       if (Date.now() > deadline) throw new Error(`${b.bucket}: no sync result after ${timeoutMs / 1000} s`);
       await Bun.sleep(200);
     }
   }
-  return failed ? 2 : 0;
+  return code;
 }

@@ -18,7 +18,7 @@
 import { basename } from "node:path";
 import { StoreError, type ObjectStore } from "../store/types.ts";
 import { errMsg, fmtBytes, type Logger } from "../util/log.ts";
-import { lstatBig, sameStamp, stampOf, walkWorkdir, type EntryKind, type FileStamp, type WalkResult, type WorkdirJournal } from "./journal.ts";
+import { lstatBig, sameStamp, stampOf, walkWorkdir, type EntryKind, type FileStamp, type TransferKind, type WalkResult, type WorkdirJournal } from "./journal.ts";
 import { RESERVED_DIR } from "./lease.ts";
 import { MAX_CONCURRENCY, PROGRESS_LOG_INTERVAL_MS, type WorkdirSpec } from "./prefetch.ts";
 
@@ -66,6 +66,8 @@ export interface UploadProgress {
 
 export interface UploadOptions {
   signal?: AbortSignal;
+  /** How the run is recorded: the stop's upload (default), a sync, or the recovery at start. */
+  kind?: Exclude<TransferKind, "prefetch">;
   onProgress?: (p: UploadProgress) => void;
   /** Retries per file after the first attempt (default 4). */
   retries?: number;
@@ -209,7 +211,7 @@ export async function uploadWorkdir(
     log.error(report.failed[0]?.error ?? "");
     return report;
   }
-  const runId = journal.startRun("upload");
+  const runId = journal.startRun(opts?.kind ?? "upload");
 
   // 1. Walk and classify.
   const walk = walkWorkdir(localDir);

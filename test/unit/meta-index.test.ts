@@ -15,31 +15,13 @@ describe("MetaIndex", () => {
     expect(ix.entry("d", "a")).toBeUndefined();
   });
 
-  describe("cached objects across runs (no fsync per object)", () => {
-    test("same boot after a crash: cached rows are kept", () => {
-      const ix = new MetaIndex(new Database(":memory:"));
-      expect(ix.beginRun("boot-1")).toBe(0);
-      ix.putCached(obj("k"));
-      expect(ix.beginRun("boot-1")).toBe(0); // crashed run (no endRun), same boot
-      expect(ix.cached("k")).toBeDefined();
-    });
-
-    test("new boot after a clean stop: kept", () => {
-      const ix = new MetaIndex(new Database(":memory:"));
-      ix.beginRun("boot-1");
-      ix.putCached(obj("k"));
-      ix.endRun();
-      expect(ix.beginRun("boot-2")).toBe(0);
-      expect(ix.cached("k")).toBeDefined();
-    });
-
-    test("new boot without a clean stop (power loss): forgotten, fetched again", () => {
-      const ix = new MetaIndex(new Database(":memory:"));
-      ix.beginRun("boot-1");
-      ix.putCached(obj("k"));
-      ix.putCached(obj("j"));
-      expect(ix.beginRun("boot-2")).toBe(2);
-      expect(ix.cached("k")).toBeUndefined();
-    });
+  test("forgetCached drops every cached-object row and says how many", () => {
+    const ix = new MetaIndex(new Database(":memory:"));
+    ix.putCached(obj("k"));
+    ix.putCached(obj("j"));
+    expect(ix.cached("k")).toEqual(obj("k"));
+    expect(ix.forgetCached()).toBe(2);
+    expect(ix.cached("k")).toBeUndefined();
+    expect(ix.cached("j")).toBeUndefined();
   });
 });
