@@ -212,6 +212,7 @@ export class BucketRun {
   handle(event: RunEvent): string | null {
     const verdict = EVENTS[this.current][event];
     if (verdict !== true) {
+      if (this.current === "failed" || this.current === "closed") return verdict; // nothing to say
       if (event === "sync") {
         this.log.warn(`sync refused: ${verdict}`);
         const w = this.held?.workdir;

@@ -73,14 +73,14 @@ export async function runDaemon(config: Config, opts: DaemonOptions = {}): Promi
     const prepared = await Promise.all(
       runs.map(async (r) => {
         const ok = await r.prepare();
-        if (!ok && r.phase === "failed") stopAll(`${r.cfg.bucket} could not start`);
+        if (!ok && r.phase === "failed") stopAll(`bucket ${r.cfg.bucket} could not start`);
         return ok;
       }),
     );
     if (prepared.every(Boolean) && !stopping) {
       for (const r of runs) {
         await r.mount();
-        if (r.phase === "failed") stopAll(`${r.cfg.bucket} could not mount`);
+        if (r.phase === "failed") stopAll(`bucket ${r.cfg.bucket} could not mount`);
         if (stopping) break;
       }
     }

@@ -107,7 +107,7 @@ export function bucketfsCommand(): string[] {
 export async function startDaemon(
   server: S3Server,
   buckets: BucketSpec[],
-  opts: { dir?: string; env?: Record<string, string>; timeoutMs?: number; expectFailure?: boolean; args?: string[] } = {},
+  opts: { dir?: string; env?: Record<string, string>; timeoutMs?: number; expectFailure?: boolean; args?: string[]; noWait?: boolean } = {},
 ): Promise<DaemonHandle> {
   hook();
   const dir = opts.dir ?? daemonDir(buckets[0]?.bucket ?? "x");
@@ -149,6 +149,7 @@ export async function startDaemon(
     },
   };
   live.add(handle);
+  if (opts.noWait) return handle; // the caller waits (e.g. on `status --json`)
   const deadline = Date.now() + (opts.timeoutMs ?? 60_000);
   for (;;) {
     if (/\bready: /.test(handle.log())) return handle;

@@ -1,0 +1,68 @@
+/**
+ * `bucketfs status --json` for tests: what a daemon's runs table says (phase, pending files,
+ * runs), read through the real CLI as a separate process.
+ *
+ * Is: running the CLI and polling it until a condition holds. Is not: a log parser; tests
+ * learn the daemon's state here instead of from log lines.
+ */
+import { bucketfsCommand } from "./daemon.ts";
+
+const REPO = new URL("../..", import.meta.url).pathname.replace(/\/$/, "");
+
+export interface RunJson {
+  id: number;
+  kind: "daemon" | "prefetch" | "recovery" | "sync" | "upload";
+  scope: string;
+  daemonRun: number | null;
+  phase: string | null;
+  pid: number | null;
+  startedMs: number;
+  finishedMs: number | null;
+  outcome: string;
+  files: number;
+  bytes: number;
+  failed: number;
+  message?: string;
+  exitCode: number | null;
+  cacheSynced: boolean;
+}
+
+export interface BucketJson {
+  bucket: string;
+  pid: number | null;
+  mount: string | { occupiedBy: string };
+  phase: string | null;
+  daemonRun: RunJson | null;
+  workdir: null | { pending: { path: string; size: number }[]; pendingBytes: number; failures: { path: string }[] };
+  runs: RunJson[];
+  error?: string;
+}
+
+/** `bucketfs status --json --config FILE`, parsed; throws when the command fails. */
+export async function statusJson(configPath: string): Promise<BucketJson[]> {
+  const p = Bun.spawn([...bucketfsCommand(), "status", "--json", "--config", configPath], {
+    cwd: REPO, stdout: "pipe", stderr: "pipe", stdin: "ignore",
+  });
+  const [out, err, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
+  if (code !== 0) throw new Error(`bucketfs status --json exited ${code}: ${err}`);
+  return (JSON.parse(out) as { buckets: BucketJson[] }).buckets;
+}
+
+/** Poll `status --json` until `pred` holds for the bucket; returns that status. */
+export async function waitStatus(
+  configPath: string, bucket: string, pred: (b: BucketJson) => boolean, what: string, timeoutMs = 60_000,
+): Promise<BucketJson> {
+  const deadline = Date.now() + timeoutMs;
+  let last: BucketJson | undefined;
+  for (;;) {
+    last = (await statusJson(configPath)).find((b) => b.bucket === bucket);
+    if (last && pred(last)) return last;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; last status: ${JSON.stringify(last)}`);
+    await Bun.sleep(100);
+  }
+}
+
+/** The transfer runs a daemon run made (oldest first). */
+export function runsOf(b: BucketJson, daemonRun: number): RunJson[] {
+  return b.runs.filter((r) => r.daemonRun === daemonRun).reverse();
+}
