@@ -335,7 +335,7 @@ export class BucketRun {
 
   private fail(err: unknown): void {
     this.failure = errMsg(err);
-    this.log.error(`start failed: ${this.failure}`);
+    this.log.error(`start failed: ${this.cfg.bucket}: ${this.failure}`);
     if (TRANSITIONS[this.current].includes("failed")) this.enter("failed");
   }
 

@@ -132,8 +132,8 @@ export function printStatus(config: Config, json = false): number {
   }
   for (const s of all) {
     const mounted = typeof s.mount === "string" ? s.mount : `occupied by ${s.mount.occupiedBy}`;
-    const running = s.pid !== null ? `running (pid ${s.pid}, ${s.phase ?? "?"})` : `not running${s.phase ? ` (last run: ${s.phase})` : ""}`;
-    console.log(`[${s.section}] s3://${s.bucket} at ${s.mountpoint}: ${running}, ${mounted}`);
+    const running = s.pid !== null ? `running (pid ${s.pid}), ${mounted}, ${s.phase ?? "?"}` : `not running, ${mounted}${s.phase ? ` (last run: ${s.phase})` : ""}`;
+    console.log(`[${s.section}] s3://${s.bucket} at ${s.mountpoint}: ${running}`);
     console.log(`  cache ${s.cache.dir}: ${s.cache.files} files, ${fmtBytes(s.cache.bytes)}`);
     if (s.error) console.log(`  index: ${s.error}`);
     const w = s.workdir;

@@ -12,7 +12,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import {
-  chownSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync,
+  chownSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync,
 } from "node:fs";
 import { join } from "node:path";
 import { bucketfsCommand, daemonDir, removeDir, sh, startDaemon, type BucketSpec, type DaemonHandle } from "../helpers/daemon.ts";
@@ -202,11 +202,18 @@ describe("lifecycle events", () => {
     expect(pending).toContain("t1/.exitcode");
     expect(await s3.head(bucket, `${WD}/t1/.exitcode`)).toBeNull();
 
+    // Temp files of interrupted downloads (object cache or prefetch) are swept at the next start.
+    const root = `${d.cachePath}/.${bucket}`;
+    mkdirSync(`${root}/ref/genome`, { recursive: true });
+    const temps = [`ref/genome/.chr1.fa.bucketfs-tmp-0123456789ab`, `${WD}/t1/.out1.txt.bucketfs-tmp-ba9876543210`];
+    for (const t of temps) writeFileSync(`${root}/${t}`, "partial");
+
     // Nothing was lost: the next start uploads the pending files (markers last) before it is ready.
     const again = await start([spec(bucket)], { dir: d.dir });
     const after = await waitStatus(again.configPath, bucket, (x) => x.phase === "serving", "serving again");
     expect(after.workdir!.pending).toEqual([]);
     expect(runsOf(after, after.daemonRun!.id).map((r) => `${r.kind}:${r.outcome}`)).toContain("recovery:ok");
+    for (const t of temps) expect({ t, exists: existsSync(`${root}/${t}`) }).toEqual({ t, exists: false });
     again.proc.kill("SIGTERM");
     expect(await exitCode(again)).toBe(0);
     const rels = await expectAllInS3(bucket, `${d.cachePath}/.${bucket}/${WD}`);
