@@ -62,7 +62,7 @@ export const EVENTS: Readonly<Record<Phase, Readonly<Record<RunEvent, true | str
 
 /** The phases each phase may move to. */
 export const TRANSITIONS: Readonly<Record<Phase, readonly Phase[]>> = {
-  preparing: ["prefetching", "recovering", "mounting", "stopping", "failed"],
+  preparing: ["prefetching", "mounting", "stopping", "failed"],
   prefetching: ["recovering", "mounting", "stopping", "failed"],
   recovering: ["mounting", "stopping", "failed"],
   mounting: ["serving", "stopping", "failed"],
