@@ -294,15 +294,21 @@ describe("a cache root no one else controls", () => {
     expect(r.log).toContain(`Fix: chmod 700 ${r.dir}/cache`);
   }, SLOW);
 
-  for (const where of ["bucket dir", "pid file", "index"] as const) {
+  for (const where of ["bucket dir", "workdir dir", "pid file", "index"] as const) {
     test(`a properly owned cachepath with a symlink planted at the ${where}: never followed`, async () => {
       const bucket = `life-link-${where.split(" ")[0]}`;
       let check = () => {};
       const r = await refusedStart(bucket, (cache, dir) => {
         check = victims(dir);
         mkdirSync(cache, { mode: 0o700 });
-        const link = where === "bucket dir" ? `${cache}/.${bucket}` : where === "pid file" ? `${cache}/.${bucket}.pid` : `${cache}/.${bucket}.index`;
-        const target = where === "bucket dir" ? `${dir}/victim-dir` : where === "pid file" ? `${dir}/victim-pid` : `${dir}/victim-index`;
+        const [link, target] = ({
+          "bucket dir": [`${cache}/.${bucket}`, `${dir}/victim-dir`],
+          // The directory that would be bind-mounted onto <mountpoint>/work.
+          "workdir dir": [`${cache}/.${bucket}/${WD}`, `${dir}/victim-dir`],
+          "pid file": [`${cache}/.${bucket}.pid`, `${dir}/victim-pid`],
+          index: [`${cache}/.${bucket}.index`, `${dir}/victim-index`],
+        } satisfies Record<typeof where, [string, string]>)[where];
+        if (where === "workdir dir") mkdirSync(`${cache}/.${bucket}`);
         symlinkSync(target, link);
       });
       expect(r.code).toBe(1);
