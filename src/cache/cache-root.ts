@@ -243,6 +243,8 @@ export function prepareDbFile(path: string): void {
 
 /** Marks a temp file of an interrupted download (prefetch or object cache); swept at start. */
 export const TEMP_FILE_RE = /^\..*\.bucketfs-tmp-[0-9a-f]{12}$/s;
+/** Object-cache temp names of bucketfs before one scheme (`..bucketfs-part-<12 hex>`): swept too. */
+const LEGACY_TEMP_RE = /^\.\.bucketfs-part-[0-9a-f]{12}$/;
 /** Longest part of the real name kept inside a temp file name (bytes), so the temp name fits NAME_MAX. */
 const TEMP_STEM_MAX_BYTES = 200;
 
@@ -279,7 +281,7 @@ export function sweepTempFiles(dir: string): string[] {
         continue;
       }
       if (st.isDirectory()) stack.push(childRel);
-      else if (st.isFile() && TEMP_FILE_RE.test(name)) {
+      else if (st.isFile() && (TEMP_FILE_RE.test(name) || LEGACY_TEMP_RE.test(name))) {
         try {
           unlinkSync(abs);
           removed.push(childRel);

@@ -130,9 +130,10 @@ describe("temp files", () => {
     writeFileSync(`${d}/root/${t1}`, "x");
     writeFileSync(`${d}/root/a/b/${t2}`, "x");
     writeFileSync(`${d}/root/a/b/big.bam`, "keep");
+    writeFileSync(`${d}/root/a/..bucketfs-part-0123456789ab`, "x"); // the object cache's older scheme
     writeFileSync(`${d}/outside/${t1}`, "not ours");
     symlinkSync(`${d}/outside`, `${d}/root/link`);
-    expect(sweepTempFiles(`${d}/root`).sort()).toEqual([t1, `a/b/${t2}`].sort());
+    expect(sweepTempFiles(`${d}/root`).sort()).toEqual([t1, "a/..bucketfs-part-0123456789ab", `a/b/${t2}`].sort());
     expect(readdirSync(`${d}/root/a/b`)).toEqual(["big.bam"]);
     expect(readdirSync(`${d}/outside`)).toEqual([t1]);
   });
