@@ -99,7 +99,7 @@ export class ObjectCache {
     const { path, tmp } = this.prepareTemp(key);
     const t0 = performance.now();
     try {
-      // No fsync per object: MetaIndex.beginRun() forgets cached objects of a run that ended
+      // No fsync per object: the next start forgets cached objects of a run that ended
       // with the machine, so a copy lost in a power cut is fetched again instead of trusted.
       const info = await this.store.download(key, tmp, { durable: false });
       renameSync(tmp, path);
