@@ -183,6 +183,8 @@ export class BucketRun {
   private boot = "unknown";
   /** Whether the stop's upload put everything in S3 (the lease is released only then). */
   private stopUploadOk = false;
+  /** The workdir's lease was taken (a stop during the start may come before). */
+  private leaseClaimed = false;
 
   constructor(cfg: BucketConfig, private readonly opts: BucketRunOptions = {}) {
     this.cfg = cfg;
@@ -322,6 +324,7 @@ export class BucketRun {
     });
     this.held.owner = owner;
     await owner.claim(this.cancelStart.signal);
+    this.leaseClaimed = true;
     const report = await prefetchWorkdir(this.held.store, w.journal, w.spec, log, this.cancelStart.signal); // logs its own summary
     owner.adoptRecord(report.record);
     if (this.stopAsked) throw new Error("stop requested during the prefetch");
@@ -398,7 +401,11 @@ export class BucketRun {
     await this.sync;
     if (this.current === "stopping" && h?.workdir) {
       this.enter("uploading");
-      if (this.abortAsked) {
+      if (h.owner && !this.leaseClaimed) {
+        // Stopped before the lease was ours: this node may not upload (another may be writing).
+        this.complete = this.nothingPending();
+        if (!this.complete) log.warn(`stopped before the workdir lease was taken: pending files stay in ${h.workdir.spec.localDir} for the next start`);
+      } else if (this.abortAsked) {
         const pending = h.workdir.journal.pending(h.workdir.spec.localDir).length;
         if (pending > 0) {
           this.complete = false;
