@@ -3,8 +3,9 @@
  *
  * Is: the baseline table (one row per file that is known to equal an object in S3, with the
  * local stat stamp taken at that moment), the per-path log of failed upload attempts, the
- * workdir's transfer runs (rows of the index's one `runs` table, cache/runs.ts), and the scan that compares the workdir against the
- * baseline ("dirty" = local changes not yet uploaded). Lives in the per-bucket sqlite index
+ * workdir's transfer runs (rows of the index's one `runs` table, cache/runs.ts), and the
+ * scan that compares the workdir against the baseline ("dirty" = local changes not yet
+ * uploaded). Lives in the per-bucket sqlite index
  * (tables prefixed `wd_`), so it survives crashes and restarts. Writes are best effort on
  * a full disk (cache/full-disk.ts): a baseline that could not be recorded leaves its file
  * looking changed, so it is uploaded again at the next start.
