@@ -325,6 +325,23 @@ describe("a cache root no one else controls", () => {
   }
 });
 
+describe("no symlink in the cache followed while serving", () => {
+  test("a symlink planted where the object cache needs a directory is replaced, never written through", async () => {
+    const bucket = "life-link-objects";
+    await server.createBucket(bucket);
+    await s3.put(bucket, "ref/a.txt", { text: "object a" });
+    const d = await start([spec(bucket)]);
+    const victim = `${d.dir}/victim-dir`;
+    mkdirSync(victim);
+    symlinkSync(victim, `${d.cachePath}/.${bucket}/ref`);
+    expect(readFileSync(`${d.mnt[bucket]!}/ref/a.txt`, "utf8")).toBe("object a");
+    expect(readdirSync(victim)).toEqual([]);
+    expect(lstatSync(`${d.cachePath}/.${bucket}/ref`).isDirectory()).toBe(true);
+    d.proc.kill("SIGTERM");
+    expect(await exitCode(d)).toBe(0);
+  }, SLOW);
+});
+
 describe("a full cache disk", () => {
   test("ENOSPC at the stop: every file is still uploaded, exit 2 saying the disk was full; a restart with space records it", async () => {
     const bucket = "life-enospc";
