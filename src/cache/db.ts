@@ -9,12 +9,17 @@
  * `CREATE TABLE IF NOT EXISTS`; only the steps between versions live here.
  *
  * Versions: 0 = before versioning (a `meta_state` table for the daemon's boot/clean-stop
- * and `wd_runs` for transfers); 1 = one `runs` table replaces both. To change a table,
+ * and `wd_runs` for transfers); 1 = one `runs` table replaces both; 2 = `wd_lease` (the
+ * workdir lease as the daemon last saw it, for `status`). To change a table,
  * append a step to MIGRATIONS (it runs in the same transaction that bumps user_version).
  */
 import { Database } from "bun:sqlite";
 import { prepareDbFile } from "./cache-root.ts";
 import { RUNS_DDL } from "./runs.ts";
+
+/** The workdir lease as the daemon last saw it (one row per workdir prefix; JSON of LeaseStatus). */
+export const WD_LEASE_DDL = `CREATE TABLE IF NOT EXISTS wd_lease (
+  scope TEXT PRIMARY KEY, status TEXT NOT NULL, updated_ms INTEGER NOT NULL) WITHOUT ROWID`;
 
 type Migration = (db: Database) => void;
 
@@ -45,6 +50,8 @@ const MIGRATIONS: Migration[] = [
       db.run("DROP TABLE meta_state");
     }
   },
+  // 1 -> 2: the workdir lease's last known state.
+  (db) => db.run(WD_LEASE_DDL),
 ];
 
 /** The schema version this bucketfs writes. */

@@ -25,6 +25,7 @@ import { join } from "node:path";
 import { describeProblem, keyProblem } from "../cache/keys.ts";
 import { RESERVED_DIR } from "./lease.ts";
 import { TEMP_FILE_RE } from "../cache/cache-root.ts";
+import { WD_LEASE_DDL } from "../cache/db.ts";
 import { bestEffort } from "../cache/full-disk.ts";
 import { RunLog, type RunKind, type RunOutcome, type RunRecord, type RunSummary } from "../cache/runs.ts";
 
@@ -248,6 +249,25 @@ export class WorkdirJournal {
       scope TEXT NOT NULL, path TEXT NOT NULL, attempts INTEGER NOT NULL,
       last_attempt_ms INTEGER NOT NULL, last_error TEXT NOT NULL,
       PRIMARY KEY (scope, path)) WITHOUT ROWID`);
+    db.run(WD_LEASE_DDL);
+  }
+
+  /** Records the workdir lease's state for `status` (best effort: a full disk only loses the display). */
+  saveLease(status: unknown): void {
+    bestEffort(this.db, () =>
+      this.db.query("INSERT OR REPLACE INTO wd_lease (scope, status, updated_ms) VALUES (?, ?, ?)").run(this.scope, JSON.stringify(status), Date.now()),
+    );
+  }
+
+  /** The lease state the daemon last recorded for this workdir, or null. */
+  lease(): { status: unknown; updatedMs: number } | null {
+    const row = this.db.query<{ status: string; updated_ms: number }, [string]>("SELECT status, updated_ms FROM wd_lease WHERE scope = ?").get(this.scope);
+    if (!row) return null;
+    try {
+      return { status: JSON.parse(row.status) as unknown, updatedMs: row.updated_ms };
+    } catch {
+      return null;
+    }
   }
 
   /** The baseline of one path, or null. */

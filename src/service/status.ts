@@ -13,6 +13,7 @@ import type { BucketConfig, Config } from "../config/types.ts";
 import { openIndex } from "../cache/db.ts";
 import { RunLog, type RunRecord } from "../cache/runs.ts";
 import { cacheLayout, workdirOf } from "./bucket-run.ts";
+import type { OwnerStatus } from "./workdir-owner.ts";
 import { livePid, FSTYPE } from "./mounts.ts";
 import { walkWorkdir, type PendingFile, type UploadFailureRecord } from "./journal.ts";
 import { mountAt } from "../util/mountinfo.ts";
@@ -41,6 +42,8 @@ export interface BucketStatus {
     /** Entries the upload could not handle (unreadable, names that cannot be keys): never "clean". */
     problems: { path: string; error: string }[];
     failures: UploadFailureRecord[];
+    /** The workdir lease as the daemon last recorded it (null before any daemon took it). */
+    lease: (OwnerStatus & { updatedMs: number }) | null;
   };
   /** Most recent first: daemon runs and the transfers they made (prefetch, recovery, sync, upload), refusals. */
   runs: RunRecord[];
@@ -116,12 +119,31 @@ export function bucketStatus(b: BucketConfig): BucketStatus {
         pendingBytes: pending.reduce((n, p) => n + p.size, 0),
         problems: walk.problems.map((p) => ({ path: p.rel, error: p.error })),
         failures: w.journal.failures(),
+        lease: leaseOf(w.journal.lease()),
       };
     });
   } catch (err) {
     out.error = errMsg(err);
   }
   return out;
+}
+
+function leaseOf(saved: { status: unknown; updatedMs: number } | null): (OwnerStatus & { updatedMs: number }) | null {
+  const st = saved?.status as OwnerStatus | undefined;
+  if (!saved || typeof st !== "object" || st === null || typeof st.lease !== "object") return null;
+  return { ...st, updatedMs: saved.updatedMs };
+}
+
+function describeLease(o: OwnerStatus & { updatedMs: number }): string {
+  const l = o.lease;
+  const iso = (ms: number | undefined) => (ms === undefined ? "?" : new Date(ms).toISOString());
+  const parts = [`lease ${l.state === "lost" ? "LOST" : l.state}`];
+  if (l.state === "held") parts.push(`expires ${iso(l.expiresMs)}`, `renewed ${iso(l.lastRenewMs)}`);
+  if (l.renewFailures > 0) parts.push(`${l.renewFailures} renewal(s) FAILED: ${l.lastError ?? "?"}`);
+  if (l.takenBy) parts.push(`held by ${l.takenBy}`);
+  if (l.conditionalWrites === false) parts.push("endpoint IGNORES conditional writes (advisory only)");
+  if (o.lastRecord !== null) parts.push(`last commit record ${o.lastRecord}`);
+  return parts.join(", ");
 }
 
 export function printStatus(config: Config, json = false): number {
@@ -145,6 +167,7 @@ export function printStatus(config: Config, json = false): number {
       if (w.pending.length > 10) console.log(`    ... and ${w.pending.length - 10} more`);
       for (const p of w.problems.slice(0, 5)) console.log(`  cannot upload ${p.path}: ${p.error}`);
       for (const f of w.failures.slice(0, 5)) console.log(`  last error for ${f.path}: ${f.lastError}`);
+      if (w.lease) console.log(`  ${describeLease(w.lease)}`);
     }
     for (const r of s.runs) {
       const when = new Date(r.startedMs).toISOString();

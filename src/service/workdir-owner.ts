@@ -85,6 +85,7 @@ export class WorkdirOwner {
           `Run one workdir prefix per node.`,
       );
     }
+    this.save();
     this.timer = setInterval(() => void this.renewNow(), Math.max(1000, Math.floor(this.o.leaseMs / 3)));
     this.timer.unref?.();
   }
@@ -103,8 +104,16 @@ export class WorkdirOwner {
         const level = this.lease.expired() ? "error" : "warn";
         this.o.log[level](`workdir lease renewal failed (${st.renewFailures} in a row${this.lease.expired() ? ", lease EXPIRED: another node may take it" : ""}): ${errMsg(err)}`);
       })
-      .finally(() => (this.renewing = undefined));
+      .finally(() => {
+        this.renewing = undefined;
+        this.save();
+      });
     return this.renewing;
+  }
+
+  /** Records the lease state in the index, where `bucketfs status` reads it. */
+  private save(): void {
+    this.o.journal.saveLease(this.status());
   }
 
   /** The latest record prefetch read: the base of the next one. */
@@ -127,6 +136,7 @@ export class WorkdirOwner {
         this.o.log.warn(`workdir lease renewal before upload failed, lease still valid: ${errMsg(err)}`);
       }
     }
+    this.save();
     const st = this.lease.status();
     if (st.state !== "held") {
       throw new Error(`workdir lease of ${where} is ${st.state}${st.takenBy ? ` (held by ${st.takenBy})` : ""}; not uploading, the files stay in the cache`);
@@ -140,6 +150,7 @@ export class WorkdirOwner {
     if (this.prev !== null && sameContent(this.prev, next)) return null;
     const key = await writeRecord(this.o.store, next, signal);
     this.prev = next;
+    this.save();
     this.o.log.info(`commit record ${next.seq} written: ${next.files.length} files, ${next.symlinks.length} symlinks, ${next.dirs.length} empty directories, ${next.deleted.length} deleted`);
     return key;
   }
@@ -148,6 +159,14 @@ export class WorkdirOwner {
   async close(clean: boolean): Promise<void> {
     clearInterval(this.timer);
     await this.renewing;
+    try {
+      await this.closeLease(clean);
+    } finally {
+      this.save();
+    }
+  }
+
+  private async closeLease(clean: boolean): Promise<void> {
     if (!clean) {
       if (this.lease.held) this.o.log.warn(`keeping the workdir lease of s3://${this.o.store.bucket}/${this.o.prefix} (not everything was uploaded); it expires unless this node restarts`);
       return;

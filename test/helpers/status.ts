@@ -33,7 +33,17 @@ export interface BucketJson {
   mount: string | { occupiedBy: string };
   phase: string | null;
   daemonRun: RunJson | null;
-  workdir: null | { pending: { path: string; size: number }[]; pendingBytes: number; failures: { path: string }[] };
+  workdir: null | {
+    pending: { path: string; size: number }[];
+    pendingBytes: number;
+    failures: { path: string }[];
+    lease: null | {
+      runId: string;
+      lastRecord: number | null;
+      updatedMs: number;
+      lease: { state: string; how?: string; conditionalWrites: boolean | null; renewFailures: number; lastError?: string; takenBy?: string; expiresMs?: number };
+    };
+  };
   runs: RunJson[];
   error?: string;
 }

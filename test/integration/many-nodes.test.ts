@@ -13,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, lstatSync, readFileSync, readlinkSync } from "node:fs";
 import { bucketfsCommand, removeDir, sh, startDaemon, type BucketSpec, type DaemonHandle } from "../helpers/daemon.ts";
 import { startS3Server, type S3Server } from "../helpers/s3server.ts";
+import { statusJson, waitStatus } from "../helpers/status.ts";
 import { s3tool, type S3Tool } from "../helpers/s3tool.ts";
 
 const REPO = new URL("../..", import.meta.url).pathname.replace(/\/$/, "");
@@ -87,6 +88,8 @@ describe("workdir lease", () => {
     expect(held.state).toBe("held");
     expect(held.pid).toBe(a.proc.pid);
     expect(held.holder.endsWith(`${a.cachePath}/.${spec.bucket}/wd`)).toBe(true);
+    const st = (await statusJson(a.configPath))[0]?.workdir?.lease;
+    expect(st?.lease).toMatchObject({ state: "held", how: "created", conditionalWrites: true, renewFailures: 0 });
 
     const b = await node(spec, { expectFailure: true });
     expect(await exitCode(b)).toBe(1);
@@ -144,6 +147,9 @@ describe("workdir lease", () => {
     } finally {
       a.proc.kill("SIGCONT");
     }
+    // Its next renewal finds another holder: status says so, naming it.
+    const lost = await waitStatus(a.configPath, spec.bucket, (b) => b.workdir?.lease?.lease.state === "lost", "the lease to be lost");
+    expect(lost.workdir?.lease?.lease.takenBy).toContain("node ");
     expect(await a.stop()).toBe(2);
     expect(a.log()).toContain("not uploading, the files stay in the cache");
     expect(new TextDecoder().decode(await s3.getBytes(spec.bucket, "wd/shared.txt"))).toBe("from b");
