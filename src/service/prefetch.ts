@@ -13,7 +13,11 @@
  * Rules per remote file, against the journal baseline:
  *  (a) local file dirty (no baseline, or stamp differs)  → keep it ("kept local change");
  *  (b) local file clean and remote ETag == baseline ETag → nothing to do;
- *  (c) otherwise (missing locally, or clean but remote changed) → download, S3 wins.
+ *  (c) otherwise (missing locally, or clean but remote changed) → download, S3 wins;
+ *  except (d) missing locally and listed as deleted by the latest commit record with the ETag
+ *      S3 still has → not downloaded (the workdir deleted it after bucketfs uploaded it).
+ * Keys under `.bucketfs/` (lease, commit records) are never downloaded; the record's symlinks
+ * and empty directories are recreated where nothing local is in their place.
  * Every key is checked with `keyProblem`/`containedPath`, and no existing symlink or
  * non-directory is ever traversed or replaced, so nothing is written outside `localDir`.
  */
