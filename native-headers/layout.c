@@ -6,6 +6,9 @@
  */
 #define FUSE_USE_VERSION 34
 #include <fuse_lowlevel.h>
+#include <linux/fuse.h>
+#include <sys/ioctl.h>
+#include <stdint.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <sys/stat.h>
@@ -33,6 +36,26 @@ int main(void) {
   F(statvfs, f_bavail); F(statvfs, f_files); F(statvfs, f_ffree); F(statvfs, f_favail); F(statvfs, f_fsid);
   F(statvfs, f_flag); F(statvfs, f_namemax);
   S(fuse_forget_data);
+  /* Kernel protocol structs (linux/fuse.h). */
+  S(fuse_in_header); F(fuse_in_header, len); F(fuse_in_header, opcode); F(fuse_in_header, unique); F(fuse_in_header, nodeid);
+  S(fuse_out_header); F(fuse_out_header, len); F(fuse_out_header, error); F(fuse_out_header, unique);
+  F(fuse_init_in, major); F(fuse_init_in, minor); F(fuse_init_in, max_readahead); F(fuse_init_in, flags);
+  F(fuse_init_in, flags2);
+  S(fuse_init_out); F(fuse_init_out, flags); F(fuse_init_out, max_background); F(fuse_init_out, max_write);
+  F(fuse_init_out, max_pages); F(fuse_init_out, flags2); F(fuse_init_out, unused);
+  F(fuse_read_in, fh); F(fuse_read_in, offset); F(fuse_read_in, size);
+  S(fuse_open_out); F(fuse_open_out, fh); F(fuse_open_out, open_flags); F(fuse_open_out, padding);
+  {
+    /* struct fuse_backing_map is 7.40 (not in this header): the same members, to size the ioctl number. */
+    struct backing_map { int32_t fd; uint32_t flags; uint64_t padding; };
+    printf("\"backing_map\": %zu, \"FUSE_DEV_IOC_MAGIC\": %d, \"IOW_BACKING_OPEN\": %lu, \"IOW_BACKING_CLOSE\": %lu,\n",
+           sizeof(struct backing_map), FUSE_DEV_IOC_MAGIC, (unsigned long)_IOW(FUSE_DEV_IOC_MAGIC, 1, struct backing_map),
+           (unsigned long)_IOW(FUSE_DEV_IOC_MAGIC, 2, uint32_t));
+  }
+  printf("\"FUSE_INIT\": %d, \"FUSE_READ\": %d, \"FUSE_OPEN\": %d, \"FUSE_RELEASE\": %d, \"FUSE_LOOKUP\": %d, \"FUSE_GETATTR\": %d, \"FUSE_READDIRPLUS\": %d,\n",
+         FUSE_INIT, FUSE_READ, FUSE_OPEN, FUSE_RELEASE, FUSE_LOOKUP, FUSE_GETATTR, FUSE_READDIRPLUS);
+  printf("\"FUSE_INIT_EXT\": %d, \"FUSE_WRITEBACK_CACHE\": %d, \"FOPEN_DIRECT_IO\": %d, \"FOPEN_KEEP_CACHE\": %d, \"FOPEN_PARALLEL_DIRECT_WRITES\": %d,\n",
+         FUSE_INIT_EXT, FUSE_WRITEBACK_CACHE, FOPEN_DIRECT_IO, FOPEN_KEEP_CACHE, FOPEN_PARALLEL_DIRECT_WRITES);
   printf("\"FUSE_CAP_SPLICE_READ\": %d, \"FUSE_CAP_ASYNC_READ\": %d, \"FUSE_CAP_READDIRPLUS\": %d, \"FUSE_CAP_READDIRPLUS_AUTO\": %d, \"FUSE_CAP_PARALLEL_DIROPS\": %d, \"FUSE_CAP_AUTO_INVAL_DATA\": %d, \"FUSE_CAP_CACHE_SYMLINKS\": %d, \"FUSE_BUF_IS_FD\": %d, \"FUSE_BUF_FD_SEEK\": %d\n",
          FUSE_CAP_SPLICE_READ, FUSE_CAP_ASYNC_READ, FUSE_CAP_READDIRPLUS, FUSE_CAP_READDIRPLUS_AUTO,
          FUSE_CAP_PARALLEL_DIROPS, FUSE_CAP_AUTO_INVAL_DATA, FUSE_CAP_CACHE_SYMLINKS, FUSE_BUF_IS_FD, FUSE_BUF_FD_SEEK);

@@ -108,6 +108,8 @@ export interface SystemsContext {
   bucketfsExtra: Record<string, string>;
   /** Environment for the bucketfs daemon (e.g. BUCKETFS_BIN for a profiling wrapper). */
   bucketfsEnv: Record<string, string>;
+  /** Where mount dirs (and so every cache) are created instead of workRoot (e.g. a slow disk). */
+  dirRoot?: string;
 }
 
 export async function mount(ctx: SystemsContext, system: SystemName, bucket: string, opts: MountOptions = {}): Promise<Mounted> {
@@ -122,7 +124,7 @@ export async function mount(ctx: SystemsContext, system: SystemName, bucket: str
 }
 
 async function mountBucketfs(ctx: SystemsContext, bucket: string, opts: MountOptions): Promise<Mounted> {
-  const dir = mkdtempSync(join(ctx.workRoot, "m-bucketfs-"));
+  const dir = mkdtempSync(join(ctx.dirRoot ?? ctx.workRoot, "m-bucketfs-"));
   let d: DaemonHandle;
   try {
     d = await startDaemon(
@@ -165,7 +167,7 @@ async function mountBucketfs(ctx: SystemsContext, bucket: string, opts: MountOpt
 }
 
 async function mountPeer(ctx: SystemsContext, kind: "s3fs" | "rclone", bucket: string): Promise<Mounted> {
-  const dir = mkdtempSync(join(ctx.workRoot, `m-${kind}-`));
+  const dir = mkdtempSync(join(ctx.dirRoot ?? ctx.workRoot, `m-${kind}-`));
   const mnt = join(dir, "mnt");
   const cache = join(dir, "cache");
   mkdirSync(mnt, { recursive: true });

@@ -293,6 +293,20 @@ export const KEYS = [
       "lease_time", b.workdir !== undefined ? `${v}s (workdir lease, renewed every ${Math.max(1, Math.floor(v / 3))}s)` : "(no workdir: no lease)",
     ],
   }),
+  def({
+    key: "passthrough", field: "passthrough", dflt: true as boolean, docDefault: "`yes`",
+    doc:
+      "`yes`/`no`: let the kernel read complete cached files directly (FUSE passthrough, Linux 6.9+ with " +
+      "`CONFIG_FUSE_PASSTHROUGH`, daemon with `CAP_SYS_ADMIN`); where it is not available bucketfs says so in one " +
+      "log line and serves reads itself. `no` turns it off",
+    parse: (v: string, c: ParseCtx): boolean => {
+      const l = v.toLowerCase();
+      if (["yes", "true", "on", "1"].includes(l)) return true;
+      if (["no", "false", "off", "0"].includes(l)) return false;
+      return c.fail(`${quote(v)} is not valid; use yes or no (default yes)`);
+    },
+    show: (v: boolean) => ["passthrough", v ? "yes" : "no"],
+  }),
 ] as const;
 
 type Spec = (typeof KEYS)[number];

@@ -130,7 +130,11 @@ export class BucketFs implements FsOps {
     }
     const fh = this.nextFh++;
     this.fileHandles.set(fh, { fd, key, partial: got.partial });
-    return { fh, keepCache: got.keepCache };
+    // A complete copy at this ETag: the kernel may read it itself (passthrough); the same ETag
+    // is the same bytes, so opens of one inode may share a backing file. A copy still being
+    // streamed is served through read() until it is complete.
+    const backing = got.partial ? undefined : { fd, version: got.object.etag };
+    return { fh, keepCache: got.keepCache, backing };
   }
 
   read(_ino: number, fh: number, size: number, offset: number): ReadReply | Promise<ReadReply> {

@@ -39,10 +39,18 @@ export interface OpenReply {
   fh: number;
   /** Keep the kernel page cache of this file (its content is unchanged since the last open). */
   keepCache: boolean;
+  /**
+   * Set when the open file is a complete local copy that stays as it is while open: the kernel
+   * may then read `fd` itself (FUSE passthrough) and no READ reaches the filesystem. `version`
+   * names the content (opens of one inode share a backing file only when it is equal).
+   */
+  backing?: { fd: number; version: string };
 }
 
 /** Data for a read reply: bytes, or a range of a local file that libfuse reads itself. */
-export type ReadReply = { kind: "bytes"; data: Uint8Array } | { kind: "fd"; fd: number; pos: number; size: number };
+export type ReadReply =
+  | { kind: "bytes"; data: Uint8Array }
+  | { kind: "fd"; fd: number; pos: number; size: number };
 
 export interface DirEntry {
   name: string;

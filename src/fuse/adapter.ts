@@ -4,17 +4,20 @@
  * Is: argument decoding (names and file-info copied during the callback, as they point into
  * libfuse's buffers), the reply for each op, and the guarantee that every request gets
  * exactly one reply: a throw or rejected promise becomes the errno from `toErrno` (EIO for
- * unknown errors, logged once). Write operations reply EROFS: writable data lives in the
- * workdir bind mount, never in FUSE. Is not: the request loop (session.ts) or fs semantics.
+ * unknown errors, logged once). Opens are answered as the PassthroughTable decides (the
+ * kernel reads the cache file itself, or READs come here). Write operations reply EROFS:
+ * writable data lives in the workdir bind mount, never in FUSE. Is not: the request loop
+ * (session.ts) or fs semantics.
  */
 import { JSCallback, FFIType, ptr, read, toArrayBuffer, type Pointer } from "bun:ffi";
 import { fuse, readCString } from "./ffi.ts";
 import {
-  CAP, CONN, ENTRY, FI_BIT, FILE_INFO, FORGET_DATA, OPS_ORDER, OPS_SIZE, STAT, STATVFS,
+  CAP, CONN, ENTRY, FI_BIT, FILE_INFO, FORGET_DATA, OPEN_OUT, OPS_ORDER, OPS_SIZE, STAT, STATVFS,
   BUFVEC, FUSE_BUF, FUSE_BUF_FD_SEEK, FUSE_BUF_IS_FD, encodeEntry, encodeStat, encodeStatvfs, view,
   type OpName,
 } from "./structs.ts";
 import type { FsOps, ReadReply } from "../fs/types.ts";
+import { PassthroughTable } from "./passthrough.ts";
 import { E, isExpected, toErrno } from "../fs/errors.ts";
 import { errMsg, type Logger } from "../util/log.ts";
 
@@ -25,6 +28,8 @@ const { ptr: P, u64_fast: U, i64_fast: I, i32, void: V } = {
 export interface AdapterOptions {
   /** Raise the kernel's limit on background (async) requests; default 12 is too low for S3. */
   maxBackground: number;
+  /** Decides per open whether the kernel reads the cache file itself (FUSE passthrough). */
+  passthrough: PassthroughTable;
   log: Logger;
 }
 
@@ -51,6 +56,9 @@ export function buildOps(fs: FsOps, opts: AdapterOptions): OpsTable {
   const statvfsBuf = new Uint8Array(STATVFS.size);
   const openFi = new Uint8Array(FILE_INFO.alloc);
   const openFiView = view(openFi);
+  const openOut = new Uint8Array(OPEN_OUT.size);
+  const openOutView = view(openOut);
+  const pt = opts.passthrough;
   const bufvec = new Uint8Array(BUFVEC.size);
   const bufvecView = view(bufvec);
 
@@ -81,12 +89,24 @@ export function buildOps(fs: FsOps, opts: AdapterOptions): OpsTable {
   }
 
   /** fuse_reply_open with our own file-info copy (libfuse's is only valid during the callback). */
-  function replyOpen(req: Req, flags: number, handle: number, bits: number): void {
+  function replyOpen(req: Req, flags: number, handle: number, bits: number): number {
     openFi.fill(0);
     openFiView.setInt32(FILE_INFO.flags, flags, true);
     openFiView.setUint32(FILE_INFO.bits, bits, true);
     openFiView.setBigUint64(FILE_INFO.fh, BigInt(handle), true);
-    lib.fuse_reply_open(req, openFi);
+    return lib.fuse_reply_open(req, openFi);
+  }
+
+  /**
+   * A passthrough open reply: libfuse 3.14's fuse_reply_open cannot carry a backing id, so the
+   * struct fuse_open_out is sent as the reply body (what fuse_reply_open sends, plus the id).
+   */
+  function replyOpenPassthrough(req: Req, handle: number, backingId: number): number {
+    openOut.fill(0);
+    openOutView.setBigUint64(OPEN_OUT.fh, BigInt(handle), true);
+    openOutView.setUint32(OPEN_OUT.openFlags, PassthroughTable.openFlags({ mode: "passthrough", backingId }), true);
+    openOutView.setInt32(OPEN_OUT.backingId, backingId, true);
+    return lib.fuse_reply_buf(req, openOut, OPEN_OUT.size);
   }
 
   const fh = (fi: Pointer | null): number => (fi ? Number(read.u64(fi, FILE_INFO.fh)) : 0);
@@ -213,7 +233,15 @@ export function buildOps(fs: FsOps, opts: AdapterOptions): OpsTable {
       args: [P, U, P],
       fn: (req: Req, ino: number, fi: Pointer) => {
         const flags = read.i32(fi, FILE_INFO.flags);
-        settle(req, "open", () => fs.open(ino, flags), (o) => replyOpen(req, flags, o.fh, o.keepCache ? FI_BIT.keepCache : 0));
+        settle(req, "open", () => fs.open(ino, flags), (o) => {
+          // Plan, reply and record in one synchronous step, so no other open of the inode interleaves.
+          const plan = pt.plan(ino, o.backing);
+          const rc =
+            plan.mode === "passthrough"
+              ? replyOpenPassthrough(req, o.fh, plan.backingId)
+              : replyOpen(req, flags, o.fh, plan.mode === "direct" ? FI_BIT.directIo : o.keepCache ? FI_BIT.keepCache : 0);
+          pt.opened(o.fh, ino, plan, rc === 0);
+        });
       },
     },
     read: {
@@ -227,6 +255,7 @@ export function buildOps(fs: FsOps, opts: AdapterOptions): OpsTable {
       args: [P, U, P],
       fn: (req: Req, ino: number, fi: Pointer) => {
         const h = fh(fi);
+        pt.released(h);
         settle(req, "release", () => fs.release(ino, h), () => lib.fuse_reply_err(req, 0));
       },
     },

@@ -21,6 +21,7 @@ const FUSE_SYMBOLS = {
   fuse_session_new: { args: [P, P, u64_fast, P], returns: P },
   fuse_session_mount: { args: [P, cstring], returns: i32 },
   fuse_session_fd: { args: [P], returns: i32 },
+  fuse_session_custom_io: { args: [P, P, i32], returns: i32 },
   fuse_session_process_buf: { args: [P, P], returns: V },
   fuse_session_unmount: { args: [P], returns: V },
   fuse_session_destroy: { args: [P], returns: V },

@@ -3,16 +3,20 @@
  * codec, with JS owning the read loop (design and measurements: shared/research/ffi-spike.md).
  *
  * Is: mount, the /dev/fuse read loop (N outstanding async reads, each fed to
- * `fuse_session_process_buf` on the JS thread), and the unmount sequence: stop re-arming,
- * lazy detach, wait for ENODEV, abort the connection through fusectl if it stays busy,
- * then free the session. Is not: op semantics (adapter.ts / fs/) or signal handling.
+ * `fuse_session_process_buf` on the JS thread), per-opcode request counters, the INIT
+ * hand-shake extras (accepting FUSE passthrough through libfuse's custom I/O, and the
+ * mount's readahead window, which sets the READ size), and the unmount sequence: stop
+ * re-arming, lazy detach, wait for ENODEV, abort the connection through fusectl if it stays
+ * busy, then free the session. Is not: op semantics (adapter.ts / fs/) or signal handling.
  */
 import { existsSync, read as fsRead, writeFileSync } from "node:fs";
-import { ptr } from "bun:ffi";
+import { FFIType, JSCallback, ptr, read as readMem, toArrayBuffer, type Pointer } from "bun:ffi";
 import { fuse } from "./ffi.ts";
 import { cstrArray, lastErrno, libc, MNT_DETACH, strerror } from "../sys/libc.ts";
 import { buildOps, type OpsTable } from "./adapter.ts";
-import { FUSE_ARGS, FUSE_BUF, OPS_SIZE, view } from "./structs.ts";
+import { FUSE_ARGS, FUSE_BUF, IN_HEADER, OPCODE, OPS_SIZE, OUT_HEADER, READ_IN, view } from "./structs.ts";
+import { backingClose, backingOpen, dev, nativeIo } from "./devfuse.ts";
+import { passthroughRefusal, acceptPassthrough, readInitIn, PassthroughTable, type PassthroughCounters } from "./passthrough.ts";
 import type { FsOps } from "../fs/types.ts";
 import { mountAt } from "../util/mountinfo.ts";
 import type { Logger } from "../util/log.ts";
@@ -32,8 +36,13 @@ export interface SessionOptions {
   /** Outstanding /dev/fuse reads (each holds one threadpool thread while idle). */
   readers: number;
   maxBackground: number;
-  /** Kernel readahead for this mount in KiB (bigger READ requests); 0 leaves the default. */
+  /**
+   * Kernel readahead for this mount in KiB; a buffered READ is min(this, max_pages) long, so
+   * 1024 gives 1 MiB READs. 0 leaves the default (128). Applied after INIT, which resets it.
+   */
   readAheadKb: number;
+  /** Let the kernel read complete cached files itself (FUSE passthrough) when it offers to. */
+  passthrough: boolean;
   debug: boolean;
   log: Logger;
 }
@@ -41,6 +50,20 @@ export interface SessionOptions {
 interface Slot {
   buf: Buffer;
   fb: Uint8Array;
+}
+
+const OPCODE_NAME = new Map<number, string>(Object.entries(OPCODE).map(([k, v]) => [v, k]));
+
+/** What the session counted since the mount (for `bucketfs status` and the tests). */
+export interface FuseCounters {
+  /** Requests read from /dev/fuse, by opcode name. */
+  requests: Record<string, number>;
+  /** READ requests by requested size in bytes. */
+  readSizes: Record<string, number>;
+  maxReadSize: number;
+  /** The readahead window the mount got (KiB), when it was set. */
+  readAheadKb: number | undefined;
+  passthrough: PassthroughCounters & { backingIdsOpen: number };
 }
 
 export class FuseSession {
@@ -57,13 +80,29 @@ export class FuseSession {
   private keep: unknown[] = [];
   private log: Logger;
   private devMinor: number | undefined;
+  private bdi: string | undefined;
+  private readonly pt: PassthroughTable;
+  private byOpcode = new Map<number, number>();
+  private readSizes = new Map<number, number>();
+  private maxReadSize = 0;
+  private countVersion = 0;
+  private readAheadKb: number | undefined;
+  private initDone = false;
+  /** unique of the INIT request while its reply is to be patched. */
+  private initUnique: bigint | undefined;
+  private initPatched = false;
+  private initHook: JSCallback | undefined;
 
   private constructor(fs: FsOps, private opts: SessionOptions) {
     this.mountpoint = opts.mountpoint;
     this.log = opts.log;
     this.done = new Promise((r) => (this.resolveDone = r));
     const lib = fuse();
-    this.ops = buildOps(fs, { maxBackground: opts.maxBackground, log: opts.log });
+    this.pt = new PassthroughTable(
+      { open: (fd) => backingOpen(this.fd, fd), close: (id) => backingClose(this.fd, id) },
+      opts.log,
+    );
+    this.ops = buildOps(fs, { maxBackground: opts.maxBackground, passthrough: this.pt, log: opts.log });
     const mountOpts = [`fsname=${opts.fsname}`, "subtype=bucketfs", "default_permissions"];
     if (opts.readOnly) mountOpts.push("ro");
     if (opts.allowOther) mountOpts.push("allow_other");
@@ -95,13 +134,7 @@ export class FuseSession {
     const entry = mountAt(opts.mountpoint);
     if (entry) {
       s.devMinor = Number(entry.dev.split(":")[1]);
-      if (opts.readAheadKb > 0) {
-        try {
-          writeFileSync(`/sys/class/bdi/${entry.dev}/read_ahead_kb`, String(opts.readAheadKb));
-        } catch (err) {
-          opts.log.debug(`cannot set read_ahead_kb for ${entry.dev}: ${(err as Error).message}`);
-        }
-      }
+      s.bdi = entry.dev;
     }
     for (let i = 0; i < Math.max(1, opts.readers); i++) {
       const fb = new Uint8Array(FUSE_BUF.size);
@@ -127,15 +160,116 @@ export class FuseSession {
         v.setBigUint64(FUSE_BUF.fsize, BigInt(n), true);
         v.setInt32(FUSE_BUF.flags, 0, true);
         v.setBigUint64(FUSE_BUF.mem, BigInt(ptr(slot.buf)), true);
+        const opcode = n >= IN_HEADER.size ? slot.buf.readUInt32LE(IN_HEADER.opcode) : 0;
+        this.count(opcode, slot.buf, n);
+        if (opcode === OPCODE.INIT && !this.initDone) this.beforeInit(slot.buf);
         try {
           fuse().fuse_session_process_buf(this.se, slot.fb);
         } catch (e) {
           // The adapter replies to every request before anything can throw here; log and go on.
           this.log.error(`processing a FUSE request: ${(e as Error).message}`);
         }
+        if (opcode === OPCODE.INIT && !this.initDone) this.afterInit();
       }
       this.arm(slot);
     });
+  }
+
+  private count(opcode: number, buf: Buffer, n: number): void {
+    this.countVersion++;
+    this.byOpcode.set(opcode, (this.byOpcode.get(opcode) ?? 0) + 1);
+    if (opcode === OPCODE.READ && n >= IN_HEADER.size + READ_IN.size + 4) {
+      const size = buf.readUInt32LE(IN_HEADER.size + READ_IN.size);
+      this.readSizes.set(size, (this.readSizes.get(size) ?? 0) + 1);
+      if (size > this.maxReadSize) this.maxReadSize = size;
+    }
+  }
+
+  /**
+   * The kernel's INIT request, before libfuse answers it. When the kernel offers passthrough
+   * (and the switch allows it), route libfuse's replies through a JS writev for this one
+   * reply, so the INIT reply can be patched to accept it: libfuse 3.14 has no API for it.
+   */
+  private beforeInit(buf: Buffer): void {
+    const offer = readInitIn(view(buf), IN_HEADER.size);
+    const refusal = passthroughRefusal(offer, this.opts.passthrough);
+    if (refusal !== undefined) {
+      this.pt.setState(refusal);
+      return;
+    }
+    this.initUnique = buf.readBigUInt64LE(IN_HEADER.unique);
+    const hook = new JSCallback(
+      (fd: number, iov: Pointer, count: number): number => {
+        if (count >= 2 && this.initUnique !== undefined && readMem.u64(readMem.ptr(iov, 0) as Pointer, OUT_HEADER.unique) === this.initUnique) {
+          const body = readMem.ptr(iov, 16) as Pointer;
+          const len = Number(readMem.u64(iov, 24));
+          this.initPatched = acceptPassthrough(new DataView(toArrayBuffer(body, 0, len)), 0, len);
+        }
+        return Number(dev().writev(fd, iov, count));
+      },
+      { args: [FFIType.i32, FFIType.ptr, FFIType.i32, FFIType.ptr], returns: FFIType.i64_fast },
+    );
+    this.initHook = hook;
+    if (!this.setCustomIo(Number(hook.ptr))) this.pt.setState("libfuse refused custom I/O");
+  }
+
+  /**
+   * struct fuse_custom_io {writev, read, splice_receive, splice_send}: libc's own functions
+   * (their signatures match; the extra userdata argument is ignored) or the INIT hook.
+   * splice_send is given so libfuse keeps splicing cached file ranges into /dev/fuse.
+   */
+  private setCustomIo(writev: number): boolean {
+    const io = nativeIo();
+    const table = new BigUint64Array([BigInt(writev), BigInt(io.read), 0n, BigInt(io.splice)]);
+    this.keep.push(table);
+    const rc = fuse().fuse_session_custom_io(this.se, table, this.fd);
+    if (rc !== 0) this.log.warn(`fuse_session_custom_io failed (${rc})`);
+    return rc === 0;
+  }
+
+  private afterInit(): void {
+    this.initDone = true;
+    if (this.initUnique !== undefined) {
+      this.initUnique = undefined;
+      // Back to libc's writev for every later reply: no JS on the reply path. (libfuse copies
+      // the table into a malloc'ed one each call; the first copy, 32 bytes, is not freed.)
+      this.setCustomIo(nativeIo().writev);
+      this.initHook?.close();
+      this.initHook = undefined;
+      if (this.pt.counters.state === "pending") {
+        this.pt.setState(this.initPatched ? undefined : "the INIT reply could not carry the passthrough flag");
+      }
+    }
+    const c = this.pt.counters;
+    if (c.state === "on") this.log.info("FUSE passthrough on: complete cached files are read by the kernel directly");
+    else this.log.info(`FUSE passthrough off (${c.reason}); cached reads go through the daemon`);
+    // INIT sets the mount's readahead to min(its default, our reply), so raise it only now.
+    if (this.opts.readAheadKb > 0 && this.bdi !== undefined) {
+      try {
+        writeFileSync(`/sys/class/bdi/${this.bdi}/read_ahead_kb`, String(this.opts.readAheadKb));
+        this.readAheadKb = this.opts.readAheadKb;
+      } catch (err) {
+        this.log.warn(`cannot set read_ahead_kb for ${this.bdi} (READs stay at 128 KiB): ${(err as Error).message}`);
+      }
+    }
+  }
+
+  /** Changes whenever a request is counted (cheap to poll; counters() builds the full view). */
+  get countersVersion(): number {
+    const c = this.pt.counters;
+    return this.countVersion + c.opens + c.cachedOpens + c.directOpens + c.backingOpen + c.backingFailures + this.pt.openIds * 1e9;
+  }
+
+  /** Requests counted since the mount, and the passthrough state. */
+  counters(): FuseCounters {
+    const requests: Record<string, number> = {};
+    for (const [op, n] of this.byOpcode) requests[OPCODE_NAME.get(op) ?? `op${op}`] = n;
+    const readSizes: Record<string, number> = {};
+    for (const [size, n] of [...this.readSizes].sort((a, b) => a[0] - b[0])) readSizes[String(size)] = n;
+    return {
+      requests, readSizes, maxReadSize: this.maxReadSize, readAheadKb: this.readAheadKb,
+      passthrough: { ...this.pt.counters, backingIdsOpen: this.pt.openIds },
+    };
   }
 
   private end(): void {
@@ -170,6 +304,7 @@ export class FuseSession {
     // before the fd is closed under them.
     for (let i = 0; i < 50 && this.pending > 0; i++) await Bun.sleep(10);
     if (this.pending > 0) this.abortConnection();
+    this.pt.closeAll();
     lib.fuse_session_unmount(this.se);
     lib.fuse_session_destroy(this.se);
     this.se = null;

@@ -97,3 +97,53 @@ export function encodeStatvfs(v: DataView, s: StatFs): void {
   u(STATVFS.favail, s.ffree);
   u(STATVFS.namemax, s.namemax);
 }
+
+// ---- The kernel protocol (linux/fuse.h), for the raw request/reply bytes bucketfs inspects ----
+// Checked against the installed header by test/unit/layout.test.ts. Debian 12's header is protocol
+// 7.38; what passthrough added in 7.40 (kernel 6.9) is not in it. Those values are marked "7.40" and
+// come from the kernel's include/uapi/linux/fuse.h (v6.9+), where they were added by
+// "fuse: implement open/create/release with passthrough" and "fuse: prepare for opening file in
+// passthrough mode" (Amir Goldstein, 2024); measured on this machine in research/passthrough-spike.md.
+
+/** struct fuse_in_header (40 bytes) at the start of every request read from /dev/fuse. */
+export const IN_HEADER = { size: 40, len: 0, opcode: 4, unique: 8, nodeid: 16 } as const;
+/** struct fuse_out_header (16 bytes) at the start of every reply. */
+export const OUT_HEADER = { size: 16, len: 0, error: 4, unique: 8 } as const;
+/** struct fuse_init_in: flags2 is valid only when flags has FUSE_INIT_EXT. */
+export const INIT_IN = { major: 0, minor: 4, maxReadahead: 8, flags: 12, flags2: 16 } as const;
+/**
+ * struct fuse_init_out (64 bytes). maxStackDepth (7.40) sits where the 7.38 header has unused[0];
+ * the test checks that `unused` starts there.
+ */
+export const INIT_OUT = {
+  size: 64, major: 0, minor: 4, maxReadahead: 8, flags: 12, maxBackground: 16, congestionThreshold: 18, maxWrite: 20,
+  timeGran: 24, maxPages: 28, flags2: 32, maxStackDepth: 36,
+} as const;
+/** struct fuse_read_in, after the in header. */
+export const READ_IN = { fh: 0, offset: 8, size: 16 } as const;
+/** struct fuse_open_out (16 bytes). backingId (7.40) is the 7.38 header's `padding`. */
+export const OPEN_OUT = { size: 16, fh: 0, openFlags: 8, backingId: 12 } as const;
+/** struct fuse_backing_map (7.40, 16 bytes): the argument of FUSE_DEV_IOC_BACKING_OPEN. */
+export const BACKING_MAP = { size: 16, fd: 0, flags: 4, padding: 8 } as const;
+
+/** Opcodes bucketfs counts by name (enum fuse_opcode). */
+export const OPCODE = {
+  LOOKUP: 1, FORGET: 2, GETATTR: 3, SETATTR: 4, READLINK: 5, OPEN: 14, READ: 15, WRITE: 16, STATFS: 17,
+  RELEASE: 18, GETXATTR: 22, LISTXATTR: 23, FLUSH: 25, INIT: 26, OPENDIR: 27, READDIR: 28, RELEASEDIR: 29,
+  ACCESS: 34, INTERRUPT: 36, DESTROY: 38, BATCH_FORGET: 42, READDIRPLUS: 44, LSEEK: 46,
+} as const;
+
+/** INIT flags (first word). */
+export const INIT_FLAG = { writebackCache: 1 << 16, initExt: 1 << 30 } as const;
+/** INIT flags2 (second word, bit n = 1ULL << (32 + n)). FUSE_PASSTHROUGH = 1ULL << 37 (7.40). */
+export const INIT_FLAG2 = { passthrough: 1 << 5 } as const;
+/** First protocol minor with passthrough. */
+export const PASSTHROUGH_MINOR = 40;
+/** fuse_open_out.open_flags. FOPEN_PASSTHROUGH = 1 << 7 (7.40). */
+export const FOPEN = { directIo: 1 << 0, keepCache: 1 << 1, passthrough: 1 << 7 } as const;
+/**
+ * /dev/fuse ioctls (7.40): FUSE_DEV_IOC_BACKING_OPEN = _IOW(229, 1, struct fuse_backing_map) and
+ * FUSE_DEV_IOC_BACKING_CLOSE = _IOW(229, 2, uint32_t). The test recomputes both with the C _IOW macro
+ * and the header's FUSE_DEV_IOC_MAGIC.
+ */
+export const DEV_IOC = { magic: 229, backingOpen: 0x4010e501, backingClose: 0x4004e502 } as const;

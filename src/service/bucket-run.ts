@@ -18,6 +18,7 @@
  * the coordination of several buckets (daemon.ts), how transfers work (prefetch.ts,
  * upload.ts), FUSE (fuse/) or the namespace (fs/).
  */
+import { fuseCountersPath, publishFuseCounters } from "./fuse-counters.ts";
 import { closeSync, constants, openSync, readFileSync } from "node:fs";
 import type { Database } from "bun:sqlite";
 import type { BucketConfig } from "../config/types.ts";
@@ -149,6 +150,8 @@ interface Held {
   /** Lease and commit records of the workdir (none without a workdir). */
   owner?: WorkdirOwner;
   session?: FuseSession;
+  /** Stops publishing the session's request counters (writes a last copy). */
+  stopCounters?: () => void;
   bound: boolean;
 }
 
@@ -351,9 +354,14 @@ export class BucketRun {
       this.enter("mounting");
       h.session = FuseSession.mount(h.fs, {
         mountpoint: cfg.mountpoint, fsname: `bucketfs:${cfg.bucket}`, readOnly: true,
-        allowOther: (process.getuid?.() ?? 0) === 0, readers: 2, maxBackground: 64, readAheadKb: 1024,
+        allowOther: (process.getuid?.() ?? 0) === 0, readers: 2, maxBackground: 64,
+        // 1024 KiB gives 1 MiB READs; BUCKETFS_READ_AHEAD_KB overrides it (diagnostics, benchmarks).
+        readAheadKb: Number(process.env.BUCKETFS_READ_AHEAD_KB ?? 1024) || 0,
+        passthrough: this.cfg.passthrough,
         debug: Boolean(this.opts.debugFuse), log: log.child("fuse"),
       });
+      const session = h.session;
+      h.stopCounters = publishFuseCounters(fuseCountersPath(cfg), () => session.counters(), () => session.countersVersion);
       log.info(`mounted s3://${cfg.bucket} at ${cfg.mountpoint} (read-only outside the workdir)`);
       void h.session.done.then(() => {
         if (this.current === "serving" || this.current === "syncing") {
@@ -394,6 +402,7 @@ export class BucketRun {
       const busy = busyProcesses(cfg.mountpoint);
       if (busy.length) log.warn(`${cfg.mountpoint} in use by ${busy.join(", ")}; detaching it anyway`);
       await h.session.unmount();
+      h.stopCounters?.();
       h.fs.closeAll();
       h.session = undefined;
       log.info(`unmounted ${cfg.mountpoint}`);

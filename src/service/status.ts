@@ -17,6 +17,7 @@ import type { OwnerStatus } from "./workdir-owner.ts";
 import { livePid, FSTYPE } from "./mounts.ts";
 import { walkWorkdir, type PendingFile, type UploadFailureRecord } from "./journal.ts";
 import { mountAt } from "../util/mountinfo.ts";
+import { fuseLine, fuseStatus, type FuseStatus } from "./fuse-counters.ts";
 import { errMsg, fmtBytes } from "../util/log.ts";
 
 /** Runs listed per bucket. */
@@ -47,6 +48,8 @@ export interface BucketStatus {
   };
   /** Most recent first: daemon runs and the transfers they made (prefetch, recovery, sync, upload), refusals. */
   runs: RunRecord[];
+  /** The live daemon's FUSE request counters (READs by size, passthrough), from fuse-counters.ts. */
+  fuse: FuseStatus | null;
   /** Why the index could not be read, if so. */
   error?: string;
 }
@@ -99,6 +102,7 @@ export function bucketStatus(b: BucketConfig): BucketStatus {
     section: b.section, bucket: b.bucket, mountpoint: b.mountpoint, pid,
     mount: m?.fstype === FSTYPE ? "mounted" : m ? { occupiedBy: m.fstype } : "not mounted",
     phase: null, daemonRun: null, cache: { dir: layout.root, ...du(layout.root) }, workdir: null, runs: [],
+    fuse: pid !== null ? fuseStatus(b, pid) : null,
   };
   try {
     withIndex(b, (db) => {
@@ -157,6 +161,7 @@ export function printStatus(config: Config, json = false): number {
     const running = s.pid !== null ? `running (pid ${s.pid}), ${mounted}, ${s.phase ?? "?"}` : `not running, ${mounted}${s.phase ? ` (last run: ${s.phase})` : ""}`;
     console.log(`[${s.section}] s3://${s.bucket} at ${s.mountpoint}: ${running}`);
     console.log(`  cache ${s.cache.dir}: ${s.cache.files} files, ${fmtBytes(s.cache.bytes)}`);
+    if (s.fuse) console.log(`  ${fuseLine(s.fuse)}`);
     if (s.error) console.log(`  index: ${s.error}`);
     const w = s.workdir;
     if (!w) {

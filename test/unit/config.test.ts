@@ -155,6 +155,7 @@ describe("parseConfig", () => {
         readConcurrency: 8,
         readAhead: 64 * MiB,
         leaseTime: 120,
+        passthrough: true,
       },
       expect.objectContaining({ section: "ngi-igenomes", bucket: "ngi-igenomes", workdir: undefined }),
     ]);
@@ -179,9 +180,17 @@ describe("parseConfig", () => {
       readConcurrency: DEFAULTS.readConcurrency,
       readAhead: DEFAULTS.readAhead,
       leaseTime: DEFAULTS.leaseTime,
+      passthrough: true,
     });
     expect(DEFAULTS).toMatchObject({ region: "us-east-1", cachePath: "/tmp/bucketfs", lastUploadFile: ".exitcode" });
     expect(DEFAULTS).toMatchObject({ readChunkSize: 8 * 1024 * 1024, readConcurrency: 8, readAhead: 64 * 1024 * 1024 });
+  });
+
+  test("passthrough takes yes/no and rejects anything else with the key's line", () => {
+    expect(parse1("passthrough = no").passthrough).toBe(false);
+    expect(parse1("passthrough = YES").passthrough).toBe(true);
+    expect(parse1("passthrough = off").passthrough).toBe(false);
+    expect(() => parse1("passthrough = maybe")).toThrow(/passthrough.*"maybe" is not valid; use yes or no/s);
   });
 
   test("empty values mean unset", () => {

@@ -6,7 +6,11 @@
 import { describe, expect, test } from "bun:test";
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
-import { BUFVEC, CAP, CONN, ENTRY, FILE_INFO, FORGET_DATA, FUSE_ARGS, FUSE_BUF, FUSE_BUF_FD_SEEK, FUSE_BUF_IS_FD, OPS_ORDER, OPS_SIZE, STAT, STATVFS } from "../../src/fuse/structs.ts";
+import {
+  BACKING_MAP, BUFVEC, CAP, CONN, DEV_IOC, ENTRY, FILE_INFO, FOPEN, FORGET_DATA, FUSE_ARGS, FUSE_BUF, FUSE_BUF_FD_SEEK,
+  FUSE_BUF_IS_FD, IN_HEADER, INIT_FLAG, INIT_IN, INIT_OUT, OPCODE, OPEN_OUT, OPS_ORDER, OPS_SIZE, OUT_HEADER, READ_IN,
+  STAT, STATVFS,
+} from "../../src/fuse/structs.ts";
 
 const repo = new URL("../..", import.meta.url).pathname;
 const cflags = spawnSync("pkg-config", ["--cflags", "fuse3"], { encoding: "utf8" });
@@ -52,5 +56,25 @@ describe.skipIf(!haveToolchain)("struct layouts match the installed headers", ()
     expect([L["statvfs"], L["statvfs.f_bsize"], L["statvfs.f_blocks"], L["statvfs.f_bavail"], L["statvfs.f_files"], L["statvfs.f_namemax"]]).toEqual([STATVFS.size, STATVFS.bsize, STATVFS.blocks, STATVFS.bavail, STATVFS.files, STATVFS.namemax]);
     expect([L["FUSE_CAP_ASYNC_READ"], L["FUSE_CAP_READDIRPLUS"], L["FUSE_CAP_READDIRPLUS_AUTO"], L["FUSE_CAP_PARALLEL_DIROPS"], L["FUSE_CAP_AUTO_INVAL_DATA"], L["FUSE_CAP_CACHE_SYMLINKS"]]).toEqual([CAP.asyncRead, CAP.readdirplus, CAP.readdirplusAuto, CAP.parallelDirops, CAP.autoInvalData, CAP.cacheSymlinks]);
     expect([L["FUSE_BUF_IS_FD"], L["FUSE_BUF_FD_SEEK"]]).toEqual([FUSE_BUF_IS_FD, FUSE_BUF_FD_SEEK]);
+  });
+
+  test("kernel protocol: request/reply headers, INIT, READ and OPEN bodies, opcodes", () => {
+    expect([L["fuse_in_header"], L["fuse_in_header.len"], L["fuse_in_header.opcode"], L["fuse_in_header.unique"], L["fuse_in_header.nodeid"]]).toEqual([IN_HEADER.size, IN_HEADER.len, IN_HEADER.opcode, IN_HEADER.unique, IN_HEADER.nodeid]);
+    expect([L["fuse_out_header"], L["fuse_out_header.len"], L["fuse_out_header.error"], L["fuse_out_header.unique"]]).toEqual([OUT_HEADER.size, OUT_HEADER.len, OUT_HEADER.error, OUT_HEADER.unique]);
+    expect([L["fuse_init_in.major"], L["fuse_init_in.minor"], L["fuse_init_in.max_readahead"], L["fuse_init_in.flags"], L["fuse_init_in.flags2"]]).toEqual([INIT_IN.major, INIT_IN.minor, INIT_IN.maxReadahead, INIT_IN.flags, INIT_IN.flags2]);
+    expect([L["fuse_init_out"], L["fuse_init_out.flags"], L["fuse_init_out.max_background"], L["fuse_init_out.max_write"], L["fuse_init_out.max_pages"], L["fuse_init_out.flags2"]]).toEqual([INIT_OUT.size, INIT_OUT.flags, INIT_OUT.maxBackground, INIT_OUT.maxWrite, INIT_OUT.maxPages, INIT_OUT.flags2]);
+    // 7.40's max_stack_depth is the first word of the 7.38 header's unused[]; backing_id is its padding.
+    expect(L["fuse_init_out.unused"]).toBe(INIT_OUT.maxStackDepth);
+    expect([L["fuse_read_in.fh"], L["fuse_read_in.offset"], L["fuse_read_in.size"]]).toEqual([READ_IN.fh, READ_IN.offset, READ_IN.size]);
+    expect([L["fuse_open_out"], L["fuse_open_out.fh"], L["fuse_open_out.open_flags"], L["fuse_open_out.padding"]]).toEqual([OPEN_OUT.size, OPEN_OUT.fh, OPEN_OUT.openFlags, OPEN_OUT.backingId]);
+    expect([L["FUSE_INIT"], L["FUSE_READ"], L["FUSE_OPEN"], L["FUSE_RELEASE"], L["FUSE_LOOKUP"], L["FUSE_GETATTR"], L["FUSE_READDIRPLUS"]]).toEqual([OPCODE.INIT, OPCODE.READ, OPCODE.OPEN, OPCODE.RELEASE, OPCODE.LOOKUP, OPCODE.GETATTR, OPCODE.READDIRPLUS]);
+    expect([L["FUSE_INIT_EXT"], L["FUSE_WRITEBACK_CACHE"], L["FOPEN_DIRECT_IO"], L["FOPEN_KEEP_CACHE"]]).toEqual([INIT_FLAG.initExt, INIT_FLAG.writebackCache, FOPEN.directIo, FOPEN.keepCache]);
+    // FOPEN_PASSTHROUGH (7.40) is the next bit after the header's last open flag.
+    expect(FOPEN.passthrough).toBe(L["FOPEN_PARALLEL_DIRECT_WRITES"]! << 1);
+  });
+
+  test("passthrough ioctl numbers: _IOW of the header's FUSE_DEV_IOC_MAGIC", () => {
+    expect([L["backing_map"], L["FUSE_DEV_IOC_MAGIC"]]).toEqual([BACKING_MAP.size, DEV_IOC.magic]);
+    expect([L["IOW_BACKING_OPEN"], L["IOW_BACKING_CLOSE"]]).toEqual([DEV_IOC.backingOpen, DEV_IOC.backingClose]);
   });
 });
