@@ -48,9 +48,7 @@ export interface OpenReply {
 }
 
 /** Data for a read reply: bytes, or a range of a local file that libfuse reads itself. */
-export type ReadReply =
-  | { kind: "bytes"; data: Uint8Array }
-  | { kind: "fd"; fd: number; pos: number; size: number };
+export type ReadReply = { kind: "bytes"; data: Uint8Array } | { kind: "fd"; fd: number; pos: number; size: number };
 
 export interface DirEntry {
   name: string;
