@@ -2,7 +2,8 @@
  * Workdir upload: pushes local changes of the workdir cache dir back to S3 (at shutdown).
  *
  * Is: walk (lstat, never following symlinks) → keep regular files whose stamp differs from
- * the journal baseline → parallel uploads with per-file retry/backoff → baseline update per
+ * the journal baseline → parallel uploads (one attempt per file: the store's request path
+ * retries every S3 request, the only retry policy in bucketfs) → baseline update per
  * success. Marker files (`spec.lastUploadFile`, e.g. Nextflow's `.exitcode`) go only after
  * EVERY other file succeeded, so a marker in S3 proves its outputs are there; if anything
  * failed, all markers are held back and stay dirty for the next run.
@@ -17,43 +18,21 @@
  */
 import { basename } from "node:path";
 import { StoreError, type ObjectStore } from "../store/types.ts";
+import { runAll } from "../util/async.ts";
 import { errMsg, fmtBytes, type Logger } from "../util/log.ts";
 import { lstatBig, sameStamp, stampOf, walkWorkdir, type EntryKind, type FileStamp, type TransferKind, type WalkResult, type WorkdirJournal } from "./journal.ts";
 import { RESERVED_DIR } from "./lease.ts";
 import { MAX_CONCURRENCY, PROGRESS_LOG_INTERVAL_MS, type WorkdirSpec } from "./prefetch.ts";
 
-/** Default retries per file (attempts = retries + 1). */
-export const DEFAULT_RETRIES = 4;
-/** First backoff delay; doubles per retry. */
-export const RETRY_BASE_MS = 500;
-/** Longest single backoff delay. */
-export const RETRY_MAX_MS = 30_000;
 /**
- * After this many files in a row failed with retryable errors after all their retries, the
- * store is considered unreachable and the remaining files are not attempted (they stay
- * dirty). Bounds shutdown time when S3 is down: without it, every file would wait out its
- * full backoff schedule.
+ * After this many files in a row failed with retryable errors (after the store's own retries),
+ * the store is considered unreachable and the remaining files are not attempted (they stay
+ * dirty). Bounds shutdown time when S3 is down: without it, every file would wait out the
+ * store's full retry schedule.
  */
 export const UNREACHABLE_AFTER_FILES = 3;
 /** `onProgress` byte updates are coalesced to at most one per this interval. */
 export const PROGRESS_CALLBACK_INTERVAL_MS = 250;
-
-/** Error codes of connection-level failures worth retrying when they are not already StoreErrors. */
-const RETRYABLE_CODES = new Set([
-  "ECONNRESET",
-  "ECONNREFUSED",
-  "ECONNABORTED",
-  "ETIMEDOUT",
-  "EPIPE",
-  "ENOTFOUND",
-  "EAI_AGAIN",
-  "EHOSTUNREACH",
-  "ENETUNREACH",
-  "ENETDOWN",
-  "ConnectionRefused",
-  "ConnectionClosed",
-  "UND_ERR_SOCKET",
-]);
 
 export interface UploadProgress {
   phase: "files" | "markers";
@@ -69,10 +48,6 @@ export interface UploadOptions {
   /** How the run is recorded: the stop's upload (default), a sync, or the recovery at start. */
   kind?: Exclude<TransferKind, "prefetch">;
   onProgress?: (p: UploadProgress) => void;
-  /** Retries per file after the first attempt (default 4). */
-  retries?: number;
-  /** First backoff delay in ms (default 500); tests shorten it. */
-  retryBaseMs?: number;
   /**
    * Called once every file but the markers is in S3 (and not when anything failed): writes the
    * commit record from a fresh walk. Returns the record's key, or null when none was needed. If
@@ -127,45 +102,6 @@ export function formatMode(mode: number): string {
   return "0" + mode.toString(8);
 }
 
-/** Worth another attempt: retryable StoreErrors and connection-level errors. */
-export function isRetryable(err: unknown): boolean {
-  for (let e: unknown = err, depth = 0; e !== undefined && e !== null && depth < 5; depth++) {
-    if (e instanceof StoreError) return e.retryable;
-    if (typeof e === "object") {
-      const code = (e as { code?: unknown }).code;
-      if (typeof code === "string" && RETRYABLE_CODES.has(code)) return true;
-      e = (e as { cause?: unknown }).cause;
-    } else break;
-  }
-  return false;
-}
-
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal?.aborted) return resolve();
-    const t = setTimeout(done, ms);
-    function done(): void {
-      clearTimeout(t);
-      signal?.removeEventListener("abort", done);
-      resolve();
-    }
-    signal?.addEventListener("abort", done, { once: true });
-  });
-}
-
-function backoffMs(retry: number, baseMs: number): number {
-  const d = Math.min(RETRY_MAX_MS, baseMs * 2 ** retry);
-  return d / 2 + Math.random() * (d / 2); // "equal jitter"
-}
-
-async function runPool<T>(items: T[], concurrency: number, fn: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < items.length) await fn(items[next++] as T);
-  };
-  await Promise.all(Array.from({ length: Math.min(concurrency, items.length) }, () => worker()));
-}
-
 interface Candidate {
   rel: string;
   abs: string;
@@ -186,8 +122,6 @@ export async function uploadWorkdir(
 ): Promise<UploadReport> {
   const { prefix, localDir } = spec;
   const signal = opts?.signal;
-  const retries = Math.max(0, Math.floor(opts?.retries ?? DEFAULT_RETRIES));
-  const retryBaseMs = opts?.retryBaseMs ?? RETRY_BASE_MS;
   const concurrency = Math.max(1, Math.min(MAX_CONCURRENCY, Math.floor(spec.concurrency)));
   const where = `s3://${store.bucket}/${prefix}`;
   const t0 = performance.now();
@@ -274,67 +208,56 @@ export async function uploadWorkdir(
   };
   const ticker = setInterval(logProgress, PROGRESS_LOG_INTERVAL_MS);
 
-  // 3. One file, with retries.
+  // 3. One file, one attempt (the store retried each of its requests).
   let exhaustedInARow = 0;
   let unreachable = "";
   const uploadOne = async (c: Candidate): Promise<Outcome> => {
     const key = prefix + c.rel;
-    let lastError = "not attempted";
-    let lastRetryable = false;
-    for (let attempt = 0; attempt <= retries; attempt++) {
-      if (unreachable !== "") return { ok: false, error: attempt === 0 ? `not attempted: ${unreachable}` : `${lastError} (gave up: ${unreachable})` };
-      if (signal?.aborted) return { ok: false, error: attempt === 0 ? "not attempted: upload aborted" : `aborted after: ${lastError}` };
-      if (attempt > 0) {
-        await sleep(backoffMs(attempt - 1, retryBaseMs), signal);
-        if (signal?.aborted) return { ok: false, error: `aborted after: ${lastError}` };
+    if (unreachable !== "") return { ok: false, error: `not attempted: ${unreachable}` };
+    if (signal?.aborted) return { ok: false, error: "not attempted: upload aborted" };
+    const before = lstatBig(c.abs);
+    if (before === null) return { ok: "vanished", kind: "vanished" };
+    if (!before.isFile()) return { ok: "vanished", kind: before.isSymbolicLink() ? "symlink" : "other" };
+    const stamp: FileStamp = stampOf(before);
+    const meta = {
+      mtime: formatMtime(before.mtimeNs),
+      mode: formatMode(Number(before.mode)),
+      uid: before.uid.toString(),
+      gid: before.gid.toString(),
+    };
+    inflight.set(c.rel, 0);
+    try {
+      const etag = await store.upload(key, c.abs, {
+        meta,
+        ...(signal ? { signal } : {}),
+        onProgress: (b) => {
+          inflight.set(c.rel, b);
+          emit(false);
+        },
+      });
+      const after = lstatBig(c.abs);
+      if (after !== null && sameStamp(stamp, stampOf(after))) {
+        journal.record(c.rel, stamp, etag, "upload");
+        journal.clearFailure(c.rel);
+        return { ok: true, bytes: stamp.size };
       }
-      const before = lstatBig(c.abs);
-      if (before === null) return { ok: "vanished", kind: "vanished" };
-      if (!before.isFile()) return { ok: "vanished", kind: before.isSymbolicLink() ? "symlink" : "other" };
-      const stamp: FileStamp = stampOf(before);
-      const meta = {
-        mtime: formatMtime(before.mtimeNs),
-        mode: formatMode(Number(before.mode)),
-        uid: before.uid.toString(),
-        gid: before.gid.toString(),
-      };
-      inflight.set(c.rel, 0);
-      try {
-        const etag = await store.upload(key, c.abs, {
-          meta,
-          ...(signal ? { signal } : {}),
-          onProgress: (b) => {
-            inflight.set(c.rel, b);
-            emit(false);
-          },
-        });
-        const after = lstatBig(c.abs);
-        if (after !== null && sameStamp(stamp, stampOf(after))) {
-          journal.record(c.rel, stamp, etag, "upload");
-          journal.clearFailure(c.rel);
-          return { ok: true, bytes: stamp.size };
-        }
-        // Changed while we read it: what S3 got may be torn. Not recorded: it stays dirty.
-        lastError = "file changed during upload";
-        lastRetryable = false;
-        journal.noteFailure(c.rel, lastError);
-        log.warn(`${c.rel} changed during upload (attempt ${attempt + 1}); it stays dirty`);
-      } catch (err) {
-        lastError = errMsg(err);
-        journal.noteFailure(c.rel, lastError);
-        if (signal?.aborted) return { ok: false, error: `aborted: ${lastError}` };
-        if (!isRetryable(err)) return { ok: false, error: lastError };
-        lastRetryable = true;
-        if (attempt < retries) log.warn(`upload of ${key} failed (attempt ${attempt + 1}/${retries + 1}), retrying: ${lastError}`);
-      } finally {
-        inflight.delete(c.rel);
-      }
+      // Changed while we read it: what S3 got may be torn. Not recorded: it stays dirty.
+      const error = "file changed during upload; it stays dirty for the next upload";
+      journal.noteFailure(c.rel, error);
+      log.warn(`${c.rel} changed during upload; it stays dirty`);
+      return { ok: false, error };
+    } catch (err) {
+      const error = errMsg(err);
+      journal.noteFailure(c.rel, error);
+      if (signal?.aborted) return { ok: false, error: `aborted: ${error}` };
+      return { ok: false, error, exhausted: err instanceof StoreError && err.retryable };
+    } finally {
+      inflight.delete(c.rel);
     }
-    return { ok: false, error: `${lastError} (after ${retries + 1} attempts)`, exhausted: lastRetryable };
   };
 
   const runPhase = async (items: Candidate[]): Promise<void> => {
-    await runPool(items, concurrency, async (c) => {
+    await runAll(items, concurrency, async (c) => {
       const r = await uploadOne(c);
       filesDone++;
       if (r.ok === false && r.exhausted === true) {

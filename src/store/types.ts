@@ -1,9 +1,11 @@
 /**
  * The object-store port: the only view of S3 the rest of bucketfs has.
  *
- * Is: a small interface (list, head, ranged get, download to a file, upload from a file)
- * plus the error type every implementation throws. Is not: an S3 client. The AWS SDK
- * implementation lives in `s3.ts`; nothing outside `store/` imports the SDK.
+ * Is: a small interface (list, head, ranged get, download to a file, upload from a file, a
+ * small conditional put) plus the error type every implementation throws. Is not: an S3
+ * client. The S3 implementation lives in `s3.ts` + `s3/` (one request path, one retry
+ * policy); the in-memory fake for unit tests is test/helpers/mem-store.ts, and both pass the
+ * contract suite in test/helpers/store-contract.ts.
  */
 
 /** One object as the store reports it. */
@@ -17,6 +19,11 @@ export interface ObjectInfo {
   etag: string;
   /** User metadata (`x-amz-meta-*`, lower-case names without the prefix). Only from head/get, not from list. */
   meta?: Record<string, string>;
+  /**
+   * From head/get only: true when the ETag is known NOT to be the MD5 of the bytes even though
+   * it looks like one (SSE-KMS or SSE-C encrypted objects), so it must not be used to verify them.
+   */
+  etagNotMd5?: boolean;
 }
 
 /** One directory level of a delimiter listing. */
@@ -53,14 +60,12 @@ export interface ObjectStore {
   /** True when at least one key starts with `prefix` (which ends in "/"). */
   hasPrefix(prefix: string, signal?: AbortSignal): Promise<boolean>;
   /**
-   * Bytes [start, end) of an object. With `ifMatch`, only from that ETag's version: a changed
-   * object fails with kind "precondition" instead of mixing two versions in one cache file.
-   */
-  getRange(key: string, start: number, end: number, signal?: AbortSignal, ifMatch?: string): Promise<Uint8Array>;
-  /**
    * Bytes [start, end) handed to `sink` as they arrive (each chunk with its object offset),
-   * so no chunk-sized buffer is assembled. Same errors and If-Match rule as getRange.
-   * Resolves with the number of bytes delivered.
+   * so no chunk-sized buffer is assembled. With `ifMatch`, only from that ETag's version: a
+   * changed object fails with kind "precondition" instead of mixing two versions in one cache
+   * file. Resolves with the number of bytes delivered (fewer than asked at the object's end).
+   * A failure before the first byte reached `sink` is retried inside the store; the caller
+   * verifies what a range cannot (see cache/object-digest.ts).
    */
   streamRange(
     key: string, start: number, end: number, sink: (chunk: Uint8Array, pos: number) => Promise<void>,
@@ -68,10 +73,16 @@ export interface ObjectStore {
   ): Promise<number>;
   /**
    * Stream the whole object into `destPath` (created/truncated). Returns the object's info
-   * including user metadata, as of the GET. The caller handles temp names and renames.
+   * including user metadata, as of the GET. The body is verified against what S3 says of it
+   * (MD5 ETag of a single-part object, or a full-object x-amz-checksum-*) and fetched again
+   * when it does not match; when it stays wrong the call fails with kind "corrupt". The caller
+   * handles temp names and renames (and must not keep `destPath` when this throws).
    */
   download(key: string, destPath: string, opts?: DownloadOptions): Promise<ObjectInfo>;
-  /** Upload a local file as `key` (multipart when large). Returns the new ETag. */
+  /**
+   * Upload a local file as `key` (multipart when large), read from disk part by part, every
+   * request carrying a checksum S3 verifies. Returns the new ETag.
+   */
   upload(key: string, srcPath: string, opts?: UploadOptions): Promise<string>;
   /**
    * A small object (at most SMALL_OBJECT_MAX bytes) read whole into memory with its ETag; null
@@ -81,7 +92,9 @@ export interface ObjectStore {
   /**
    * PUT a small buffer. With `ifNoneMatch` it only succeeds when the key does not exist
    * (`If-None-Match: *`); with `ifMatch` only when the object's ETag is that one (`If-Match`).
-   * A failed condition throws StoreError kind "precondition". Returns the new ETag.
+   * A failed condition throws StoreError kind "precondition". Returns the new ETag. A write S3
+   * applied whose answer was lost (then answered 412 when sent again) is accepted when the
+   * object holds exactly these bytes: put something unique (a holder id) in the body.
    */
   putSmall(key: string, body: Uint8Array, cond?: { ifNoneMatch?: boolean; ifMatch?: string }, signal?: AbortSignal): Promise<string>;
 }
@@ -98,19 +111,44 @@ export type StoreErrorKind =
   | "network"
   | "aborted"
   | "precondition"
+  /** A body that stayed different from what S3 says of it (digest mismatch) after every attempt. */
+  | "corrupt"
   | "other";
 
+export interface StoreErrorFacts {
+  cause?: unknown;
+  /** HTTP status when there was one. */
+  status?: number;
+  /** S3 error code (`SlowDown`, `NoSuchKey`, ...) or socket code (`ECONNRESET`). */
+  code?: string;
+  /** The S3 operation (`ListObjectsV2`, `GetObject`, `UploadPart`, ...). */
+  op?: string;
+  bucket?: string;
+  key?: string;
+}
+
+/** The one error type of the store: what went wrong, where, in terms fs/errors.ts maps to errno. */
 export class StoreError extends Error {
   readonly kind: StoreErrorKind;
-  /** HTTP status when there was one. */
   readonly status: number | undefined;
-  constructor(kind: StoreErrorKind, message: string, opts?: { cause?: unknown; status?: number }) {
-    super(message, { cause: opts?.cause });
+  readonly code: string | undefined;
+  readonly op: string | undefined;
+  readonly bucket: string | undefined;
+  readonly key: string | undefined;
+  constructor(kind: StoreErrorKind, message: string, facts: StoreErrorFacts = {}) {
+    super(message, { cause: facts.cause });
     this.name = "StoreError";
     this.kind = kind;
-    this.status = opts?.status;
+    this.status = facts.status;
+    this.code = facts.code;
+    this.op = facts.op;
+    this.bucket = facts.bucket;
+    this.key = facts.key;
   }
-  /** Worth retrying: throttling, 5xx, connection problems. */
+  /**
+   * S3 may well answer differently next time: throttling, 5xx, connection problems, timeouts.
+   * The store has already retried these; callers use it to tell "S3 is down" from "S3 said no".
+   */
   get retryable(): boolean {
     return this.kind === "throttled" || this.kind === "network" || (this.status !== undefined && this.status >= 500);
   }

@@ -50,7 +50,7 @@ function makeStore(fast = false): ObjectStore {
       partSize: 16 * MiB,
       transferConcurrency: 8,
     },
-    fast ? { maxAttempts: 1, connectionTimeoutMs: 1000, socketTimeoutMs: 3000 } : {},
+    fast ? { maxAttempts: 1, idleTimeoutMs: 3000 } : {},
   );
 }
 
@@ -205,7 +205,7 @@ describe("uploadWorkdir against MinIO", () => {
       const store = makeStore(true);
       killServer();
       try {
-        const r = await uploadWorkdir(store, journal, spec, log, { retries: 1, retryBaseMs: 20 });
+        const r = await uploadWorkdir(store, journal, spec, log);
         expect(r.ok).toBe(false);
         expect(r.uploaded).toBe(0);
         expect(r.failed.length).toBe(6);

@@ -10,15 +10,14 @@ import { BucketFs } from "../../src/fs/bucket-fs.ts";
 import { MetaIndex } from "../../src/cache/meta-index.ts";
 import { ObjectCache } from "../../src/cache/object-cache.ts";
 import { ROOT_INO } from "../../src/fs/inodes.ts";
-import type { ObjectStore } from "../../src/store/types.ts";
+import { MemStore } from "../helpers/mem-store.ts";
 import { logger } from "../../src/util/log.ts";
 
 const root = mkdtempSync("/tmp/bucketfs-bfs-");
 afterAll(() => rmSync(root, { recursive: true, force: true }));
 
-const noS3 = new Proxy({ bucket: "b" } as ObjectStore, {
-  get: (t, k) => (k === "bucket" ? t.bucket : () => Promise.reject(new Error(`S3 called: ${String(k)}`))),
-});
+const noS3 = new MemStore("b");
+noS3.forbidden = true;
 
 function fs() {
   const index = new MetaIndex(new Database(":memory:"));

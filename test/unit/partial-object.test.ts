@@ -6,37 +6,20 @@
 import { afterAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, readFileSync, rmSync, existsSync } from "node:fs";
 import { BLOCK_SIZE, PartialObject } from "../../src/cache/partial-object.ts";
-import { StoreError, type ObjectStore } from "../../src/store/types.ts";
+import type { ObjectStore } from "../../src/store/types.ts";
+import { MemStore } from "../helpers/mem-store.ts";
 import { logger } from "../../src/util/log.ts";
 
 const MiB = 1024 * 1024;
 const dir = mkdtempSync("/tmp/bucketfs-partial-");
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
+/** The shared in-memory store, with one object "k" and GETs taking 2 ms (so they overlap). */
 function fakeStore(data: Uint8Array, etag = "e1") {
-  const gets: { start: number; end: number; ifMatch?: string }[] = [];
-  let inflight = 0;
-  let maxInflight = 0;
-  const store = {
-    bucket: "b",
-    async getRange(_key: string, start: number, end: number, _signal?: AbortSignal, ifMatch?: string) {
-      gets.push({ start, end, ifMatch });
-      inflight++;
-      maxInflight = Math.max(maxInflight, inflight);
-      await Bun.sleep(2);
-      inflight--;
-      if (ifMatch && ifMatch !== store.etag) throw new StoreError("precondition", "changed", { status: 412 });
-      return data.slice(start, end);
-    },
-    /** Delivers the range in 256 KiB pieces, like a body arriving over the network. */
-    async streamRange(key: string, start: number, end: number, sink: (c: Uint8Array, pos: number) => Promise<void>, signal?: AbortSignal, ifMatch?: string) {
-      const bytes = await store.getRange(key, start, end, signal, ifMatch);
-      for (let off = 0; off < bytes.byteLength; off += 256 * 1024) await sink(bytes.subarray(off, off + 256 * 1024), start + off);
-      return bytes.byteLength;
-    },
-    etag,
-  };
-  return { store: store as unknown as ObjectStore & { etag: string }, gets, maxInflight: () => maxInflight };
+  const store = new MemStore("b");
+  store.put("k", data).etag = etag;
+  store.delayMs = 2;
+  return { store, gets: store.gets, maxInflight: () => store.maxInflight, setEtag: (e: string) => void (store.objects.get("k")!.etag = e) };
 }
 
 let n = 0;
@@ -55,7 +38,7 @@ describe("streamed reads", () => {
     const { p } = make(data, f.store);
     await p.ensure(0, 100);
     // Only the block asked for: nothing is read ahead before a second read shows a sequential reader.
-    expect(f.gets).toEqual([{ start: 0, end: BLOCK_SIZE, ifMatch: "e1" }]);
+    expect(f.gets).toEqual([{ key: "k", start: 0, end: BLOCK_SIZE, ifMatch: "e1" }]);
     expect(p.complete).toBe(false);
     p.discard();
   });
@@ -64,7 +47,7 @@ describe("streamed reads", () => {
     const f = fakeStore(data);
     const { p } = make(data, f.store);
     await p.ensure(30 * MiB + 5, 10);
-    expect(f.gets).toEqual([{ start: 30 * MiB, end: 31 * MiB, ifMatch: "e1" }]);
+    expect(f.gets).toEqual([{ key: "k", start: 30 * MiB, end: 31 * MiB, ifMatch: "e1" }]);
     p.discard();
   });
 
@@ -110,7 +93,7 @@ describe("streamed reads", () => {
 
   test("an object changed in S3 fails the read (If-Match) instead of mixing versions", async () => {
     const f = fakeStore(data);
-    f.store.etag = "e2";
+    f.setEtag("e2");
     const { p } = make(data, f.store);
     await expect(p.ensure(0, 10)).rejects.toMatchObject({ kind: "precondition" });
     p.discard();

@@ -1,5 +1,5 @@
 /**
- * Unit tests of the workdir engine (prefetch rules, upload ordering/retries/hold-back)
+ * Unit tests of the workdir engine (prefetch rules, upload ordering/failures/hold-back)
  * against an in-memory ObjectStore fake. Fast and deterministic; the same behaviour is
  * checked against a real MinIO in test/integration/workdir.test.ts.
  */
@@ -12,105 +12,10 @@ import { openIndex } from "../../src/cache/db.ts";
 import { walkWorkdir, WorkdirJournal } from "../../src/service/journal.ts";
 import { PrefetchError, prefetchWorkdir, type WorkdirSpec } from "../../src/service/prefetch.ts";
 import { tempNameFor } from "../../src/cache/cache-root.ts";
-import { formatMode, formatMtime, isRetryable, uploadWorkdir } from "../../src/service/upload.ts";
-import { StoreError, type DownloadOptions, type Listing, type ObjectInfo, type ObjectStore, type UploadOptions } from "../../src/store/types.ts";
+import { formatMode, formatMtime, uploadWorkdir } from "../../src/service/upload.ts";
+import { StoreError } from "../../src/store/types.ts";
+import { MemStore } from "../helpers/mem-store.ts";
 import { logger, setSink } from "../../src/util/log.ts";
-
-interface MemObject {
-  data: Uint8Array;
-  meta: Record<string, string>;
-  etag: string;
-  lastModifiedMs: number;
-}
-
-class MemStore implements ObjectStore {
-  readonly bucket = "mem-bucket";
-  readonly objects = new Map<string, MemObject>();
-  downloads: string[] = [];
-  uploads: string[] = [];
-  /** key -> error to throw on download/upload (consumed by `failTimes`). */
-  failDownload = new Map<string, Error>();
-  failUpload = new Map<string, { err: Error; times: number }>();
-  failAllUploads: Error | null = null;
-  delayMs = 0;
-
-  put(key: string, data: string | Uint8Array, meta: Record<string, string> = {}, lastModifiedMs = Date.now()): void {
-    const bytes = typeof data === "string" ? new TextEncoder().encode(data) : data;
-    this.objects.set(key, { data: bytes, meta, etag: createHash("md5").update(bytes).digest("hex"), lastModifiedMs });
-  }
-  private info(key: string, o: MemObject, withMeta: boolean): ObjectInfo {
-    return { key, size: o.data.length, lastModifiedMs: o.lastModifiedMs, etag: o.etag, ...(withMeta ? { meta: { ...o.meta } } : {}) };
-  }
-  async listDir(): Promise<Listing> {
-    throw new Error("unused");
-  }
-  async *listAll(prefix: string): AsyncIterable<ObjectInfo> {
-    for (const k of [...this.objects.keys()].sort()) {
-      const o = this.objects.get(k);
-      if (o && k.startsWith(prefix)) yield this.info(k, o, false);
-    }
-  }
-  async head(key: string): Promise<ObjectInfo | null> {
-    const o = this.objects.get(key);
-    return o ? this.info(key, o, true) : null;
-  }
-  async hasPrefix(prefix: string): Promise<boolean> {
-    return [...this.objects.keys()].some((k) => k.startsWith(prefix));
-  }
-  async getRange(key: string, start: number, end: number): Promise<Uint8Array> {
-    const o = this.objects.get(key);
-    if (!o) throw new StoreError("not-found", key);
-    return o.data.slice(start, end);
-  }
-  async streamRange(
-    key: string, start: number, end: number, sink: (chunk: Uint8Array, pos: number) => Promise<void>,
-  ): Promise<number> {
-    const data = await this.getRange(key, start, end);
-    await sink(data, start);
-    return data.byteLength;
-  }
-  async getSmall(key: string): Promise<{ body: Uint8Array; etag: string } | null> {
-    const o = this.objects.get(key);
-    return o ? { body: o.data.slice(), etag: o.etag } : null;
-  }
-  async putSmall(key: string, body: Uint8Array, cond: { ifNoneMatch?: boolean; ifMatch?: string } = {}): Promise<string> {
-    const cur = this.objects.get(key);
-    if ((cond.ifNoneMatch && cur) || (cond.ifMatch !== undefined && cur?.etag !== cond.ifMatch)) {
-      throw new StoreError("precondition", `${key}: 412`, { status: 412 });
-    }
-    this.put(key, body);
-    return this.objects.get(key)!.etag;
-  }
-  async download(key: string, destPath: string, opts?: DownloadOptions): Promise<ObjectInfo> {
-    const o = this.objects.get(key);
-    if (!o) throw new StoreError("not-found", key);
-    writeFileSync(destPath, o.data.slice(0, Math.floor(o.data.length / 2)));
-    if (this.delayMs) await new Promise((r) => setTimeout(r, this.delayMs));
-    if (opts?.signal?.aborted) throw new StoreError("aborted", "aborted");
-    const err = this.failDownload.get(key);
-    if (err) throw err;
-    writeFileSync(destPath, o.data);
-    opts?.onProgress?.(o.data.length);
-    this.downloads.push(key);
-    return this.info(key, o, true);
-  }
-  uploadAttempts = 0;
-  async upload(key: string, srcPath: string, opts?: UploadOptions): Promise<string> {
-    this.uploadAttempts++;
-    if (this.delayMs) await new Promise((r) => setTimeout(r, this.delayMs));
-    if (this.failAllUploads) throw this.failAllUploads;
-    const f = this.failUpload.get(key);
-    if (f && f.times > 0) {
-      f.times--;
-      throw f.err;
-    }
-    const data = new Uint8Array(readFileSync(srcPath));
-    this.put(key, data, opts?.meta ?? {});
-    opts?.onProgress?.(data.length);
-    this.uploads.push(key);
-    return this.objects.get(key)?.etag ?? "";
-  }
-}
 
 const root = mkdtempSync(join(tmpdir(), "bucketfs-engine-"));
 const lines: string[] = [];
@@ -150,15 +55,6 @@ describe("formats", () => {
     const t = tempNameFor("é".repeat(127));
     expect(Buffer.byteLength(t)).toBeLessThanOrEqual(255);
     expect(walkWorkdir("/nonexistent").entries).toEqual([]);
-  });
-  test("retryable classification", () => {
-    expect(isRetryable(new StoreError("network", "x"))).toBe(true);
-    expect(isRetryable(new StoreError("throttled", "x"))).toBe(true);
-    expect(isRetryable(new StoreError("other", "x", { status: 503 }))).toBe(true);
-    expect(isRetryable(new StoreError("access-denied", "x", { status: 403 }))).toBe(false);
-    expect(isRetryable(Object.assign(new Error("x"), { code: "ECONNRESET" }))).toBe(true);
-    expect(isRetryable(new Error("x", { cause: Object.assign(new Error("y"), { code: "ECONNREFUSED" }) }))).toBe(true);
-    expect(isRetryable(Object.assign(new Error("x"), { code: "EACCES" }))).toBe(false);
   });
 });
 
@@ -276,7 +172,7 @@ describe("upload", () => {
   test("a failure holds back every marker; the next run uploads the rest and then the markers", async () => {
     tree();
     store.failUpload.set("workdir/work/ab/cdef/sub/deep.txt", { err: new StoreError("access-denied", "denied", { status: 403 }), times: 1 });
-    const r = await uploadWorkdir(store, journal, spec, log, { retryBaseMs: 1 });
+    const r = await uploadWorkdir(store, journal, spec, log);
     expect(r.ok).toBe(false);
     expect(r.failed.map((f) => f.path)).toEqual(["work/ab/cdef/sub/deep.txt"]);
     expect(r.markersUploaded).toEqual([]);
@@ -296,18 +192,20 @@ describe("upload", () => {
     expect(journal.pending(spec.localDir)).toEqual([]);
   });
 
-  test("retryable errors are retried with backoff; exhausted retries fail", async () => {
+  test("one attempt per file (the store retries its requests): a failure is reported, the next run uploads it", async () => {
     mkdirSync(spec.localDir, { recursive: true });
     writeFileSync(local("a"), "a");
     writeFileSync(local("b"), "b");
-    store.failUpload.set("workdir/a", { err: new StoreError("network", "reset"), times: 2 });
-    store.failUpload.set("workdir/b", { err: new StoreError("throttled", "slow down", { status: 503 }), times: 10 });
-    const r = await uploadWorkdir(store, journal, spec, log, { retries: 3, retryBaseMs: 1 });
+    store.failUpload.set("workdir/b", { err: new StoreError("throttled", "slow down", { status: 503 }), times: 1 });
+    const r = await uploadWorkdir(store, journal, spec, log);
     expect(r.order).toEqual(["a"]);
-    expect(r.failed).toHaveLength(1);
-    expect(r.failed[0]?.path).toBe("b");
-    expect(r.failed[0]?.error).toContain("after 4 attempts");
-    expect(journal.failures().find((f) => f.path === "b")?.attempts).toBe(4);
+    expect(r.failed.map((f) => f.path)).toEqual(["b"]);
+    expect(r.failed[0]?.error).toContain("slow down");
+    expect(store.uploadAttempts).toBe(2);
+    expect(journal.failures().find((f) => f.path === "b")?.attempts).toBe(1);
+    const r2 = await uploadWorkdir(store, journal, spec, log);
+    expect(r2.order).toEqual(["b"]);
+    expect(journal.failures()).toEqual([]);
   });
 
   test("when S3 is unreachable the remaining files are not attempted (bounded shutdown time)", async () => {
@@ -315,11 +213,11 @@ describe("upload", () => {
     for (let i = 0; i < 30; i++) writeFileSync(local(`d/f${i}`), `x${i}`);
     writeFileSync(local("d/.exitcode"), "0");
     store.failAllUploads = new StoreError("network", "connect ECONNREFUSED");
-    const r = await uploadWorkdir(store, journal, spec, log, { retries: 2, retryBaseMs: 1 });
+    const r = await uploadWorkdir(store, journal, spec, log);
     expect(r.failed).toHaveLength(30);
     expect(r.markersHeldBack).toEqual(["d/.exitcode"]);
-    // Far fewer than 31 files × 3 attempts: only the first wave used its retries.
-    expect(store.uploadAttempts).toBeLessThanOrEqual(2 * spec.concurrency * 3);
+    // Far fewer than 31 files: only the first wave was attempted.
+    expect(store.uploadAttempts).toBeLessThanOrEqual(2 * spec.concurrency);
     expect(r.failed.filter((f) => f.error.startsWith("not attempted")).length).toBeGreaterThan(20);
     expect(journal.pending(spec.localDir)).toHaveLength(31);
   });
