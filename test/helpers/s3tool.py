@@ -274,7 +274,14 @@ def op_delete_many(cmd):
     return {"deleted": deleted}
 
 
+def op_uploads(cmd):
+    client = make_client(cmd)
+    r = client.list_multipart_uploads(Bucket=cmd["bucket"], Prefix=cmd.get("prefix", ""))
+    return {"uploads": [{"key": u["Key"], "upload_id": u["UploadId"]} for u in r.get("Uploads", [])]}
+
+
 OPS = {
+    "uploads": op_uploads,
     "mkbucket": op_mkbucket,
     "put": op_put,
     "put-many": op_put_many,

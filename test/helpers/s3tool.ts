@@ -110,6 +110,8 @@ export interface S3Tool {
   head(bucket: string, key: string): Promise<HeadResult | null>;
   list(bucket: string, opts?: ListOptions): Promise<ListResult>;
   deleteMany(bucket: string, which: { keys: string[] } | { prefix: string }): Promise<{ deleted: number }>;
+  /** Multipart uploads in progress under `prefix` (ListMultipartUploads). */
+  uploads(bucket: string, prefix: string): Promise<{ key: string; uploadId: string }[]>;
 }
 
 /** s3tool.py reported an error (S3 error code, or a Python exception name). */
@@ -237,6 +239,13 @@ export function s3tool(server: S3Endpoint): S3Tool {
       if (opts.workers !== undefined) args.workers = opts.workers;
       const r = await run("put-many", args);
       return arr(r, "objects").map(toPutResult);
+    },
+    async uploads(bucket, prefix) {
+      const r = await run("uploads", { bucket, prefix });
+      return (Array.isArray(r.uploads) ? r.uploads : []).map((u) => {
+        const o = obj(u);
+        return { key: str(o, "key"), uploadId: str(o, "upload_id") };
+      });
     },
     async gen(key, size, path) {
       const r = await run("gen", { key, size, path });

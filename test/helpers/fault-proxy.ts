@@ -1,0 +1,247 @@
+/**
+ * Test helper: a fault-injecting HTTP proxy on loopback, in front of a real S3 server (MinIO).
+ *
+ * Is: a plain HTTP forwarder (headers kept verbatim, so SigV4 signatures made for the proxy's
+ * host:port still verify at MinIO, which sees the same Host header) with rules that match a
+ * request by S3 operation, method, path and query and then answer with a status and S3 error
+ * code, reset the connection, stall, cut the answer's body short, or flip one byte of the
+ * answer's or the request's body. Each rule fires `times` times (after skipping `after`
+ * matches) and counts its hits; the proxy counts requests per S3 operation for every test that
+ * wants to wait on or assert request counts. Is not: a mock of S3 (every request that no rule
+ * answers itself goes to the real server), and it never listens beyond 127.0.0.1.
+ */
+import { createServer, request as httpRequest, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { Socket } from "node:net";
+
+export type S3Op =
+  | "ListObjectsV2" | "ListMultipartUploads" | "HeadObject" | "GetObject" | "PutObject" | "UploadPart"
+  | "CreateMultipartUpload" | "CompleteMultipartUpload" | "AbortMultipartUpload" | "DeleteObject" | "Other";
+
+export type FaultAction =
+  | { status: number; code?: string }
+  | { reset: true }
+  /** Hold the request this long (ms) before forwarding it; `Infinity` never answers. */
+  | { stall: number }
+  /** Forward, then send the answer's headers and only this many body bytes, and close. */
+  | { truncate: number }
+  /** Forward, and XOR this byte of the answer's body with 0xff. */
+  | { flipResponseByte: number }
+  /** XOR this byte of the request's body with 0xff on the way to the server. */
+  | { flipRequestByte: number };
+
+export interface FaultRule {
+  op?: S3Op;
+  method?: string;
+  /** Matches the raw path (`/bucket/key`, %-encoded as sent). */
+  path?: string | RegExp;
+  /** Matches the raw query string (without "?"). */
+  query?: string | RegExp;
+  action: FaultAction;
+  /** How many matches fire (default 1; Infinity for every one). */
+  times?: number;
+  /** Matches to let through before firing (default 0). */
+  after?: number;
+}
+
+export interface ActiveRule extends FaultRule {
+  /** Matching requests seen (fired or not). */
+  readonly matched: number;
+  /** Times the fault was applied. */
+  readonly fired: number;
+}
+
+export interface FaultProxy {
+  /** `http://127.0.0.1:PORT` */
+  endpoint: string;
+  port: number;
+  /** Add a rule; rules are tried in the order added, the first that fires wins. */
+  add(rule: FaultRule): ActiveRule;
+  clear(): void;
+  /** Requests seen per S3 operation (all of them, faulted or not). */
+  count(op: S3Op): number;
+  counts(): Record<string, number>;
+  /** Resolves once `count(op)` reaches `n` (or rejects after `timeoutMs`). */
+  waitFor(op: S3Op, n: number, timeoutMs?: number): Promise<void>;
+  stop(): Promise<void>;
+}
+
+function opOf(method: string, path: string, query: string): S3Op {
+  const q = new URLSearchParams(query);
+  const isBucket = path.replace(/^\/+/, "").split("/").filter((s) => s !== "").length <= 1;
+  switch (method) {
+    case "GET":
+      if (q.get("list-type") === "2") return "ListObjectsV2";
+      if (q.has("uploads")) return "ListMultipartUploads";
+      return isBucket ? "Other" : "GetObject";
+    case "HEAD":
+      return isBucket ? "Other" : "HeadObject";
+    case "PUT":
+      if (q.has("partNumber") && q.has("uploadId")) return "UploadPart";
+      return isBucket ? "Other" : "PutObject";
+    case "POST":
+      if (q.has("uploads")) return "CreateMultipartUpload";
+      if (q.has("uploadId")) return "CompleteMultipartUpload";
+      return "Other";
+    case "DELETE":
+      return q.has("uploadId") ? "AbortMultipartUpload" : "DeleteObject";
+    default:
+      return "Other";
+  }
+}
+
+function matches(pattern: string | RegExp | undefined, value: string): boolean {
+  if (pattern === undefined) return true;
+  return typeof pattern === "string" ? value.includes(pattern) : pattern.test(value);
+}
+
+export async function startFaultProxy(target: { port: number }): Promise<FaultProxy> {
+  const rules: (FaultRule & { matched: number; fired: number })[] = [];
+  const counts = new Map<S3Op, number>();
+  const waiters: { op: S3Op; n: number; resolve: () => void }[] = [];
+  const sockets = new Set<Socket>();
+
+  const pick = (op: S3Op, method: string, path: string, query: string): FaultAction | undefined => {
+    for (const r of rules) {
+      if (r.op !== undefined && r.op !== op) continue;
+      if (r.method !== undefined && r.method !== method) continue;
+      if (!matches(r.path, path) || !matches(r.query, query)) continue;
+      r.matched++;
+      if (r.matched <= (r.after ?? 0)) continue;
+      if (r.fired >= (r.times ?? 1)) continue;
+      r.fired++;
+      return r.action;
+    }
+    return undefined;
+  };
+
+  const forward = (req: IncomingMessage, res: ServerResponse, action: FaultAction | undefined): void => {
+    const up = httpRequest(
+      { host: "127.0.0.1", port: target.port, method: req.method, path: req.url, headers: req.headers, agent: false },
+      (upRes) => {
+        const headers = { ...upRes.headers };
+        res.writeHead(upRes.statusCode ?? 502, headers);
+        let pos = 0;
+        upRes.on("data", (chunk: Buffer) => {
+          let out = chunk;
+          if (action !== undefined && "flipResponseByte" in action) {
+            const i = action.flipResponseByte - pos;
+            if (i >= 0 && i < chunk.length) {
+              out = Buffer.from(chunk);
+              out[i] = out[i]! ^ 0xff;
+            }
+          }
+          if (action !== undefined && "truncate" in action) {
+            const room = action.truncate - pos;
+            if (room <= 0) {
+              upRes.destroy();
+              res.socket?.destroy();
+              return;
+            }
+            if (out.length > room) {
+              res.write(out.subarray(0, room));
+              pos += out.length;
+              upRes.destroy();
+              // Let the partial body reach the client before the connection drops.
+              setTimeout(() => res.socket?.destroy(), 20);
+              return;
+            }
+          }
+          pos += chunk.length;
+          res.write(out);
+        });
+        upRes.on("end", () => {
+          if (action !== undefined && "truncate" in action) {
+            // The answer was shorter than the cut: still drop the connection without a clean end.
+            setTimeout(() => res.socket?.destroy(), 20);
+            return;
+          }
+          res.end();
+        });
+        upRes.on("error", () => res.socket?.destroy());
+      },
+    );
+    up.on("error", () => res.socket?.destroy());
+    let pos = 0;
+    req.on("data", (chunk: Buffer) => {
+      let out = chunk;
+      if (action !== undefined && "flipRequestByte" in action) {
+        const i = action.flipRequestByte - pos;
+        if (i >= 0 && i < chunk.length) {
+          out = Buffer.from(chunk);
+          out[i] = out[i]! ^ 0xff;
+        }
+      }
+      pos += chunk.length;
+      up.write(out);
+    });
+    req.on("end", () => up.end());
+    req.on("error", () => up.destroy());
+  };
+
+  const server: Server = createServer((req, res) => {
+    const url = req.url ?? "/";
+    const qi = url.indexOf("?");
+    const path = qi < 0 ? url : url.slice(0, qi);
+    const query = qi < 0 ? "" : url.slice(qi + 1);
+    const method = req.method ?? "GET";
+    const op = opOf(method, path, query);
+    counts.set(op, (counts.get(op) ?? 0) + 1);
+    for (const w of waiters.splice(0)) {
+      if ((counts.get(w.op) ?? 0) >= w.n) w.resolve();
+      else waiters.push(w);
+    }
+    const action = pick(op, method, path, query);
+    if (action === undefined) return forward(req, res, undefined);
+    if ("status" in action) {
+      req.resume();
+      req.on("end", () => {
+        const body = method === "HEAD" ? "" : `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${action.code ?? "InternalError"}</Code><Message>injected by the fault proxy</Message></Error>`;
+        res.writeHead(action.status, { "content-type": "application/xml", "content-length": Buffer.byteLength(body) });
+        res.end(body);
+      });
+      return;
+    }
+    if ("reset" in action) {
+      req.socket.destroy();
+      return;
+    }
+    if ("stall" in action) {
+      if (action.stall !== Infinity) setTimeout(() => forward(req, res, undefined), action.stall);
+      return;
+    }
+    forward(req, res, action);
+  });
+  server.on("connection", (s: Socket) => {
+    sockets.add(s);
+    s.on("close", () => sockets.delete(s));
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const addr = server.address();
+  const port = typeof addr === "object" && addr !== null ? addr.port : 0;
+
+  return {
+    endpoint: `http://127.0.0.1:${port}`,
+    port,
+    add(rule) {
+      const r = { ...rule, matched: 0, fired: 0 };
+      rules.push(r);
+      return r;
+    },
+    clear() {
+      rules.length = 0;
+    },
+    count: (op) => counts.get(op) ?? 0,
+    counts: () => Object.fromEntries(counts),
+    waitFor(op, n, timeoutMs = 60_000) {
+      if ((counts.get(op) ?? 0) >= n) return Promise.resolve();
+      return new Promise<void>((resolve, reject) => {
+        const t = setTimeout(() => reject(new Error(`fault proxy: ${op} count stayed ${counts.get(op) ?? 0} < ${n} for ${timeoutMs} ms`)), timeoutMs);
+        waiters.push({ op, n, resolve: () => (clearTimeout(t), resolve()) });
+      });
+    },
+    async stop() {
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
