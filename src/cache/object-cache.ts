@@ -129,7 +129,7 @@ export class ObjectCache {
       return this.serve(got.path, undefined, got.object, got.downloaded);
     }
     let p = this.partials.get(key);
-    if (p && p.etag !== etag) {
+    if (p && (p.etag !== etag || p.corrupt)) {
       if (p.refs === 0) p.discard();
       this.partials.delete(key);
       p = undefined;
@@ -159,7 +159,7 @@ export class ObjectCache {
 
   releasePartial(p: PartialObject): void {
     p.refs--;
-    if (p.refs > 0 || p.complete) return;
+    if (p.refs > 0 || (p.complete && !p.corrupt)) return;
     p.discard();
     if (this.partials.get(p.key) === p) this.partials.delete(p.key);
   }

@@ -9,12 +9,17 @@
  * most `maxInflight` GETs run at once, and each streams its body into the file as it arrives
  * (no chunk-sized buffers: a 1 GiB cold read peaked at 177-195 MiB RSS against 284-300 MiB
  * with whole-chunk buffers, and was faster), so memory stays bounded whatever the object size.
- * When every block is present the file is renamed to its final name and recorded as
- * cached. Is not: the whole-object path for small files (object-cache.ts fetchWhole()).
+ * When every block is present and the whole object matches its ETag (object-digest.ts, hashed
+ * in order as blocks complete), the file is renamed to its final name and recorded as cached.
+ * The READ covering the last block of a complete object waits for that check; on a mismatch it
+ * and every later READ of this copy fail with EIO, the temp file is removed and never renamed,
+ * and the next open fetches a fresh copy. Is not: the whole-object path for small files
+ * (object-cache.ts fetchWhole()).
  */
 import { closeSync, fsync, openSync, renameSync, rmSync, ftruncateSync, write as fsWrite } from "node:fs";
-import type { ObjectStore } from "../store/types.ts";
+import { StoreError, type ObjectStore } from "../store/types.ts";
 import { errMsg, type Logger } from "../util/log.ts";
+import { StreamedDigest } from "./object-digest.ts";
 
 export const BLOCK_SIZE = 1024 * 1024;
 
@@ -59,6 +64,9 @@ export class PartialObject {
   private fdOpen = true;
   /** Set once the temp file has been renamed to its final name (`complete` is true earlier). */
   private renamed = false;
+  private digest: StreamedDigest;
+  /** Set when the whole object did not match its ETag: every READ of this copy fails with it. */
+  corrupt: StoreError | undefined;
   refs = 0;
 
   constructor(
@@ -77,10 +85,16 @@ export class PartialObject {
     this.fd = openSync(tmpPath, "w+", 0o600);
     ftruncateSync(this.fd, size);
     this.window = o.chunkBlocks;
+    this.digest = new StreamedDigest(etag, size, tmpPath, BLOCK_SIZE, async () => (await store.head(key))?.etagNotMd5 === true);
   }
 
   get complete(): boolean {
     return this.presentCount === this.blocks;
+  }
+
+  /** True once the copy is verified and renamed into place: reads need no more waiting. */
+  get done(): boolean {
+    return this.renamed;
   }
 
   /** The path readers should open: the final one once renamed into place (after the fsync). */
@@ -90,7 +104,20 @@ export class PartialObject {
 
   /** Wait until bytes [off, off+len) are in the file; schedule read-ahead for sequential readers. */
   async ensure(off: number, len: number): Promise<void> {
-    if (this.complete || len <= 0 || off >= this.size) return;
+    if (this.corrupt) throw this.corrupt;
+    if (this.renamed || len <= 0 || off >= this.size) return;
+    await this.ensureBlocks(off, len);
+    // The READ that covers the last byte waits for the whole-object check once the object is
+    // complete, so a reader that reads to the end learns of a bad copy before EOF.
+    if (this.complete && off + len >= this.size) {
+      this.finish();
+      await this.finished;
+      if (this.corrupt) throw this.corrupt;
+    }
+  }
+
+  private async ensureBlocks(off: number, len: number): Promise<void> {
+    if (this.complete) return;
     const first = Math.floor(off / BLOCK_SIZE);
     const last = Math.floor((Math.min(off + len, this.size) - 1) / BLOCK_SIZE);
     // The kernel issues a sequential reader's READs several at a time and they may arrive out of
@@ -195,6 +222,7 @@ export class PartialObject {
           this.presentCount++;
         }
       }
+      this.digest.advance(this.present);
     } finally {
       for (let k = a; k <= b; k++) this.inflight.delete(k);
       this.release();
@@ -205,6 +233,12 @@ export class PartialObject {
   private finish(): void {
     this.finished ??= (async () => {
       try {
+        if (!(await this.digest.result())) {
+          this.corrupt = new StoreError("corrupt", `[cache] ${this.key}: the fetched object does not match its ETag ${this.etag}; not cached`, { key: this.key, code: "BodyDigestMismatch" });
+          this.log.error(`${this.key}: the streamed copy does not match its ETag ${this.etag} (MD5); reads of it fail with EIO, it is not cached, the next open fetches it again`);
+          rmSync(this.tmpPath, { force: true });
+          return;
+        }
         // Durable before it is named as complete; async so the loop keeps serving reads.
         await new Promise<void>((res, rej) => fsync(this.fd, (e) => (e ? rej(e) : res())));
         renameSync(this.tmpPath, this.finalPath);
@@ -220,8 +254,9 @@ export class PartialObject {
 
   /** Drop an incomplete object: cancel GETs, remove the temp file. */
   discard(): void {
-    if (this.complete || this.discarded) return;
+    if ((this.complete && !this.corrupt) || this.discarded) return;
     this.discarded = true;
+    this.digest.stop();
     this.abort.abort();
     if (this.running === 0) this.closeFd();
     rmSync(this.tmpPath, { force: true });

@@ -141,7 +141,7 @@ export class BucketFs implements FsOps {
     const h = this.fileHandles.get(fh);
     if (!h) throw new FsError(E.EBADF, `bad file handle ${fh}`);
     const serve = (): ReadReply | Promise<ReadReply> => (this.o.copyReads ? copyRead(h.fd, size, offset) : { kind: "fd", fd: h.fd, pos: offset, size });
-    if (!h.partial || h.partial.complete) return serve();
+    if (!h.partial || h.partial.done) return serve();
     return h.partial.ensure(offset, size).then(serve);
   }
 

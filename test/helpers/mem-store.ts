@@ -34,6 +34,8 @@ export class MemStore implements ObjectStore {
   /** Every call fails: proves a code path never touches the store. */
   forbidden = false;
   delayMs = 0;
+  /** key -> object offset whose byte streamRange delivers flipped (a corrupted body on the wire). */
+  flipByte = new Map<string, number>();
   /** streamRange hands bytes to the sink in pieces of this size. */
   pieceBytes = 256 * 1024;
   private inflight = 0;
@@ -115,7 +117,12 @@ export class MemStore implements ObjectStore {
     if (ifMatch !== undefined && ifMatch !== o.etag) {
       throw new StoreError("precondition", `[mem] GetObject ${this.bucket}/${key}: 412 PreconditionFailed`, { status: 412, code: "PreconditionFailed", op: "GetObject", bucket: this.bucket, key });
     }
-    const bytes = o.data.subarray(Math.min(start, o.data.length), Math.min(end, o.data.length));
+    let bytes = o.data.subarray(Math.min(start, o.data.length), Math.min(end, o.data.length));
+    const flip = this.flipByte.get(key);
+    if (flip !== undefined && flip >= start && flip < start + bytes.byteLength) {
+      bytes = bytes.slice();
+      bytes[flip - start]! ^= 0xff;
+    }
     for (let off = 0; off < bytes.byteLength; off += this.pieceBytes) {
       aborted(signal, "GetObject", key);
       await sink(bytes.slice(off, off + this.pieceBytes), start + off);

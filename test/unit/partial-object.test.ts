@@ -99,6 +99,38 @@ describe("streamed reads", () => {
     p.discard();
   });
 
+  test("a copy that does not match its MD5 ETag: the last READ fails (corrupt), nothing is cached", async () => {
+    const small = data.subarray(0, 10 * MiB + 7);
+    const store = new MemStore("b");
+    const etag = store.put("k", small).etag;
+    store.flipByte.set("k", 5 * MiB + 3);
+    n++;
+    const completed: PartialObject[] = [];
+    const p = new PartialObject("k", etag, small.length, `${dir}/t${n}`, `${dir}/f${n}`, store, (x) => completed.push(x), logger("t"), { chunkBlocks: 4, maxWindowBlocks: 16, maxInflight: 3 });
+    let failed: unknown;
+    for (let off = 0; off < small.length && failed === undefined; off += 128 * 1024) {
+      await p.ensure(off, 128 * 1024).catch((e) => (failed = e));
+    }
+    expect(failed).toMatchObject({ kind: "corrupt" });
+    await expect(p.ensure(0, 10)).rejects.toMatchObject({ kind: "corrupt" });
+    expect(completed).toEqual([]);
+    expect(existsSync(`${dir}/f${n}`)).toBe(false);
+    expect(existsSync(p.tmpPath)).toBe(false);
+  });
+
+  test("a copy that matches its MD5 ETag is renamed into place after the last READ", async () => {
+    const small = data.subarray(0, 10 * MiB + 7);
+    const store = new MemStore("b");
+    const etag = store.put("k", small).etag;
+    n++;
+    const completed: PartialObject[] = [];
+    const p = new PartialObject("k", etag, small.length, `${dir}/t${n}`, `${dir}/f${n}`, store, (x) => completed.push(x), logger("t"), { chunkBlocks: 4, maxWindowBlocks: 16, maxInflight: 3 });
+    for (let off = 0; off < small.length; off += 128 * 1024) await p.ensure(off, 128 * 1024);
+    expect(p.done).toBe(true);
+    expect(completed).toHaveLength(1);
+    expect(Buffer.compare(readFileSync(`${dir}/f${n}`), Buffer.from(small))).toBe(0);
+  });
+
   test("discard removes the temp file", async () => {
     const f = fakeStore(data);
     const { p } = make(data, f.store);

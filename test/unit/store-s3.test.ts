@@ -8,7 +8,7 @@ import { createHash } from "node:crypto";
 import { signRequest } from "../../src/store/s3/sign.ts";
 import { isRetryable, s3Error, toStoreError } from "../../src/store/s3/errors.ts";
 import { decodeKey } from "../../src/store/s3/list.ts";
-import { bodyCheck, crc32Base64, multipartEtag } from "../../src/store/s3/checksum.ts";
+import { bodyCheck, crc32Base64, multipartEtag } from "../../src/store/checksum.ts";
 import { StoreError } from "../../src/store/types.ts";
 
 const where = { op: "GetObject", bucket: "b", key: "k" };

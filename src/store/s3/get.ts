@@ -12,7 +12,7 @@ import { open, type FileHandle } from "node:fs/promises";
 import { fmtBytes, logger } from "../../util/log.ts";
 import { SMALL_OBJECT_MAX, StoreError, type DownloadOptions, type ObjectInfo } from "../types.ts";
 import { s3Error } from "./errors.ts";
-import { bodyCheck } from "./checksum.ts";
+import { bodyCheck } from "../checksum.ts";
 import { infoFromHeaders } from "./head.ts";
 import { etagNotMd5, send, unquote, type S3Context } from "./request.ts";
 

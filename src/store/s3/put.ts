@@ -19,7 +19,7 @@ import { stat } from "node:fs/promises";
 import { createLimiter, linkSignals, runAll } from "../../util/async.ts";
 import { fmtBytes, logger } from "../../util/log.ts";
 import { StoreError, type UploadOptions } from "../types.ts";
-import { crc32Base64, crc32ToBase64, multipartEtag } from "./checksum.ts";
+import { crc32Base64, crc32ToBase64, multipartEtag } from "../checksum.ts";
 import { headObject } from "./head.ts";
 import { send, unquote, type Body, xmlBlocks, xmlEscape, xmlValue, type S3Context } from "./request.ts";
 import { s3Error } from "./errors.ts";

@@ -7,7 +7,7 @@
  * `crc32Base64` for uploads, and `md5Etag` (the ETag a body or a list of parts must have).
  * Measured here (Bun.CryptoHasher / Bun.hash.crc32, 64 MiB buffers): CRC32 0.13 s/GiB,
  * SHA-256 1.0 s/GiB, SHA-1 1.1 s/GiB, MD5 2.7 s/GiB. Is not: the whole-object check of
- * ranged reads (cache/object-digest.ts builds on `etagDigest` here).
+ * ranged reads (cache/object-digest.ts builds on `etagDigest` here; S3 requests are in s3/).
  * CRC32C and CRC64NVME have no native implementation in Bun: objects carrying only those (and
  * multipart objects without a full-object checksum) are checked for length only.
  */
