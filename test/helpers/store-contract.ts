@@ -122,15 +122,19 @@ export function storeContract(name: string, make: () => Promise<ContractHarness>
       expect((await errorOf(h.store.upload("c/up/none", join(tmp, "missing")))).kind).toBe("other");
     });
 
-    test("putBytes: If-None-Match * creates once; If-Match replaces only the named version", async () => {
+    test("putSmall / getSmall: If-None-Match creates once; If-Match replaces only the named version", async () => {
       const key = `c/lease-${Math.random().toString(36).slice(2)}`;
-      const e1 = await h.store.putBytes(key, enc("one"), { ifNoneMatch: "*" });
+      const e1 = await h.store.putSmall(key, enc("one"), { ifNoneMatch: true });
       expect(e1).toBe(md5(enc("one")));
-      expect((await errorOf(h.store.putBytes(key, enc("two"), { ifNoneMatch: "*" }))).kind).toBe("precondition");
-      expect((await errorOf(h.store.putBytes(key, enc("two"), { ifMatch: md5(enc("other")) }))).kind).toBe("precondition");
-      const e2 = await h.store.putBytes(key, enc("two"), { ifMatch: e1 });
+      expect((await errorOf(h.store.putSmall(key, enc("two"), { ifNoneMatch: true }))).kind).toBe("precondition");
+      expect((await errorOf(h.store.putSmall(key, enc("two"), { ifMatch: md5(enc("other")) }))).kind).toBe("precondition");
+      const e2 = await h.store.putSmall(key, enc("two"), { ifMatch: e1 });
       expect(e2).toBe(md5(enc("two")));
       expect(new TextDecoder().decode((await h.read(key))?.body)).toBe("two");
+      const got = await h.store.getSmall(key);
+      expect(got?.etag).toBe(e2);
+      expect(new TextDecoder().decode(got?.body)).toBe("two");
+      expect(await h.store.getSmall("c/absent-record")).toBeNull();
     });
 
     test("an aborted signal: kind aborted", async () => {

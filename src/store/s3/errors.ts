@@ -8,6 +8,7 @@
  */
 import { redact } from "../../util/log.ts";
 import { StoreError, type StoreErrorKind } from "../types.ts";
+import { xmlText } from "./xml.ts";
 
 /** Where a failure happened, for the message and the error's fields. */
 export interface Where {
@@ -54,8 +55,8 @@ function prefix(w: Where): string {
 
 /** An error answer from S3: `status` and the `<Code>`/`<Message>` of its XML body (empty for HEAD). */
 export function s3Error(w: Where, status: number, body: string): StoreError {
-  const code = /<Code>([^<]*)<\/Code>/.exec(body)?.[1] ?? statusName(status);
-  const message = (/<Message>([^<]*)<\/Message>/.exec(body)?.[1] ?? "").replace(/\s+/g, " ").trim();
+  const code = xmlText(/<Code>([^<]*)<\/Code>/.exec(body)?.[1] ?? statusName(status));
+  const message = xmlText(/<Message>([^<]*)<\/Message>/.exec(body)?.[1] ?? "").replace(/\s+/g, " ").trim();
   return new StoreError(kindOf(status, code), redact(`${prefix(w)}: ${status} ${code}${message ? `: ${message}` : ""}`), {
     status, code, op: w.op, bucket: w.bucket, key: w.key,
   });

@@ -200,16 +200,12 @@ async function complete(ctx: S3Context, key: string, uploadId: string, parts: Do
     `<CompleteMultipartUpload xmlns="http://s3.amazonaws.com/doc/2006-03-01/">` +
     parts.map((p) => `<Part><PartNumber>${p.n}</PartNumber><ETag>"${xmlEscape(p.etag)}"</ETag>${p.crc ? `<ChecksumCRC32>${p.crc}</ChecksumCRC32>` : ""}</Part>`).join("") +
     `</CompleteMultipartUpload>`;
-  let sent = 0;
   const where = { op: "CompleteMultipartUpload", bucket: ctx.bucket, key };
   try {
     return await send(ctx, {
       op: "CompleteMultipartUpload", method: "POST", key, query: [["uploadId", uploadId]],
       headers: { "content-type": "application/xml" },
-      body: () => {
-        sent++;
-        return xml;
-      },
+      body: () => xml,
     }, async (res) => {
       const text = await res.text();
       if (xmlBlocks(text, "Error").length > 0 || text.includes("<Error>")) throw s3Error(where, 500, text);
@@ -220,7 +216,9 @@ async function complete(ctx: S3Context, key: string, uploadId: string, parts: Do
       return unquote(etag);
     }, signal);
   } catch (err) {
-    if (!(err instanceof StoreError && err.code === "NoSuchUpload" && sent > 1)) throw err;
+    // Not only after our own retry: Bun's fetch itself resends a request whose pooled connection
+    // closed before the answer, so a first-attempt NoSuchUpload can be the same lost answer.
+    if (!(err instanceof StoreError && err.code === "NoSuchUpload")) throw err;
     const expected = multipartEtag(parts.map((p) => p.etag));
     const now = await headObject(ctx, key, signal);
     if (now !== null && now.size === size && expected !== undefined && now.etag === expected) {
@@ -242,9 +240,10 @@ async function abortUpload(ctx: S3Context, key: string, uploadId: string): Promi
 }
 
 /**
- * A small object from memory, optionally conditional. A retried conditional PUT whose first
- * attempt S3 applied but whose answer was lost is answered 412; that is accepted when the object
- * now holds exactly these bytes (its ETag is their MD5).
+ * A small object from memory, optionally conditional. A conditional PUT that S3 applied but whose
+ * answer was lost is answered 412 when sent again (by our retry, or by Bun's fetch resending on a
+ * fresh connection); a 412 is therefore accepted when the object now holds exactly these bytes
+ * (its ETag is their MD5). Callers put something unique in the body (a holder id) for that.
  */
 export async function putSmall(
   ctx: S3Context, key: string, body: Uint8Array, cond: { ifNoneMatch?: boolean; ifMatch?: string } = {}, signal?: AbortSignal,
@@ -252,17 +251,10 @@ export async function putSmall(
   const headers: Record<string, string> = { "content-type": "application/json", "x-amz-checksum-crc32": crc32Base64(body) };
   if (cond.ifNoneMatch) headers["if-none-match"] = "*";
   if (cond.ifMatch !== undefined) headers["if-match"] = `"${cond.ifMatch}"`;
-  let sent = 0;
   try {
-    return await send(ctx, {
-      op: "PutObject", method: "PUT", key, headers,
-      body: () => {
-        sent++;
-        return body;
-      },
-    }, async (res) => unquote(res.headers.get("etag")), signal);
+    return await send(ctx, { op: "PutObject", method: "PUT", key, headers, body: () => body }, async (res) => unquote(res.headers.get("etag")), signal);
   } catch (err) {
-    if (!(err instanceof StoreError && err.kind === "precondition" && sent > 1)) throw err;
+    if (!(err instanceof StoreError && err.kind === "precondition")) throw err;
     const now = await headObject(ctx, key, signal);
     if (now !== null && now.etag === createHash("md5").update(body).digest("hex")) {
       log.info(`PutObject ${ctx.bucket}/${key}: a conditional write answered 412, but the object holds exactly these bytes (a lost answer to our own write); accepted`);
