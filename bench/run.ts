@@ -15,7 +15,10 @@
  *   5. stop-time upload of a workdir (1,000 × 64 KiB + 2 × 256 MiB) written through the mount:
  *      bucketfs SIGTERM → exit, peers `umount` → exit, and until every object is in S3
  *      (checked with s3tool list; rclone is also measured when left running until its
- *      write-back finishes, because it does not upload at unmount).
+ *      write-back finishes, because it does not upload at unmount); the serving process' peak
+ *      RSS and CPU time during the stop. The stop of 10,000 × 64 KiB files (per-file CPU) is
+ *      bench/stop-upload.ts with BENCH_SMALL=10000 BENCH_BIG=0; the store's CPU per small PUT
+ *      and per GiB of a verified cold read are in bench/store-cpu.ts.
  *
  * Page caches are dropped (`sync; echo 3 > /proc/sys/vm/drop_caches`) before every cold
  * measurement. Each measurement runs 3 times when one run takes < 20 s (median reported).
@@ -684,6 +687,8 @@ async function main(): Promise<void> {
     const writeRow = row({ id: "wd_write", metric: `workdir: write ${desc} through the mount (cp -r)`, unit: "s", better: "lower", cells: {} });
     const stopRow = row({ id: "wd_stop", metric: `workdir: stop (bucketfs SIGTERM / peers umount) → exited and all ${wdFiles} files in S3`, unit: "s", better: "lower", cells: {} });
     const totalRow = row({ id: "wd_total", metric: `workdir: write + stop → exited and all ${wdFiles} files in S3`, unit: "s", better: "lower", cells: {}, target: { kind: "peer", factor: 1.5, text: "≥ 1.5× faster peer (upload)" } });
+    const stopRssRow = row({ id: "wd_stop_rss", metric: "workdir: peak RSS of the serving process during the stop (max of runs)", unit: "MiB", better: "lower", cells: {}, target: { kind: "max", max: 250, text: "≤ 250 MiB" } });
+    const stopCpuRow = row({ id: "wd_stop_cpu", metric: "workdir: CPU time of the serving process during the stop (median)", unit: "s", better: "lower", cells: {} });
 
     /** Polls S3 until `prefix/` holds all workdir files (count and bytes); returns when, or null at the cap. */
     const waitAllInS3 = async (s3c: S3Tool, prefix: string, capMs: number): Promise<number | null> => {
@@ -717,7 +722,17 @@ async function main(): Promise<void> {
               const tw0 = performance.now();
               await sh(`cp -r '${wdSrc}/.' '${dest}/'`, { timeoutS: 1800 });
               const tw1 = performance.now();
-              const st = await m.stop();
+              // RSS and CPU of the serving process from SIGTERM/umount to its exit, sampled every
+              // 20 ms (the last CPU sample is at most 20 ms before the exit).
+              const cpu0 = cpuSeconds(m.pid);
+              let cpuLast = cpu0;
+              let peakKiB = rssKiB(m.pid) ?? 0;
+              const sampler = setInterval(() => {
+                const c = cpuSeconds(m.pid);
+                if (c > 0) cpuLast = c;
+                peakKiB = Math.max(peakKiB, rssKiB(m.pid) ?? 0);
+              }, 20);
+              const st = await m.stop().finally(() => clearInterval(sampler));
               recordRequests(`workdir write + stop`, sys, q0, await s3Requests(server));
               const tExit = tw1 + st.ms;
               if (st.timedOut) throw new Error(`${sys} did not exit within the stop timeout`);
@@ -731,6 +746,8 @@ async function main(): Promise<void> {
                 stop: tDone === null ? null : ((firstCheckAfterExit ? tExit : tDone) - tw1) / 1000,
                 total: tDone === null ? null : ((firstCheckAfterExit ? tExit : tDone) - tw0) / 1000,
                 code: st.code,
+                rssMiB: peakKiB / 1024,
+                cpuS: cpuLast - cpu0,
               };
               log(`  ${sys} rep ${rep}: write ${fmtNum(r.write)} s, stop ${r.stop === null ? `DNF (not all in S3 ${cap / 1000} s after exit)` : `${fmtNum(r.stop)} s`}, exit code ${st.code}`);
               await m.cleanup();
@@ -744,12 +761,14 @@ async function main(): Promise<void> {
         }),
       );
       if (isFailed(res)) {
-        writeRow.cells[sys] = stopRow.cells[sys] = totalRow.cells[sys] = res.failed;
+        writeRow.cells[sys] = stopRow.cells[sys] = totalRow.cells[sys] = stopRssRow.cells[sys] = stopCpuRow.cells[sys] = res.failed;
         continue;
       }
       writeRow.cells[sys] = cellOf(res.values.map((v) => v.write));
       stopRow.cells[sys] = cellOf(res.values.map((v) => v.stop));
       totalRow.cells[sys] = cellOf(res.values.map((v) => v.total));
+      stopRssRow.cells[sys] = cellOf([Math.max(...res.values.map((v) => v.rssMiB))]);
+      stopCpuRow.cells[sys] = cellOf(res.values.map((v) => v.cpuS));
       if (res.values.some((v) => v.code !== 0 && v.code !== null)) notes.push(`${sys}: non-zero exit code after stop: ${res.values.map((v) => v.code).join(", ")}.`);
     }
 

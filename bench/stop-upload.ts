@@ -82,8 +82,8 @@ try {
       clearInterval(sampler);
       const usage = d.proc.resourceUsage();
       const cpuS = usage ? Number(usage.cpuTime.user + usage.cpuTime.system) / 1e6 - cpu0 : NaN;
-      // maxRSS is in KiB on Linux (getrusage ru_maxrss).
-      const hwmMiB = usage ? usage.maxRSS / 1024 : NaN;
+      // Bun reports maxRSS in bytes (getrusage's KiB, converted; checked against VmRSS samples).
+      const hwmMiB = usage ? usage.maxRSS / MiB : NaN;
       lap(`daemon exited ${code}`);
       const log = d.log();
       if (code !== 0) throw new Error(`daemon exited ${code}:\n${log}`);
