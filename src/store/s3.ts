@@ -21,9 +21,6 @@ import { listPages } from "./s3/list.ts";
 import { putSmall, upload, type PutContext } from "./s3/put.ts";
 import { s3Context, type RetryPolicy } from "./s3/request.ts";
 
-export { toStoreError } from "./s3/errors.ts";
-export { requestCounts } from "./s3/request.ts";
-
 const log = logger("s3");
 
 /** The part of a bucket's configuration the store needs. */

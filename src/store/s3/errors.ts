@@ -26,7 +26,7 @@ const THROTTLED = new Set(["SlowDown", "Throttling", "ThrottlingException", "Too
 /** S3 codes that say "send it again": the request or its body was damaged or too slow on the way. */
 export const RETRY_CODES = new Set([
   "RequestTimeout", "BadDigest", "XAmzContentSHA256Mismatch", "XAmzContentChecksumMismatch", "InvalidChecksum",
-  "InternalError", "ExpiredToken", "TokenRefreshRequired", "RequestTimeTooSkewed", "IncompleteBody",
+  "InternalError", "ExpiredToken", "TokenRefreshRequired", "IncompleteBody",
 ]);
 /** Codes after which the credentials are fetched again before the next attempt. */
 export const REFRESH_CODES = new Set(["ExpiredToken", "TokenRefreshRequired", "InvalidToken"]);

@@ -102,9 +102,6 @@ export interface Attempt {
   signal: AbortSignal;
 }
 
-/** Counts requests per operation (bench and debug logs). */
-export const requestCounts = new Map<string, number>();
-
 /**
  * One S3 request with the retry policy. `read` consumes the response (inside the attempt);
  * what it returns is the result. What it throws is mapped and retried by the same rule.
@@ -167,7 +164,6 @@ async function attempt<T>(
     signRequest(req.method, ctx.host, path, query, headers, creds, ctx.region);
     const qs = query.map(([k, v]) => (v === "" ? uriEncode(k) : `${uriEncode(k)}=${uriEncode(v)}`)).join("&");
     const url = `${ctx.origin}${path}${qs ? `?${qs}` : ""}`;
-    requestCounts.set(req.op, (requestCounts.get(req.op) ?? 0) + 1);
     const init = { method: req.method, headers, body, signal: link.signal, redirect: "manual", decompress: false } as RequestInit;
     const res = await fetch(url, init);
     arm();
