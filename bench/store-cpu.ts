@@ -62,7 +62,10 @@ try {
   console.log(`small PUTs: ${PUTS} x 64 KiB, 16 at a time: ${putS.toFixed(2)} s, process CPU ${putCpu.toFixed(2)} s = ${((putCpu * 1000) / PUTS).toFixed(3)} ms per PUT (${SRC})`);
 
   // (2) cold streamed read
-  const [obj] = await s3tool(server).putMany("cpu", { keys: ["big/obj"], size: READ_MIB * MiB });
+  const bigSrc = join(tmp, "big.src");
+  writeRandom(bigSrc, READ_MIB * MiB);
+  const obj = await s3tool(server).put("cpu", "big/obj", { file: bigSrc });
+  rmSync(bigSrc);
   const info = await store.head("big/obj");
   const size = READ_MIB * MiB;
   let done = false;
