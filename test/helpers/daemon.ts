@@ -177,18 +177,3 @@ export function sh(cmd: string, timeoutMs = 60_000): { code: number; out: string
   const r = spawnSync("bash", ["-c", cmd], { encoding: "utf8", timeout: timeoutMs });
   return { code: r.status ?? -1, out: r.stdout ?? "", err: r.stderr ?? "" };
 }
-
-/**
- * `sh` without blocking this process: needed when something this process serves (the fault
- * proxy of test/helpers/fault-proxy.ts) sits between the command and S3.
- */
-export async function shAsync(cmd: string, timeoutMs = 60_000): Promise<{ code: number; out: string; err: string }> {
-  const p = Bun.spawn(["bash", "-c", cmd], { stdout: "pipe", stderr: "pipe", stdin: "ignore" });
-  const timer = setTimeout(() => p.kill("SIGKILL"), timeoutMs);
-  try {
-    const [out, err, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
-    return { code: p.signalCode ? -1 : code, out, err };
-  } finally {
-    clearTimeout(timer);
-  }
-}

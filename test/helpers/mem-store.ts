@@ -33,6 +33,10 @@ export class MemStore implements ObjectStore {
   failAllUploads: Error | null = null;
   /** Every call fails: proves a code path never touches the store. */
   forbidden = false;
+  /** When set, every call fails with this error (S3 unreachable). */
+  down: Error | undefined;
+  /** Calls per method (listDir, listAll, head, hasPrefix, streamRange, download, upload, getSmall, putSmall). */
+  readonly counts: Record<string, number> = {};
   delayMs = 0;
   /** key -> object offset whose byte streamRange delivers flipped (a corrupted body on the wire). */
   flipByte = new Map<string, number>();
@@ -52,6 +56,8 @@ export class MemStore implements ObjectStore {
 
   private async enter(what: string): Promise<void> {
     if (this.forbidden) throw new Error(`S3 called: ${what}`);
+    this.counts[what] = (this.counts[what] ?? 0) + 1;
+    if (this.down) throw this.down;
     this.inflight++;
     this.maxInflight = Math.max(this.maxInflight, this.inflight);
     try {

@@ -3,7 +3,7 @@
  * (test/helpers/fault-proxy.ts), against the S3 store and the real daemon. Every claim about
  * S3 is checked with boto3 (test/helpers/s3tool.ts) against MinIO directly; waits are on the
  * proxy's request counters, never on sleeps or log text. The proxy runs in this process, so
- * everything that reads the mount runs as a child process (shAsync): a synchronous read here
+ * everything that reads the mount runs as a child process (test/helpers/run.ts): a synchronous read here
  * would stop the proxy that has to answer it.
  *
  * Shows (issue 8): LIST answered 503 SlowDown or reset is retried (store, daemon start with a
@@ -19,7 +19,8 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "no
 import { join } from "node:path";
 import { createS3Store } from "../../src/store/s3.ts";
 import { StoreError, type ObjectStore } from "../../src/store/types.ts";
-import { removeDir, shAsync, startDaemon, type DaemonHandle } from "../helpers/daemon.ts";
+import { removeDir, startDaemon, type DaemonHandle } from "../helpers/daemon.ts";
+import { run } from "../helpers/run.ts";
 import { startFaultProxy, type FaultProxy } from "../helpers/fault-proxy.ts";
 import { startS3Server, TEST_ROOT, type S3Server } from "../helpers/s3server.ts";
 import { s3tool, type S3Tool } from "../helpers/s3tool.ts";
@@ -200,14 +201,14 @@ describe("daemon through the fault proxy", () => {
     await s3.put(BUCKET, "ctl2/plain", { text: "p" });
     const slow2 = proxy.add({ op: "ListObjectsV2", query: "prefix=fresh%2F", action: { status: 503, code: "SlowDown" } });
     const reset2 = proxy.add({ op: "ListObjectsV2", query: "prefix=fresh%2F", action: { reset: true } });
-    const ls = await shAsync(`ls ${join(d.mnt[BUCKET]!, "fresh")}`);
+    const ls = await run(`ls ${join(d.mnt[BUCKET]!, "fresh")}`);
     expect(ls).toMatchObject({ code: 0, out: "x\n" });
     expect([slow2.fired, reset2.fired]).toEqual([1, 1]);
 
     // A directory holding a key with a control character lists, with that name.
-    const names = await shAsync(`ls -1 ${join(d.mnt[BUCKET]!, "ctl2")}`);
+    const names = await run(`ls -1 ${join(d.mnt[BUCKET]!, "ctl2")}`);
     expect(names).toMatchObject({ code: 0, out: "a\x01b\nplain\n" });
-    expect((await shAsync(`cat ${join(d.mnt[BUCKET]!, "ctl2")}/a?b`)).out).toBe("c");
+    expect((await run(`cat ${join(d.mnt[BUCKET]!, "ctl2")}/a?b`)).out).toBe("c");
     proxy.clear();
     expect(await stopped(d)).toBe(0);
   }, 120_000);
@@ -224,14 +225,14 @@ describe("daemon through the fault proxy", () => {
     const cached = (key: string) => join(d.cachePath, `.${BUCKET}`, key);
     proxy.clear();
     const once = proxy.add({ op: "GetObject", path: "/r/small-once", action: { flipResponseByte: 1000 } });
-    const ok = await shAsync(`sha256sum ${join(mnt, "r/small-once")}`);
+    const ok = await run(`sha256sum ${join(mnt, "r/small-once")}`);
     expect(ok.code).toBe(0);
     expect(ok.out.split(" ")[0]).toBe(sha256(small));
     expect(once.fired).toBe(1);
     expect(sha256(readFileSync(cached("r/small-once")))).toBe(sha256(small));
 
     const bad = proxy.add({ op: "GetObject", path: "/r/small-bad", action: { flipResponseByte: 1000 }, times: Infinity });
-    const r1 = await shAsync(`cat ${join(mnt, "r/small-bad")} > /dev/null`);
+    const r1 = await run(`cat ${join(mnt, "r/small-bad")} > /dev/null`);
     expect(r1.code).not.toBe(0);
     expect(r1.err).toContain("Input/output error");
     expect(bad.fired).toBeGreaterThan(1);
@@ -240,14 +241,14 @@ describe("daemon through the fault proxy", () => {
     // Streamed: every ranged GET of this object arrives with a flipped byte. The reader gets an
     // error before EOF (the READ of the last bytes waits for the whole-object check).
     const badLarge = proxy.add({ op: "GetObject", path: "/r/large-bad", action: { flipResponseByte: 100 }, times: Infinity });
-    const r2 = await shAsync(`cat ${join(mnt, "r/large-bad")} > /dev/null`);
+    const r2 = await run(`cat ${join(mnt, "r/large-bad")} > /dev/null`);
     expect(r2.code).not.toBe(0);
     expect(r2.err).toContain("Input/output error");
     expect(badLarge.fired).toBeGreaterThan(0);
     expect(existsSync(cached("r/large-bad"))).toBe(false);
     // Fixed on the wire: the next open fetches a good copy, which is cached.
     proxy.clear();
-    const r3 = await shAsync(`sha256sum ${join(mnt, "r/large-bad")}`);
+    const r3 = await run(`sha256sum ${join(mnt, "r/large-bad")}`);
     expect(r3.out.split(" ")[0]).toBe(sha256(large));
     for (let i = 0; i < 100 && !existsSync(cached("r/large-bad")); i++) await Bun.sleep(50);
     expect(sha256(readFileSync(cached("r/large-bad")))).toBe(sha256(large));

@@ -12,68 +12,24 @@ import { Database } from "bun:sqlite";
 import { MetaIndex, type IndexEntry } from "../../src/cache/meta-index.ts";
 import { Namespace } from "../../src/fs/namespace.ts";
 import { FsError } from "../../src/fs/errors.ts";
-import { StoreError, type Listing, type ObjectInfo, type ObjectStore } from "../../src/store/types.ts";
+import { StoreError } from "../../src/store/types.ts";
+import { MemStore } from "../helpers/mem-store.ts";
 import { logger } from "../../src/util/log.ts";
 
-type Op = "listDir" | "head" | "hasPrefix";
-
-/** The metadata half of an ObjectStore over a Map, counting each request; data calls are not used. */
-class FakeStore implements ObjectStore {
-  readonly bucket = "fake";
-  readonly objects = new Map<string, ObjectInfo>();
-  readonly counts: Record<Op, number> = { listDir: 0, head: 0, hasPrefix: 0 };
-  /** When set, every request fails with this error (S3 unreachable). */
-  down: StoreError | undefined;
-  private serial = 0;
-
-  put(key: string, size = 10, meta?: Record<string, string>): void {
-    this.objects.set(key, { key, size, lastModifiedMs: 1_000_000, etag: `e${++this.serial}`, meta });
+/** The shared in-memory store; `put` here makes an object of `size` bytes with a fixed Last-Modified. */
+class FakeStore extends MemStore {
+  constructor() {
+    super("fake");
   }
-  private count(op: Op): void {
-    this.counts[op]++;
-    if (this.down) throw this.down;
+  add(key: string, size = 10, meta?: Record<string, string>): void {
+    this.put(key, "x".repeat(size) + key, meta ?? {}, 1_000_000);
+    // Size as asked: the key suffix only makes ETags differ per key.
+    const o = this.objects.get(key)!;
+    o.data = o.data.subarray(0, size);
   }
-  async listDir(prefix: string): Promise<Listing> {
-    this.count("listDir");
-    const objects: ObjectInfo[] = [];
-    const prefixes = new Set<string>();
-    for (const [k, o] of [...this.objects].sort()) {
-      if (!k.startsWith(prefix)) continue;
-      const rest = k.slice(prefix.length);
-      const slash = rest.indexOf("/");
-      if (slash >= 0) prefixes.add(prefix + rest.slice(0, slash + 1));
-      else objects.push({ key: o.key, size: o.size, lastModifiedMs: o.lastModifiedMs, etag: o.etag });
-    }
-    return { objects, prefixes: [...prefixes] };
-  }
-  async *listAll(): AsyncIterable<ObjectInfo> {
-    throw new Error("unused");
-  }
-  async head(key: string): Promise<ObjectInfo | null> {
-    this.count("head");
-    return this.objects.get(key) ?? null;
-  }
-  async hasPrefix(prefix: string): Promise<boolean> {
-    this.count("hasPrefix");
-    return [...this.objects.keys()].some((k) => k.startsWith(prefix));
-  }
-  getRange(): Promise<Uint8Array> {
-    throw new Error("unused");
-  }
-  streamRange(): Promise<number> {
-    throw new Error("unused");
-  }
-  download(): Promise<ObjectInfo> {
-    throw new Error("unused");
-  }
-  upload(): Promise<string> {
-    throw new Error("unused");
-  }
-  getSmall(): Promise<{ body: Uint8Array; etag: string } | null> {
-    throw new Error("unused");
-  }
-  putSmall(): Promise<string> {
-    throw new Error("unused");
+  /** Requests of the metadata half, as the namespace makes them. */
+  get meta(): { listDir: number; head: number; hasPrefix: number } {
+    return { listDir: this.counts.listDir ?? 0, head: this.counts.head ?? 0, hasPrefix: this.counts.hasPrefix ?? 0 };
   }
 }
 
@@ -117,115 +73,115 @@ describe("classify", () => {
     expect(await ns.find("runs/a", "x")).toBeUndefined();
     expect(await ns.listing("runs/a")).toEqual([]);
     await expect(ns.forOpen("runs/a/x", noCopy)).rejects.toThrow(FsError);
-    expect(store.counts).toEqual({ listDir: 0, head: 0, hasPrefix: 0 });
+    expect(store.meta).toEqual({ listDir: 0, head: 0, hasPrefix: 0 });
   });
 });
 
 describe("freshness within metadata_ttl", () => {
   test("a lookup in a never-listed directory is one HEAD, and the open after it none", async () => {
     const { ns, store } = setup();
-    store.put("dir/f.txt");
+    store.add("dir/f.txt");
     const e = await ns.find("dir", "f.txt");
     expect(e?.isDir).toBe(false);
-    expect(store.counts.head).toBe(1);
+    expect(store.meta.head).toBe(1);
     await ns.forOpen("dir/f.txt", noCopy);
-    expect(store.counts.head).toBe(1);
+    expect(store.meta.head).toBe(1);
   });
 
   test("1,000 lookups and opens of one object within the TTL make one HEAD; after the TTL one more", async () => {
     const { ns, store, clock } = setup();
-    store.put("dir/f.txt");
+    store.add("dir/f.txt");
     for (let i = 0; i < 1000; i++) {
       await ns.find("dir", "f.txt");
       await ns.forOpen("dir/f.txt", noCopy);
       clock.t += 50; // 50 s over the loop, within the 60 s TTL
     }
-    expect(store.counts.head).toBe(1);
+    expect(store.meta.head).toBe(1);
     clock.t += TTL_S * 1000;
     await ns.forOpen("dir/f.txt", noCopy);
-    expect(store.counts.head).toBe(2);
+    expect(store.meta.head).toBe(2);
   });
 
   test("an open with no lookup before it (e.g. an inode from readdirplus) is one HEAD", async () => {
     const { ns, store } = setup();
-    store.put("f.txt");
+    store.add("f.txt");
     const e = await ns.forOpen("f.txt", noCopy);
     expect(e.etag).toBe(store.objects.get("f.txt")!.etag);
-    expect(store.counts.head).toBe(1);
+    expect(store.meta.head).toBe(1);
   });
 
   test("negative answers are kept within the TTL too", async () => {
     const { ns, store, clock } = setup();
     expect(await ns.find("dir", "nope")).toBeUndefined();
-    expect(store.counts).toMatchObject({ head: 1, hasPrefix: 1 });
+    expect(store.meta).toMatchObject({ head: 1, hasPrefix: 1 });
     for (let i = 0; i < 100; i++) expect(await ns.find("dir", "nope")).toBeUndefined();
-    expect(store.counts).toMatchObject({ head: 1, hasPrefix: 1 });
-    store.put("dir/nope");
+    expect(store.meta).toMatchObject({ head: 1, hasPrefix: 1 });
+    store.add("dir/nope");
     clock.t += TTL_S * 1000;
     expect((await ns.find("dir", "nope"))?.isDir).toBe(false);
-    expect(store.counts).toMatchObject({ head: 2 });
+    expect(store.meta).toMatchObject({ head: 2 });
   });
 
   test("a fresh listing answers lookups and opens without a request", async () => {
     const { ns, store } = setup();
-    store.put("d/a");
-    store.put("d/b");
-    store.put("d/sub/c");
+    store.add("d/a");
+    store.add("d/b");
+    store.add("d/sub/c");
     expect((await ns.listing("d")).map((e) => [e.name, e.isDir])).toEqual([["a", false], ["b", false], ["sub", true]]);
     expect(await ns.find("d", "zzz")).toBeUndefined();
     await ns.forOpen("d/a", noCopy);
     expect((await ns.find("d", "sub"))?.isDir).toBe(true);
-    expect(store.counts).toEqual({ listDir: 1, head: 0, hasPrefix: 0 });
+    expect(store.meta).toEqual({ listDir: 1, head: 0, hasPrefix: 0 });
   });
 
   test("a known file is revalidated by HEAD alone; a known directory by the prefix probe alone", async () => {
     const { ns, store, clock } = setup();
-    store.put("d/f");
-    store.put("d/sub/x");
+    store.add("d/f");
+    store.add("d/sub/x");
     await ns.listing("d");
     clock.t += TTL_S * 1000;
     await ns.find("d", "f");
-    expect(store.counts).toEqual({ listDir: 1, head: 1, hasPrefix: 0 });
+    expect(store.meta).toEqual({ listDir: 1, head: 1, hasPrefix: 0 });
     await ns.find("d", "sub");
-    expect(store.counts).toEqual({ listDir: 1, head: 1, hasPrefix: 1 });
+    expect(store.meta).toEqual({ listDir: 1, head: 1, hasPrefix: 1 });
   });
 
   test("opendir of a directory known from a listing sends only its LIST after the TTL", async () => {
     const { ns, store, clock } = setup();
-    store.put("d/sub/x");
+    store.add("d/sub/x");
     await ns.listing("d");
     const sub = ns.inodes.ensure("d/sub");
     clock.t += TTL_S * 1000;
     expect((await ns.openDir(sub)).map((e) => e.name)).toEqual(["x"]);
-    expect(store.counts).toEqual({ listDir: 2, head: 0, hasPrefix: 0 });
+    expect(store.meta).toEqual({ listDir: 2, head: 0, hasPrefix: 0 });
   });
 
   test("concurrent lookups of one name share one HEAD", async () => {
     const { ns, store } = setup();
-    store.put("f");
+    store.add("f");
     await Promise.all(Array.from({ length: 20 }, () => ns.find("", "f")));
-    expect(store.counts.head).toBe(1);
+    expect(store.meta.head).toBe(1);
   });
 });
 
 describe("changes in S3", () => {
   test("an object deleted after the TTL is ENOENT at open and forgotten", async () => {
     const { ns, store, clock, index } = setup();
-    store.put("f");
+    store.add("f");
     await ns.find("", "f");
     store.objects.delete("f");
     clock.t += TTL_S * 1000;
     await expect(ns.forOpen("f", noCopy)).rejects.toThrow("deleted from the bucket");
     expect(index.entry("", "f")).toBeUndefined();
     expect(await ns.find("", "f")).toBeUndefined();
-    expect(store.counts.head).toBe(2);
+    expect(store.meta.head).toBe(2);
   });
 
   test("a changed object is seen with its new ETag after the TTL", async () => {
     const { ns, store, clock } = setup();
-    store.put("f");
+    store.add("f");
     const before = await ns.forOpen("f", noCopy);
-    store.put("f", 20);
+    store.add("f", 20);
     expect((await ns.forOpen("f", noCopy)).etag).toBe(before.etag);
     clock.t += TTL_S * 1000;
     const after = await ns.forOpen("f", noCopy);
@@ -235,7 +191,7 @@ describe("changes in S3", () => {
 
   test("what a GET returned is recorded as confirmed, with its metadata", async () => {
     const { ns, store } = setup();
-    store.put("f");
+    store.add("f");
     const e = await ns.forOpen("f", noCopy);
     const got = ns.fetched(e, { key: "f", etag: e.etag, size: e.size, mtimeMs: 5_000, mode: 0o600 });
     expect(got).toMatchObject({ mtimeMs: 5_000, mode: 0o600 });
@@ -247,37 +203,37 @@ describe("rows of an earlier run", () => {
   test("a listing from an earlier run is revalidated: objects added while stopped are seen", async () => {
     const db = new Database(":memory:");
     const store = new FakeStore();
-    store.put("d/a");
+    store.add("d/a");
     const clock = { t: 10_000_000 };
     const first = setup({ db, store, clock });
     expect((await first.ns.listing("d")).map((e) => e.name)).toEqual(["a"]);
-    store.put("d/b"); // added while bucketfs was stopped
+    store.add("d/b"); // added while bucketfs was stopped
     clock.t += 1000; // restart 1 s after the listing: within the TTL the old rule trusted it for
     const second = setup({ db, store, clock });
     expect((await second.ns.listing("d")).map((e) => e.name)).toEqual(["a", "b"]);
-    expect(store.counts.listDir).toBe(2);
+    expect(store.meta.listDir).toBe(2);
     expect((await second.ns.find("d", "b"))?.isDir).toBe(false);
   });
 
   test("an attribute from an earlier run is revalidated before an open trusts it", async () => {
     const db = new Database(":memory:");
     const store = new FakeStore();
-    store.put("f");
+    store.add("f");
     const clock = { t: 10_000_000 };
     const first = setup({ db, store, clock });
     const old = await first.ns.forOpen("f", noCopy);
-    store.put("f", 99);
+    store.add("f", 99);
     clock.t += 1000;
     const second = setup({ db, store, clock });
     const now = await second.ns.forOpen("f", noCopy);
     expect(now.etag).not.toBe(old.etag);
-    expect(store.counts.head).toBe(2);
+    expect(store.meta.head).toBe(2);
   });
 
   test("they are still served when S3 is unreachable", async () => {
     const db = new Database(":memory:");
     const store = new FakeStore();
-    store.put("d/a");
+    store.add("d/a");
     const clock = { t: 10_000_000 };
     const first = setup({ db, store, clock });
     await first.ns.listing("d");

@@ -9,31 +9,26 @@
  */
 import { afterAll, describe, expect, test } from "bun:test";
 import { Database } from "bun:sqlite";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { MetaIndex } from "../../src/cache/meta-index.ts";
 import { ObjectCache } from "../../src/cache/object-cache.ts";
-import type { ObjectInfo, ObjectStore } from "../../src/store/types.ts";
+import { MemStore } from "../helpers/mem-store.ts";
 import { logger } from "../../src/util/log.ts";
 
 const root = mkdtempSync("/tmp/bucketfs-objcache-");
 afterAll(() => rmSync(root, { recursive: true, force: true }));
 
 function setup() {
-  const objects = new Map<string, { body: string; etag: string; meta: Record<string, string> }>();
-  let downloads = 0;
-  const store = {
-    bucket: "b",
-    async download(key: string, dest: string): Promise<ObjectInfo> {
-      downloads++;
-      const o = objects.get(key);
-      if (!o) throw new Error(`no ${key}`);
-      writeFileSync(dest, o.body);
-      return { key, size: o.body.length, lastModifiedMs: 1_700_000_000_000, etag: o.etag, meta: o.meta };
-    },
-  } as unknown as ObjectStore;
+  const store = new MemStore("b");
+  // Objects with the ETag a test names (the fake's own would be the MD5) and a fixed Last-Modified.
+  const objects = {
+    set: (key: string, o: { body: string; etag: string; meta: Record<string, string> }) =>
+      void (store.put(key, o.body, o.meta, 1_700_000_000_000).etag = o.etag),
+  };
+  const downloads = () => store.downloads.length;
   const dir = mkdtempSync(`${root}/c-`);
   const cache = new ObjectCache(dir, store, new MetaIndex(new Database(":memory:")), logger("t"));
-  return { objects, cache, downloads: () => downloads };
+  return { objects, cache, downloads };
 }
 
 describe("acquire", () => {
