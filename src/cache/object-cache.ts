@@ -130,6 +130,7 @@ export class ObjectCache {
     }
     let p = this.partials.get(key);
     if (p && (p.etag !== etag || p.corrupt)) {
+      if (p.corrupt) this.served.delete(key);
       if (p.refs === 0) p.discard();
       this.partials.delete(key);
       p = undefined;
@@ -159,6 +160,8 @@ export class ObjectCache {
 
   releasePartial(p: PartialObject): void {
     p.refs--;
+    // A copy that failed its check may have left bad pages in the kernel: no keep_cache next time.
+    if (p.corrupt) this.served.delete(p.key);
     if (p.refs > 0 || (p.complete && !p.corrupt)) return;
     p.discard();
     if (this.partials.get(p.key) === p) this.partials.delete(p.key);
