@@ -93,8 +93,8 @@ export interface ObjectStore {
    * PUT a small buffer. With `ifNoneMatch` it only succeeds when the key does not exist
    * (`If-None-Match: *`); with `ifMatch` only when the object's ETag is that one (`If-Match`).
    * A failed condition throws StoreError kind "precondition". Returns the new ETag. A write S3
-   * applied whose answer was lost (then answered 412 when sent again) is accepted when the
-   * object holds exactly these bytes: put something unique (a holder id) in the body.
+   * applied whose answer was lost is answered 412 when sent again, and that 412 is reported as
+   * is: the caller tells its own write from someone else's by reading the object back.
    */
   putSmall(key: string, body: Uint8Array, cond?: { ifNoneMatch?: boolean; ifMatch?: string }, signal?: AbortSignal): Promise<string>;
 }

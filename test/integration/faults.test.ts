@@ -172,14 +172,17 @@ describe("store through the fault proxy", () => {
     proxy.clear();
   }, 120_000);
 
-  test("putSmall: If-None-Match whose answer was lost is accepted when the object holds our bytes", async () => {
+  test("putSmall: a conditional write whose answer was lost is reported as precondition, never rewritten; the object holds it", async () => {
     proxy.clear();
     const lost = proxy.add({ op: "PutObject", path: "/lease/one", action: { truncate: 0 } });
-    const etag = await store.putSmall("lease/one", new TextEncoder().encode("holder=a"), { ifNoneMatch: true });
+    const body = new TextEncoder().encode("holder=a");
+    const e = await errorOf(store.putSmall("lease/one", body, { ifNoneMatch: true }));
     expect(lost.fired).toBe(1);
-    expect((await s3.head(BUCKET, "lease/one"))?.etag).toBe(etag);
-    // Someone else's version is a real conflict.
-    expect((await errorOf(store.putSmall("lease/one", new TextEncoder().encode("holder=b"), { ifNoneMatch: true }))).kind).toBe("precondition");
+    expect(e.kind).toBe("precondition");
+    // The caller can tell it was its own write: the object holds exactly its bytes.
+    const got = await store.getSmall("lease/one");
+    expect(new TextDecoder().decode(got?.body)).toBe("holder=a");
+    expect((await s3.head(BUCKET, "lease/one"))?.etag).toBe(got?.etag ?? "missing");
     proxy.clear();
   });
 });

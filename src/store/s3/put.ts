@@ -14,7 +14,6 @@
  * md5-of-part-md5s-N and the size the parts make); AbortMultipartUpload after a failure.
  * Is not: a retry loop (request.ts has the only one) or a sync (never deletes objects).
  */
-import { createHash } from "node:crypto";
 import { readFileSync, statSync } from "node:fs";
 import { createLimiter, linkSignals, runAll } from "../../util/async.ts";
 import { fmtBytes, logger } from "../../util/log.ts";
@@ -241,10 +240,12 @@ async function abortUpload(ctx: S3Context, key: string, uploadId: string): Promi
 }
 
 /**
- * A small object from memory, optionally conditional. A conditional PUT that S3 applied but whose
- * answer was lost is answered 412 when sent again (by our retry, or by Bun's fetch resending on a
- * fresh connection); a 412 is therefore accepted when the object now holds exactly these bytes
- * (its ETag is their MD5). Callers put something unique in the body (a holder id) for that.
+ * A small object from memory, optionally conditional (If-None-Match: * / If-Match). A 412 (or
+ * 409 ConditionalRequestConflict) is kind "precondition" and is never reinterpreted here: when
+ * a conditional write S3 applied loses its answer, the retry (ours, or Bun's fetch resending on
+ * a fresh connection) is answered 412 too, and only the caller can tell its own write from
+ * someone else's (the lease compares the holder it reads back). Reinterpreting it here would
+ * also defeat the lease's probe, which rewrites identical bytes and expects 412.
  */
 export async function putSmall(
   ctx: S3Context, key: string, body: Uint8Array, cond: { ifNoneMatch?: boolean; ifMatch?: string } = {}, signal?: AbortSignal,
@@ -252,15 +253,5 @@ export async function putSmall(
   const headers: Record<string, string> = { "content-type": "application/json", "x-amz-checksum-crc32": crc32Base64(body) };
   if (cond.ifNoneMatch) headers["if-none-match"] = "*";
   if (cond.ifMatch !== undefined) headers["if-match"] = `"${cond.ifMatch}"`;
-  try {
-    return await send(ctx, { op: "PutObject", method: "PUT", key, headers, body: () => body }, async (res) => unquote(res.headers.get("etag")), signal);
-  } catch (err) {
-    if (!(err instanceof StoreError && err.kind === "precondition")) throw err;
-    const now = await headObject(ctx, key, signal);
-    if (now !== null && now.etag === createHash("md5").update(body).digest("hex")) {
-      log.info(`PutObject ${ctx.bucket}/${key}: a conditional write answered 412, but the object holds exactly these bytes (a lost answer to our own write); accepted`);
-      return now.etag;
-    }
-    throw err;
-  }
+  return send(ctx, { op: "PutObject", method: "PUT", key, headers, body: () => body }, async (res) => unquote(res.headers.get("etag")), signal);
 }
