@@ -12,6 +12,10 @@ import { fmtBytes, redact } from "../util/log.ts";
 
 const MiB = 1024 ** 2;
 const GiB = 1024 ** 3;
+const TiB = 1024 ** 4;
+
+/** A free-space floor: absolute bytes, or a percentage of the filesystem's size. */
+export type MinFree = { bytes: number } | { percent: number };
 
 /** What a key's parser may use: the fields parsed before it (table order) and a way to fail or warn. */
 export interface ParseCtx {
@@ -59,6 +63,7 @@ export interface Shown {
   bucket: string;
   mountpoint: string;
   workdir: string | undefined;
+  cachePath: string;
 }
 
 /** Marker for a key without a default (missing = an error, see load.ts). */
@@ -127,19 +132,35 @@ function parseWhole(min: number, max: number, dflt: number) {
   };
 }
 
-/** `16777216`, `16M`, `16MiB`, `1G`, ... (K/M/G and KiB/MiB/GiB are powers of 1024), within [min, max]. */
-function parseSize(min: number, max: number, dflt: number) {
+/** `16777216`, `16M`, `16MiB`, `1G`, `2T`, ... (K/M/G/T and KiB/... are powers of 1024), within [min, max]. */
+function parseSize(min: number, max: number, dflt: number | string) {
   return (v: string, c: ParseCtx): number => {
-    const m = /^(\d+)\s*(?:([kmg])(?:ib)?)?$/i.exec(v);
+    const m = /^(\d+)\s*(?:([kmgt])(?:ib)?)?$/i.exec(v);
     const unit = m?.[2]?.toLowerCase();
-    const scale = unit === "k" ? 1024 : unit === "m" ? MiB : unit === "g" ? GiB : 1;
+    const scale = unit === "k" ? 1024 : unit === "m" ? MiB : unit === "g" ? GiB : unit === "t" ? TiB : 1;
     const n = m?.[1] !== undefined ? Number(m[1]) * scale : NaN;
     if (!(n >= min && n <= max)) {
-      const rule = `use bytes or a K/M/G (KiB/MiB/GiB) suffix, from ${fmtBytes(min)} to ${fmtBytes(max)} (default ${fmtBytes(dflt)})`;
+      const d = typeof dflt === "number" ? `default ${fmtBytes(dflt)}` : dflt;
+      const rule = `use bytes or a K/M/G/T (KiB/MiB/GiB/TiB) suffix, from ${fmtBytes(min)} to ${fmtBytes(max)} (${d})`;
       c.fail(`${quote(v)} is not valid; ${rule}`);
     }
     return n;
   };
+}
+
+/** `10%` (of the filesystem's size, 0 to 90) or bytes with an optional K/M/G/T suffix (0: no floor). */
+function parseMinFree(v: string, c: ParseCtx): MinFree {
+  const pct = /^(\d+(?:\.\d+)?)\s*%$/.exec(v);
+  if (pct && Number(pct[1]) <= 90) return { percent: Number(pct[1]) };
+  if (!pct && /^\d+\s*(?:[kmgt](?:ib)?)?$/i.test(v)) return { bytes: parseSize(0, 1024 * TiB, 0)(v, c) };
+  return c.fail(
+    `${quote(v)} is not valid; use a percentage of the filesystem from 0% to 90% (e.g. 10%), or bytes with a ` +
+      "K/M/G/T suffix (e.g. 20G); default 10%",
+  );
+}
+
+export function describeMinFree(m: MinFree): string {
+  return "percent" in m ? `${m.percent}%` : fmtBytes(m.bytes);
 }
 
 /** A whole number key within [min, max]. */
@@ -306,6 +327,23 @@ export const KEYS = [
       return c.fail(`${quote(v)} is not valid; use yes or no (default yes)`);
     },
     show: (v: boolean) => ["passthrough", v ? "yes" : "no"],
+  }),
+  // The two cache limits are for the whole cachepath: load.ts shares them across its sections.
+  def({
+    key: "cache_size", field: "cacheSize", dflt: undefined, docDefault: "no byte limit",
+    doc:
+      "most bytes the read cache may hold (objects outside the workdir), e.g. `100G`; bytes or `K/M/G/T`, at least 1 MiB. " +
+      "**For the whole `cachepath`**: the buckets sharing it share the limit",
+    parse: (v: string, c: ParseCtx): number | undefined => parseSize(MiB, 1024 * TiB, "default: no byte limit")(v, c),
+    show: (v: number | undefined, b: Shown) => ["cache_size", v !== undefined ? `${fmtBytes(v)} (for all of ${b.cachePath})` : "no byte limit"],
+  }),
+  def({
+    key: "cache_min_free", field: "cacheMinFree", dflt: { percent: 10 } as MinFree, docDefault: "`10%`",
+    doc:
+      "free space kept on the filesystem of `cachepath` by evicting cached objects: a percentage of its size (0% to 90%) " +
+      "or bytes (`20G`; `0` turns the floor off). For the whole `cachepath` too",
+    parse: parseMinFree,
+    show: (v: MinFree, b: Shown) => ["cache_min_free", `${describeMinFree(v)} free on the filesystem of ${b.cachePath}`],
   }),
 ] as const;
 

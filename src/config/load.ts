@@ -65,7 +65,41 @@ export function parseConfig(text: string, file: string): Config {
     byMount.set(b.mountpoint, sec);
     buckets.push(b);
   }
+  shareCacheLimits(file, sections, buckets);
   return { file, buckets, warnings };
+}
+
+/**
+ * cache_size and cache_min_free limit a cachepath, not a section: the buckets that share a
+ * cachepath share one cache on one filesystem. A value set in one of those sections applies to
+ * all of them; two different values are an error naming both lines.
+ */
+function shareCacheLimits(file: string, sections: IniSection[], buckets: BucketConfig[]): void {
+  for (const key of ["cache_size", "cache_min_free"] as const) {
+    const setBy = new Map<string, { sec: IniSection; b: BucketConfig }>();
+    const value = (b: BucketConfig) => (key === "cache_size" ? b.cacheSize : b.cacheMinFree);
+    sections.forEach((sec, i) => {
+      const b = buckets[i]!;
+      if ((sec.entries.get(key)?.value ?? "") === "") return;
+      const other = setBy.get(b.cachePath);
+      if (!other) {
+        setBy.set(b.cachePath, { sec, b });
+        return;
+      }
+      if (JSON.stringify(value(other.b)) !== JSON.stringify(value(b))) {
+        const problem =
+          `${key} differs from section [${other.sec.name}] (line ${other.sec.entries.get(key)?.line}), which shares ` +
+          `cachepath ${b.cachePath}; the limit is for the whole cachepath, so set it once (or the same in both)`;
+        throw new ConfigError(file, problem, { line: sec.entries.get(key)?.line ?? sec.line, key });
+      }
+    });
+    for (const b of buckets) {
+      const from = setBy.get(b.cachePath);
+      if (!from) continue;
+      if (key === "cache_size") b.cacheSize = from.b.cacheSize;
+      else b.cacheMinFree = from.b.cacheMinFree;
+    }
+  }
 }
 
 function parseSection(sec: IniSection, file: string, warnings: string[]): BucketConfig {

@@ -6,7 +6,7 @@
  */
 import type { BucketConfig } from "./keys.ts";
 
-export { DEFAULTS, type BucketConfig } from "./keys.ts";
+export { DEFAULTS, type BucketConfig, type MinFree } from "./keys.ts";
 
 export interface Config {
   /** Path the config was read from. */

@@ -156,6 +156,8 @@ describe("parseConfig", () => {
         readAhead: 64 * MiB,
         leaseTime: 120,
         passthrough: true,
+        cacheSize: undefined,
+        cacheMinFree: { percent: 10 },
       },
       expect.objectContaining({ section: "ngi-igenomes", bucket: "ngi-igenomes", workdir: undefined }),
     ]);
@@ -181,6 +183,8 @@ describe("parseConfig", () => {
       readAhead: DEFAULTS.readAhead,
       leaseTime: DEFAULTS.leaseTime,
       passthrough: true,
+      cacheSize: undefined,
+      cacheMinFree: DEFAULTS.cacheMinFree,
     });
     expect(DEFAULTS).toMatchObject({ region: "us-east-1", cachePath: "/tmp/bucketfs", lastUploadFile: ".exitcode" });
     expect(DEFAULTS).toMatchObject({ readChunkSize: 8 * 1024 * 1024, readConcurrency: 8, readAhead: 64 * 1024 * 1024 });
@@ -521,5 +525,66 @@ describe("read tuning keys", () => {
     expect(() => parseConfig(`${base}read_chunk_size = 512K\n`, "t.conf")).toThrow(/read_chunk_size.*1\.0 MiB to 64\.0 MiB/);
     expect(() => parseConfig(`${base}read_concurrency = 0\n`, "t.conf")).toThrow(/read_concurrency/);
     expect(() => parseConfig(`${base}read_ahead = 2G\n`, "t.conf")).toThrow(/read_ahead/);
+  });
+});
+
+describe("cache limit keys", () => {
+  const parse1 = (...lines: string[]) => first(parseConfig(one(...lines), F));
+  const GiB = 1024 * MiB;
+
+  test("an operator who sets neither key gets no byte limit and a 10 % free-space floor", () => {
+    expect(parse1()).toMatchObject({ cacheSize: undefined, cacheMinFree: { percent: 10 } });
+  });
+
+  test("cache_size takes bytes or K/M/G/T", () => {
+    expect(parse1("cache_size = 100M").cacheSize).toBe(100 * MiB);
+    expect(parse1("cache_size = 2T").cacheSize).toBe(2 * 1024 * GiB);
+    expect(parse1("cache_size = 3GiB").cacheSize).toBe(3 * GiB);
+    expect(parse1(`cache_size = ${5 * MiB}`).cacheSize).toBe(5 * MiB);
+    for (const bad of ["-1", "10X", "1.5G", "100", "lots"]) {
+      const e = fails(one(`cache_size = ${bad}`));
+      expect(e.key).toBe("cache_size");
+      expect(e.message).toContain("K/M/G/T");
+    }
+  });
+
+  test("cache_min_free takes a percentage or bytes", () => {
+    expect(parse1("cache_min_free = 25%").cacheMinFree).toEqual({ percent: 25 });
+    expect(parse1("cache_min_free = 2.5 %").cacheMinFree).toEqual({ percent: 2.5 });
+    expect(parse1("cache_min_free = 20G").cacheMinFree).toEqual({ bytes: 20 * GiB });
+    expect(parse1("cache_min_free = 0").cacheMinFree).toEqual({ bytes: 0 });
+    for (const bad of ["95%", "-5%", "ten", "5 percent", "%"]) {
+      const e = fails(one(`cache_min_free = ${bad}`));
+      expect(e.key).toBe("cache_min_free");
+      expect(e.message).toContain("percentage");
+    }
+  });
+
+  test("the limits belong to the cachepath: set once, they apply to every section sharing it", () => {
+    const cfg = parseConfig(
+      ["[a]", "bucket = bk1", "cache_size = 1G", "", "[b]", "bucket = bk2", "cache_min_free = 5%", "",
+        "[c]", "bucket = bk3", "cachepath = /var/cache/other"].join("\n"),
+      F,
+    );
+    const [a, b, c] = cfg.buckets;
+    expect(a).toMatchObject({ cacheSize: GiB, cacheMinFree: { percent: 5 } });
+    expect(b).toMatchObject({ cacheSize: GiB, cacheMinFree: { percent: 5 } });
+    expect(c).toMatchObject({ cacheSize: undefined, cacheMinFree: { percent: 10 } });
+  });
+
+  test("two sections sharing a cachepath with different limits is an error naming both", () => {
+    const e = fails(["[a]", "bucket = bk1", "cache_size = 1G", "", "[b]", "bucket = bk2", "cache_size = 2G"].join("\n"));
+    expect(e.key).toBe("cache_size");
+    expect(e.line).toBe(7);
+    expect(e.message).toContain("[a] (line 3)");
+    expect(e.message).toContain("/tmp/bucketfs");
+    const same = parseConfig(["[a]", "bucket = bk1", "cache_size = 1G", "", "[b]", "bucket = bk2", "cache_size = 1024M"].join("\n"), F);
+    expect(same.buckets.map((b) => b.cacheSize)).toEqual([GiB, GiB]);
+  });
+
+  test("check-config shows both limits and that they cover the cachepath", () => {
+    const text = describeConfig(parseConfig(one("cache_size = 100M"), F));
+    expect(text).toMatch(/cache_size\s+100\.0 MiB \(for all of \/tmp\/bucketfs\)/);
+    expect(text).toMatch(/cache_min_free\s+10% free on the filesystem of \/tmp\/bucketfs/);
   });
 });
