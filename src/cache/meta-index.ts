@@ -133,4 +133,14 @@ export class MetaIndex {
   putCached(c: CachedObject, now = Date.now()): void {
     this.q.putCached.run(c.key, c.etag, c.size, Math.round(c.mtimeMs), c.mode, now);
   }
+
+  /** Forget a cached copy (evicted, or its file is gone). Hook for the evictor. */
+  dropCached(key: string): void {
+    this.db.query("DELETE FROM meta_cached WHERE key = ?1").run(key);
+  }
+
+  /** Every cached object's key and size (the evictor's start-up check against the files). */
+  allCached(): { key: string; size: number }[] {
+    return this.db.query<{ key: string; size: number }, []>("SELECT key, size FROM meta_cached").all();
+  }
 }

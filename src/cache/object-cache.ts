@@ -6,8 +6,9 @@
  * name in the same directory and renamed into place so a reader never sees a partial file,
  * even after a crash. The only user of the index's `meta_cached` rows, and the one place that
  * decides whether the kernel may keep its page cache of an object (`Acquired.keepCache`).
- * Is not: the workdir (never fetched through here), metadata freshness (fs/namespace.ts) or
- * eviction.
+ * Tells its `hooks` (the evictor, evictor.ts) what is in use, read, fetched and stored, and
+ * retries a fetch once after a full disk made it evict. Is not: the workdir (never fetched
+ * through here), metadata freshness (fs/namespace.ts) or the eviction policy.
  */
 import { renameSync, rmSync, utimesSync, lstatSync } from "node:fs";
 import { basename, dirname, relative } from "node:path";
@@ -17,8 +18,48 @@ import { containedPath } from "./keys.ts";
 import { mkdirsUnder, tempNameFor } from "./cache-root.ts";
 import type { CachedObject, MetaIndex } from "./meta-index.ts";
 import { PartialObject, DEFAULT_PARTIAL_OPTIONS, type PartialOptions } from "./partial-object.ts";
-import { fmtBytes, type Logger } from "../util/log.ts";
+import { errMsg, fmtBytes, type Logger } from "../util/log.ts";
 import { singleFlight } from "../util/async.ts";
+
+/**
+ * What the cache's bookkeeping (cache/evictor.ts) learns from the object cache. The default
+ * does nothing: a cache without limits.
+ */
+export interface CacheHooks {
+  /** `key` is in use (an open file, or a fetch): never evicted until the matching unpin. */
+  pin(key: string): void;
+  unpin(key: string): void;
+  /** `key` was read now (an open or a close); kept in memory and written to the index in batches. */
+  touch(key: string): void;
+  /** Before fetching `size` bytes: make room (may evict now). Call the returned function when the fetch ends. */
+  reserve(size: number): () => void;
+  /** `key` is now cached with `size` bytes (its index row was just written). */
+  stored(key: string, size: number): void;
+  /** A cache write failed with ENOSPC: evict at least `size` bytes; false when nothing could go. */
+  noSpace(size: number): Promise<boolean>;
+}
+
+export const NO_HOOKS: CacheHooks = {
+  pin() {}, unpin() {}, touch() {}, reserve: () => () => {}, stored() {}, noSpace: async () => false,
+};
+
+/** A fetch that found the cache filesystem full even after evicting: readers get EIO. */
+export class CacheFullError extends Error {
+  /** toErrno (fs/errors.ts) maps a Node-style code to its errno. */
+  readonly code = "EIO";
+  constructor(message: string, opts?: { cause?: unknown }) {
+    super(message, opts);
+    this.name = "CacheFullError";
+  }
+}
+
+/** ENOSPC anywhere in the error's cause chain (the store wraps the write's own error). */
+export function isNoSpace(err: unknown): boolean {
+  for (let e = err, depth = 0; e && typeof e === "object" && depth < 8; e = (e as { cause?: unknown }).cause, depth++) {
+    if ((e as { code?: unknown }).code === "ENOSPC") return true;
+  }
+  return false;
+}
 
 /** Objects at least this large are streamed (read while fetched) instead of downloaded whole first. */
 export const STREAM_MIN_SIZE = 8 * 1024 * 1024;
@@ -52,6 +93,11 @@ export class ObjectCache {
   partialOptions: PartialOptions = DEFAULT_PARTIAL_OPTIONS;
   /** The ETag each key was last served to an opener at, to decide keep_cache. */
   private served = new Map<string, string>();
+  /** Pins, last-read times, room for fetches (set by the daemon when the cache has limits). */
+  hooks: CacheHooks = NO_HOOKS;
+  /** The fetch-end callback of each streamed download's reservation. */
+  private reservations = new Map<PartialObject, () => void>();
+  private lastFullLog = 0;
 
   constructor(
     readonly root: string,
@@ -79,8 +125,8 @@ export class ObjectCache {
   }
 
   /** The whole object downloaded once however many callers wait for it (single flight). */
-  private fetchWhole(key: string): Promise<EnsureResult> {
-    return this.wholeFetches.run(key, () => this.download(key));
+  private fetchWhole(key: string, size: number): Promise<EnsureResult> {
+    return this.wholeFetches.run(key, () => this.download(key, size));
   }
 
   /**
@@ -95,43 +141,113 @@ export class ObjectCache {
     return { path, tmp: `${dirname(path)}/${tempNameFor(basename(path))}` };
   }
 
-  private async download(key: string): Promise<EnsureResult> {
+  private async download(key: string, size: number): Promise<EnsureResult> {
     const { path, tmp } = this.prepareTemp(key);
     const t0 = performance.now();
+    const done = this.hooks.reserve(size);
     try {
       // No fsync per object: the next start forgets cached objects of a run that ended
       // with the machine, so a copy lost in a power cut is fetched again instead of trusted.
-      const info = await this.store.download(key, tmp, { durable: false });
+      const info = await this.roomy(key, size, () => this.store.download(key, tmp, { durable: false }));
       renameSync(tmp, path);
       const mtimeMs = objectMtimeMs(info);
       utimesSync(path, mtimeMs / 1000, mtimeMs / 1000);
       const object: CachedObject = { key, etag: info.etag, size: info.size, mtimeMs, mode: objectMode(info) };
       this.index.putCached(object);
+      this.hooks.stored(key, info.size);
       const secs = (performance.now() - t0) / 1000;
       this.log.debug(`fetched ${key} (${fmtBytes(info.size)} in ${secs.toFixed(2)} s)`);
       return { path, object, downloaded: true };
     } catch (err) {
       rmSync(tmp, { force: true });
       throw err;
+    } finally {
+      done();
     }
+  }
+
+  /**
+   * `op`; when it hits ENOSPC the hooks evict, and it is retried once. A second ENOSPC is a
+   * CacheFullError (EIO for the reader) and an error line, at most one per 10 s.
+   */
+  private async roomy<T>(key: string, size: number, op: () => Promise<T>): Promise<T> {
+    let err: unknown;
+    try {
+      return await op();
+    } catch (e) {
+      if (!isNoSpace(e)) throw e;
+      err = e;
+    }
+    // Retried even when this call freed nothing: a concurrent fetch may just have made room.
+    try {
+      await this.hooks.noSpace(size);
+    } catch (e) {
+      this.log.warn(`cannot evict to make room for ${key}: ${errMsg(e)}`);
+    }
+    try {
+      return await op();
+    } catch (e) {
+      if (!isNoSpace(e)) throw e;
+      err = e;
+    }
+    const msg = `cache full: no space left in ${this.root} to fetch ${key} (${fmtBytes(size)}), even after evicting every cached object not in use`;
+    if (Date.now() - this.lastFullLog > 10_000) {
+      this.lastFullLog = Date.now();
+      this.log.error(msg);
+    }
+    throw new CacheFullError(msg, { cause: err });
+  }
+
+  /** The store as a PartialObject sees it: ranged GETs whose cache writes get one retry after ENOSPC. */
+  private roomyStore(): ObjectStore {
+    const store = this.store;
+    const streamRange: ObjectStore["streamRange"] = (key, start, end, sink, signal, ifMatch) =>
+      this.roomy(key, end - start, () => store.streamRange(key, start, end, sink, signal, ifMatch));
+    // A Proxy, not a copy: every other method stays the store's own, called on the store.
+    return new Proxy(store, {
+      get(target, prop) {
+        if (prop === "streamRange") return streamRange;
+        const v: unknown = Reflect.get(target, prop, target);
+        return typeof v === "function" ? v.bind(target) : v;
+      },
+    });
   }
 
   /**
    * Open an object for reading: a cached file when present at `etag`; small objects are
    * downloaded whole first; large ones are streamed through a PartialObject shared by every
-   * reader of the same version. Pair each call with `releasePartial` when it returned one.
+   * reader of the same version. Pair each call with `release`.
    */
   async acquire(key: string, etag: string, size: number, mtimeMs: number): Promise<Acquired> {
+    // Pinned from here until release(): neither the file nor its fetch is evicted meanwhile.
+    this.hooks.pin(key);
+    this.hooks.touch(key);
+    try {
+      return await this.acquirePinned(key, etag, size, mtimeMs);
+    } catch (err) {
+      this.hooks.unpin(key);
+      throw err;
+    }
+  }
+
+  /** The end of an acquire(): the reader closed its file (FUSE RELEASE). */
+  release(key: string, partial: PartialObject | undefined): void {
+    if (partial) this.releasePartial(partial);
+    this.hooks.touch(key);
+    this.hooks.unpin(key);
+  }
+
+  private async acquirePinned(key: string, etag: string, size: number, mtimeMs: number): Promise<Acquired> {
     const hit = this.peek(key, etag);
     if (hit) return this.serve(hit.path, undefined, hit.object, false);
     if (size < STREAM_MIN_SIZE) {
-      const got = await this.fetchWhole(key);
+      const got = await this.fetchWhole(key, size);
       return this.serve(got.path, undefined, got.object, got.downloaded);
     }
     let p = this.partials.get(key);
     if (p && (p.etag !== etag || p.corrupt)) {
       if (p.corrupt) this.served.delete(key);
-      if (p.refs === 0) p.discard();
+      if (p.refs === 0) this.drop(p);
       this.partials.delete(key);
       p = undefined;
     }
@@ -139,12 +255,21 @@ export class ObjectCache {
     let created = false;
     if (!p) {
       const { path, tmp } = this.prepareTemp(key);
-      p = new PartialObject(key, etag, size, tmp, path, this.store, (done) => {
-        utimesSync(path, mtimeMs / 1000, mtimeMs / 1000);
-        this.index.putCached(object);
-        if (this.partials.get(key) === done) this.partials.delete(key);
-        this.log.debug(`fetched ${key} (${fmtBytes(size)}, streamed)`);
-      }, this.log, this.partialOptions);
+      const done = this.hooks.reserve(size);
+      try {
+        p = new PartialObject(key, etag, size, tmp, path, this.roomyStore(), (finished) => {
+          utimesSync(path, mtimeMs / 1000, mtimeMs / 1000);
+          this.index.putCached(object);
+          this.hooks.stored(key, size);
+          this.unreserve(finished);
+          if (this.partials.get(key) === finished) this.partials.delete(key);
+          this.log.debug(`fetched ${key} (${fmtBytes(size)}, streamed)`);
+        }, this.log, this.partialOptions);
+      } catch (err) {
+        done();
+        throw err;
+      }
+      this.reservations.set(p, done);
       this.partials.set(key, p);
       created = true;
     }
@@ -158,13 +283,39 @@ export class ObjectCache {
     return { path, partial, object, changed, keepCache };
   }
 
-  releasePartial(p: PartialObject): void {
+  private releasePartial(p: PartialObject): void {
     p.refs--;
     // A copy that failed its check may have left bad pages in the kernel: no keep_cache next time.
     if (p.corrupt) this.served.delete(p.key);
     if (p.refs > 0 || (p.complete && !p.corrupt)) return;
-    p.discard();
+    this.drop(p);
     if (this.partials.get(p.key) === p) this.partials.delete(p.key);
+  }
+
+  /** Discard an incomplete streamed download and give back the room it had reserved. */
+  private drop(p: PartialObject): void {
+    p.discard();
+    this.unreserve(p);
+  }
+
+  private unreserve(p: PartialObject): void {
+    this.reservations.get(p)?.();
+    this.reservations.delete(p);
+  }
+
+  /**
+   * Discard streamed downloads nobody has open (idle partial downloads); returns the bytes
+   * they had reserved. The evictor calls it before evicting whole objects.
+   */
+  dropIdlePartials(): number {
+    let freed = 0;
+    for (const [key, p] of this.partials) {
+      if (p.refs > 0 || p.complete) continue;
+      freed += p.size;
+      this.drop(p);
+      this.partials.delete(key);
+    }
+    return freed;
   }
 
   /** mkdir -p for the parent, never through a symlink; a stale cached *file* (or symlink) in the way is removed. */

@@ -125,7 +125,7 @@ export class BucketFs implements FsOps {
     try {
       fd = openSync(got.path, "r");
     } catch (err) {
-      if (got.partial) objects.releasePartial(got.partial);
+      objects.release(key, got.partial);
       throw err;
     }
     const fh = this.nextFh++;
@@ -150,7 +150,8 @@ export class BucketFs implements FsOps {
     if (!h) return;
     this.fileHandles.delete(fh);
     closeSync(h.fd);
-    if (h.partial) this.o.objects.releasePartial(h.partial);
+    // The kernel closed its last reference (RELEASE): the object may be evicted from now on.
+    this.o.objects.release(h.key, h.partial);
   }
 
   async opendir(ino: number): Promise<OpenReply> {
@@ -208,7 +209,7 @@ export class BucketFs implements FsOps {
   closeAll(): void {
     for (const h of this.fileHandles.values()) {
       closeSync(h.fd);
-      if (h.partial) this.o.objects.releasePartial(h.partial);
+      this.o.objects.release(h.key, h.partial);
     }
     this.fileHandles.clear();
     this.dirHandles.clear();

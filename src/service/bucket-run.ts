@@ -27,6 +27,7 @@ import { ensureCacheRoot, mkdirsUnder, sweepTempFiles } from "../cache/cache-roo
 import { lostWrites } from "../cache/full-disk.ts";
 import { MetaIndex } from "../cache/meta-index.ts";
 import { ObjectCache } from "../cache/object-cache.ts";
+import type { BucketLedger, Evictor } from "../cache/evictor.ts";
 import { BLOCK_SIZE } from "../cache/partial-object.ts";
 import { RunLog, type RunOutcome, type RunRecord } from "../cache/runs.ts";
 import { BucketFs } from "../fs/bucket-fs.ts";
@@ -136,6 +137,8 @@ export interface BucketRunOptions {
   onStatus?: (text: string) => void;
   /** The FUSE mount went away without a stop (unmounted from outside). */
   onUnmounted?: (run: BucketRun) => void;
+  /** Keeps the read cache inside cache_size / cache_min_free (one per cachepath, see daemon.ts). */
+  evictor?: Evictor;
 }
 
 /** What the run holds once its index is open. */
@@ -188,6 +191,8 @@ export class BucketRun {
   private stopUploadOk = false;
   /** The workdir's lease was taken (a stop during the start may come before). */
   private leaseClaimed = false;
+  /** This bucket's part of the evictor, while the index is open. */
+  private ledger: BucketLedger | undefined;
 
   constructor(cfg: BucketConfig, private readonly opts: BucketRunOptions = {}) {
     this.cfg = cfg;
@@ -296,6 +301,13 @@ export class BucketRun {
         maxWindowBlocks: Math.max(1, Math.round(cfg.readAhead / BLOCK_SIZE)),
         maxInflight: cfg.readConcurrency,
       };
+      if (this.opts.evictor) {
+        // Checks files against rows (a crash may leave either alone), then pins, LRU and limits.
+        this.ledger = this.opts.evictor.attach({
+          bucket: cfg.bucket, db, index, root, workdir: cfg.workdir, log, dropIdle: () => objects.dropIdlePartials(),
+        });
+        objects.hooks = this.ledger;
+      }
       const fs = new BucketFs({
         bucket: cfg.bucket, store, index, objects, workdir: cfg.workdir, metadataTtlS: cfg.metadataTtl,
         uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, log,
@@ -455,6 +467,8 @@ export class BucketRun {
         exitCode: this.exitCode,
         cacheSynced: synced,
       });
+      if (this.ledger) this.opts.evictor?.detach(this.ledger); // its last writes, before the index closes
+      this.ledger = undefined;
       try {
         h.db.close();
       } catch (err) {

@@ -11,6 +11,7 @@
  */
 import type { Config } from "../config/types.ts";
 import { BucketRun, combinedExitCode } from "./bucket-run.ts";
+import { Evictor } from "../cache/evictor.ts";
 import { logger } from "../util/log.ts";
 
 export interface DaemonOptions {
@@ -27,6 +28,19 @@ export interface DaemonOptions {
 const SIGNALS = ["SIGTERM", "SIGINT", "SIGHUP", "SIGUSR1"] as const;
 
 /** Run the daemon until a stop signal; resolves with the process exit code. */
+/**
+ * One Evictor per cachepath: the limits are for the cachepath (config/load.ts gives every
+ * section sharing it the same values), so buckets that share a disk share one budget.
+ */
+export function evictorsFor(config: Config): Map<string, Evictor> {
+  const out = new Map<string, Evictor>();
+  for (const b of config.buckets) {
+    if (out.has(b.cachePath)) continue;
+    out.set(b.cachePath, new Evictor(b.cachePath, { maxBytes: b.cacheSize, minFree: b.cacheMinFree }, logger("cache")));
+  }
+  return out;
+}
+
 export async function runDaemon(config: Config, opts: DaemonOptions = {}): Promise<number> {
   const log = logger("daemon");
   for (const w of config.warnings) log.warn(w);
@@ -41,9 +55,11 @@ export async function runDaemon(config: Config, opts: DaemonOptions = {}): Promi
     for (const r of runs) r.handle("stop");
     wake();
   };
+  const evictors = evictorsFor(config);
   const runs = config.buckets.map(
     (cfg) =>
       new BucketRun(cfg, {
+        evictor: evictors.get(cfg.cachePath)!,
         debugFuse: Boolean(opts.debugFuse),
         takeOver: opts.takeOver === true,
         ...(opts.onStatus ? { onStatus: opts.onStatus } : {}),
@@ -78,6 +94,7 @@ export async function runDaemon(config: Config, opts: DaemonOptions = {}): Promi
       }),
     );
     if (prepared.every(Boolean) && !stopping) {
+      for (const e of evictors.values()) e.start();
       for (const r of runs) {
         await r.mount();
         if (r.phase === "failed") stopAll(`bucket ${r.cfg.bucket} could not mount`);
@@ -92,6 +109,7 @@ export async function runDaemon(config: Config, opts: DaemonOptions = {}): Promi
     opts.onStopping?.();
     await Promise.all(runs.map((r) => r.stop()));
   } finally {
+    for (const e of evictors.values()) e.stop();
     process.off("exit", safetyNet);
     for (const s of SIGNALS) process.off(s, onSignal);
   }

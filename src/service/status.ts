@@ -11,6 +11,7 @@ import { existsSync, readdirSync, lstatSync } from "node:fs";
 import type { Database } from "bun:sqlite";
 import type { BucketConfig, Config } from "../config/types.ts";
 import { openIndex } from "../cache/db.ts";
+import { fsSpace, readCacheUse } from "../cache/evictor.ts";
 import { RunLog, type RunRecord } from "../cache/runs.ts";
 import { cacheLayout, workdirOf } from "./bucket-run.ts";
 import type { OwnerStatus } from "./workdir-owner.ts";
@@ -35,6 +36,8 @@ export interface BucketStatus {
   /** The latest daemon run (its outcome and exit code once finished). */
   daemonRun: RunRecord | null;
   cache: { dir: string; files: number; bytes: number };
+  /** The read cache as its index counts it, and the limits of its cachepath. */
+  readCache: ReadCacheStatus | null;
   workdir: null | {
     target: string;
     localDir: string;
@@ -52,6 +55,72 @@ export interface BucketStatus {
   fuse: FuseStatus | null;
   /** Why the index could not be read, if so. */
   error?: string;
+}
+
+/** The read cache of one bucket and the limits of its cachepath (shared with the buckets that use it). */
+export interface ReadCacheStatus {
+  /** Cached objects of this bucket (from its index). */
+  bytes: number;
+  objects: number;
+  /** Evictions of this bucket, over every run. */
+  evictions: number;
+  evictedBytes: number;
+  cachePath: string;
+  /** Buckets of this config that share the cachepath and its limits. */
+  sharedWith: string[];
+  /** Cached bytes of all those buckets: what `limitBytes` applies to. */
+  cachePathBytes: number;
+  /** cache_size, or null for no byte limit. */
+  limitBytes: number | null;
+  /** cache_min_free in bytes, and the filesystem's free space and size (null when it cannot be read). */
+  minFreeBytes: number | null;
+  freeBytes: number | null;
+  totalBytes: number | null;
+}
+
+/** Hook for status: the read-cache figures of every bucket (one index read each). */
+function readCacheStatus(config: Config): Map<string, ReadCacheStatus | null> {
+  const uses = new Map(config.buckets.map((b) => [b.bucket, (() => {
+    try {
+      return withIndex(b, readCacheUse) ?? { bytes: 0, objects: 0, evictions: 0, evictedBytes: 0 };
+    } catch {
+      return undefined;
+    }
+  })()]));
+  const out = new Map<string, ReadCacheStatus | null>();
+  for (const b of config.buckets) {
+    const u = uses.get(b.bucket);
+    if (!u) {
+      out.set(b.bucket, null);
+      continue;
+    }
+    const sharing = config.buckets.filter((o) => o.cachePath === b.cachePath);
+    const space = fsSpace(b.cachePath, b.cacheMinFree);
+    out.set(b.bucket, {
+      ...u,
+      cachePath: b.cachePath,
+      sharedWith: sharing.map((o) => o.bucket),
+      cachePathBytes: sharing.reduce((n, o) => n + (uses.get(o.bucket)?.bytes ?? 0), 0),
+      limitBytes: b.cacheSize ?? null,
+      minFreeBytes: space?.minFreeBytes ?? null,
+      freeBytes: space?.freeBytes ?? null,
+      totalBytes: space?.totalBytes ?? null,
+    });
+  }
+  return out;
+}
+
+function readCacheLine(c: ReadCacheStatus): string {
+  const limit = c.limitBytes !== null ? fmtBytes(c.limitBytes) : "no byte limit";
+  const shared = c.sharedWith.length > 1 ? `, ${fmtBytes(c.cachePathBytes)} for all of ${c.sharedWith.join(", ")}` : "";
+  const free =
+    c.freeBytes !== null && c.totalBytes !== null
+      ? `${fmtBytes(c.freeBytes)} free of ${fmtBytes(c.totalBytes)} (keeps ${fmtBytes(c.minFreeBytes ?? 0)} free)`
+      : `free space unknown (${c.cachePath} missing?)`;
+  return (
+    `  read cache: ${fmtBytes(c.bytes)} in ${c.objects} objects${shared}; limit ${limit} for ${c.cachePath}; ` +
+    `${free}; ${c.evictions} evictions (${fmtBytes(c.evictedBytes)})`
+  );
 }
 
 function du(dir: string): { files: number; bytes: number } {
@@ -101,7 +170,7 @@ export function bucketStatus(b: BucketConfig): BucketStatus {
   const out: BucketStatus = {
     section: b.section, bucket: b.bucket, mountpoint: b.mountpoint, pid,
     mount: m?.fstype === FSTYPE ? "mounted" : m ? { occupiedBy: m.fstype } : "not mounted",
-    phase: null, daemonRun: null, cache: { dir: layout.root, ...du(layout.root) }, workdir: null, runs: [],
+    phase: null, daemonRun: null, cache: { dir: layout.root, ...du(layout.root) }, readCache: null, workdir: null, runs: [],
     fuse: pid !== null ? fuseStatus(b, pid) : null,
   };
   try {
@@ -151,7 +220,8 @@ function describeLease(o: OwnerStatus & { updatedMs: number }): string {
 }
 
 export function printStatus(config: Config, json = false): number {
-  const all = config.buckets.map(bucketStatus);
+  const caches = readCacheStatus(config);
+  const all = config.buckets.map((b) => ({ ...bucketStatus(b), readCache: caches.get(b.bucket) ?? null }));
   if (json) {
     console.log(JSON.stringify({ buckets: all }, null, 2));
     return 0;
@@ -160,7 +230,8 @@ export function printStatus(config: Config, json = false): number {
     const mounted = typeof s.mount === "string" ? s.mount : `occupied by ${s.mount.occupiedBy}`;
     const running = s.pid !== null ? `running (pid ${s.pid}), ${mounted}, ${s.phase ?? "?"}` : `not running, ${mounted}${s.phase ? ` (last run: ${s.phase})` : ""}`;
     console.log(`[${s.section}] s3://${s.bucket} at ${s.mountpoint}: ${running}`);
-    console.log(`  cache ${s.cache.dir}: ${s.cache.files} files, ${fmtBytes(s.cache.bytes)}`);
+    console.log(`  cache ${s.cache.dir}: ${s.cache.files} files, ${fmtBytes(s.cache.bytes)} (workdir included)`);
+    if (s.readCache) console.log(readCacheLine(s.readCache));
     if (s.fuse) console.log(`  ${fuseLine(s.fuse)}`);
     if (s.error) console.log(`  index: ${s.error}`);
     const w = s.workdir;
