@@ -4,7 +4,7 @@
  *
  * Puts COUNT objects of SIZE_MIB into a throwaway MinIO on loopback (boto3), then alternates
  * A (cache_size = LIMIT_MIB, so most of the read is evicted while it runs) and B (no byte
- * limit; the default free-space floor is far away) for ROUNDS rounds, A then B then A...
+ * limit; the default free-space floor is far away) for ROUNDS rounds: AB, BA, AB, ...
  * Each run is a fresh daemon over an empty cache with the page cache dropped, and reads every
  * object once with `cat` (sequential, streamed path), then checks one object's sha256.
  * Reported: MiB/s by wall time (median), daemon CPU seconds per GiB read (median; it swings
@@ -68,8 +68,14 @@ try {
   const A: Sample[] = [];
   const B: Sample[] = [];
   for (let i = 0; i < ROUNDS; i++) {
-    A.push(await once(true));
-    B.push(await once(false));
+    // Alternate which goes first, so neither always follows the other's teardown.
+    if (i % 2 === 0) {
+      A.push(await once(true));
+      B.push(await once(false));
+    } else {
+      B.push(await once(false));
+      A.push(await once(true));
+    }
     process.stderr.write(`round ${i + 1}: A ${A.at(-1)!.mibs.toFixed(0)} MiB/s, B ${B.at(-1)!.mibs.toFixed(0)} MiB/s\n`);
   }
   const a = median(A.map((s) => s.mibs));
