@@ -57,7 +57,7 @@ try {
     const sum = (await sh(`sha256sum '${M}/${check.key}'`)).out.split(" ")[0];
     if (sum !== check.sha256) throw new Error(`content mismatch for ${check.key}`);
     const st = await sh(`${bucketfsCommand().join(" ")} status --json --config '${d.configPath}'`);
-    const evictions = (JSON.parse(st.out) as { buckets: { cache: { evictions: number } }[] }).buckets[0]!.cache.evictions;
+    const evictions = (JSON.parse(st.out) as { buckets: { readCache: { evictions: number } }[] }).buckets[0]!.readCache.evictions;
     const code = await d.stop("SIGTERM");
     if (code !== 0) throw new Error(`daemon exited ${code}\n${d.log()}`);
     removeDir(d.dir);

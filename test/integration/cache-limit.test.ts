@@ -16,7 +16,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { Database } from "bun:sqlite";
 import { closeSync, existsSync, lstatSync, mkdirSync, openSync, readdirSync, rmSync, statfsSync, unlinkSync, writeFileSync, writeSync } from "node:fs";
 import { randomBytes } from "node:crypto";
-import { TEMP_PREFIX } from "../../src/cache/object-cache.ts";
+import { TEMP_FILE_RE, tempNameFor } from "../../src/cache/cache-root.ts";
 import { startS3Server, type S3Server } from "../helpers/s3server.ts";
 import { s3tool, type S3Tool } from "../helpers/s3tool.ts";
 import { bucketfsCommand, daemonDir, removeDir, sh, startDaemon, type BucketSpec, type DaemonHandle } from "../helpers/daemon.ts";
@@ -142,9 +142,9 @@ interface CacheJson {
 async function cacheStatus(h: DaemonHandle, bucket = BUCKET): Promise<CacheJson> {
   const r = await run([...bucketfsCommand(), "status", "--json", "--config", h.configPath]);
   if (r.code !== 0) throw new Error(`status --json failed: ${r.err}`);
-  const b = (JSON.parse(r.out) as { buckets: { bucket: string; cache: CacheJson }[] }).buckets.find((x) => x.bucket === bucket);
-  if (!b) throw new Error(`no ${bucket} in status --json`);
-  return b.cache;
+  const b = (JSON.parse(r.out) as { buckets: { bucket: string; readCache: CacheJson | null }[] }).buckets.find((x) => x.bucket === bucket);
+  if (!b?.readCache) throw new Error(`no read cache for ${bucket} in status --json: ${r.out}`);
+  return b.readCache;
 }
 
 const rootOf = (h: DaemonHandle, bucket = BUCKET) => `${h.cachePath}/.${bucket}`;
@@ -331,7 +331,7 @@ describe("crash consistency", () => {
       expect(cachedKeys.length).toBeGreaterThan(0);
       rmSync(`${root}/${cachedKeys[0]}`);
       writeFileSync(`${root}/ref/orphan`, randomBytes(MiB));
-      writeFileSync(`${root}/ref/${TEMP_PREFIX}dead`, randomBytes(MiB));
+      writeFileSync(`${root}/ref/${tempNameFor("dead")}`, randomBytes(MiB));
 
       d = await start(spec, { dir });
       const db = new Database(`${dir}/cache/.${BUCKET}.index`, { readonly: true });
@@ -346,7 +346,7 @@ describe("crash consistency", () => {
         expect(lru).toEqual([...rows.keys()].sort());
         expect(onDisk.has("ref/orphan")).toBe(false);
         expect(rows.has(cachedKeys[0]!)).toBe(false);
-        expect([...onDisk.keys()].some((k) => k.includes(TEMP_PREFIX))).toBe(false);
+        expect([...onDisk.keys()].some((k) => TEMP_FILE_RE.test(k.slice("ref/".length)))).toBe(false);
       } finally {
         db.close();
       }
