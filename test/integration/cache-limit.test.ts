@@ -235,7 +235,7 @@ describe("the workdir", () => {
 function tmpfsDir(name: string, mib: number): string {
   const dir = daemonDir(name);
   mkdirSync(`${dir}/cache`, { recursive: true });
-  const r = sh(`mount -t tmpfs -o size=${mib}M tmpfs '${dir}/cache'`);
+  const r = sh(`mount -t tmpfs -o size=${mib}M,mode=0700 tmpfs '${dir}/cache'`);
   if (r.code !== 0) throw new Error(`cannot mount a tmpfs: ${r.err}`);
   return dir;
 }
