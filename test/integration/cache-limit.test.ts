@@ -283,7 +283,13 @@ describe("the free-space floor", () => {
       const before = (await cacheStatus(d)).evictions;
       expect(await sha256(`${M}/${keys[1]}`)).toBe(sums.get(keys[1]!)!); // evicted keys[0], retried
       expect((await cacheStatus(d)).evictions).toBe(before + 1);
-      // Fill again while keys[1] is held open: nothing can be evicted now.
+      // Evicted files are removed in the background: wait until they are, then fill again
+      // while keys[1] is held open, so nothing can be evicted now.
+      const deadline = Date.now() + 30_000;
+      while (readdirSync(`${cache}/.${BUCKET}/ref`).some((n) => TEMP_FILE_RE.test(n))) {
+        if (Date.now() > deadline) throw new Error("evicted files never removed");
+        await Bun.sleep(20);
+      }
       expect(sh(`head -c ${Math.max(0, freeOf(cache) - 2 * MiB)} /dev/zero > '${filler}2'`).code).toBe(0);
       const r = await run(["bash", "-c", `exec 3<'${M}/${keys[1]}'; cat '${M}/${keys[2]}' > /dev/null`]);
       expect(r.code).not.toBe(0);
