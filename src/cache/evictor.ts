@@ -476,8 +476,10 @@ export class BucketLedger implements CacheHooks {
       for (const d of ents) {
         const r = rel === "" ? d.name : `${rel}/${d.name}`;
         const full = `${dir}/${d.name}`;
+        // The workdir and the directories above it are not the read cache's, whatever is in
+        // their place (a symlink planted there is refused by the lifecycle, never removed here).
+        if (this.inWorkdir(r) || (this.isWorkdirAncestor(r) && !d.isDirectory())) continue;
         if (d.isDirectory()) {
-          if (this.inWorkdir(r)) continue;
           if (walk(full, r) && !this.isWorkdirAncestor(r)) {
             try {
               rmdirSync(full);

@@ -7,7 +7,7 @@
  */
 import { afterAll, describe, expect, test } from "bun:test";
 import { Database } from "bun:sqlite";
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { Evictor, readCacheUse, type BucketLedger } from "../../src/cache/evictor.ts";
@@ -169,6 +169,25 @@ describe("start-up sweep (crash consistency)", () => {
     expect(existsSync(join(root, `wd/${wdTemp}`))).toBe(true);
     expect(readCacheUse(db)).toMatchObject({ objects: 1, bytes: 100 });
     db.close();
+  });
+
+  test("whatever stands at the workdir path or above it (a planted symlink) is left for the lifecycle to refuse", () => {
+    const root = join(scratch, "sweep-link");
+    const db = new Database(join(scratch, "sweep-link.index"), { create: true });
+    const target = join(scratch, "sweep-link-target");
+    mkdirSync(target, { recursive: true });
+    const seed = (r: string) => {
+      mkdirSync(join(r, "runs"), { recursive: true });
+      symlinkSync(target, join(r, "runs/a")); // at the workdir
+    };
+    bucket(evictor(1024 * KiB), { root, db, workdir: "runs/a", seed });
+    expect(lstatSync(join(root, "runs/a")).isSymbolicLink()).toBe(true);
+    db.close();
+    const root2 = join(scratch, "sweep-link2");
+    const db2 = new Database(join(scratch, "sweep-link2.index"), { create: true });
+    bucket(evictor(1024 * KiB), { root: root2, db: db2, workdir: "top/wd", seed: (r) => symlinkSync(target, join(r, "top")) });
+    expect(lstatSync(join(root2, "top")).isSymbolicLink()).toBe(true);
+    db2.close();
   });
 
   test("an index from before eviction existed gets last-read rows for what it cached", () => {
