@@ -28,7 +28,7 @@ export function isExpected(err: unknown): boolean {
   return (
     err instanceof FsError &&
     (err.errno === E.ENOENT || err.errno === E.EROFS || err.errno === E.ENOTDIR || err.errno === E.ENAMETOOLONG ||
-      err.errno === E.ENODATA)
+      err.errno === E.ENODATA || err.errno === E.ENOSYS)
   );
 }
 

@@ -45,6 +45,8 @@ export interface BucketJson {
     };
   };
   runs: RunJson[];
+  /** The live daemon's FUSE request counters (by opcode name). */
+  fuse: null | { requests: Record<string, number> };
   error?: string;
 }
 
