@@ -696,7 +696,8 @@ async function main(): Promise<void> {
       for (;;) {
         const at = performance.now();
         const l = await s3c.list(WD_BUCKET, { prefix: `${prefix}/` });
-        const files = l.objects.filter((o) => !o.key.endsWith("/"));
+        // bucketfs' own lease and commit records (`<workdir>/.bucketfs/`) are not workdir files.
+        const files = l.objects.filter((o) => !o.key.endsWith("/") && !o.key.startsWith(`${prefix}/.bucketfs/`));
         const bytes = files.reduce((a, o) => a + o.size, 0);
         if (files.length >= wdFiles && bytes >= wdBytes) {
           if (files.length !== wdFiles || bytes !== wdBytes) throw new Error(`S3 holds ${files.length} files / ${bytes} bytes under ${prefix}/, expected ${wdFiles} / ${wdBytes}`);
