@@ -19,8 +19,8 @@ import { bucketfsCommand, daemonDir, removeDir, sh, startDaemon, type BucketSpec
 import { startS3Server, TEST_ROOT, type S3Server } from "../helpers/s3server.ts";
 import { s3tool, type S3Tool } from "../helpers/s3tool.ts";
 import { runsOf, statusJson, waitStatus } from "../helpers/status.ts";
-import { writeRandom } from "../helpers/files.ts";
 import { mountAt } from "../../src/util/mountinfo.ts";
+import { regularFiles, sha256File, writeRandom } from "../helpers/files.ts";
 
 const REPO = new URL("../..", import.meta.url).pathname.replace(/\/$/, "");
 const WD = "work";
@@ -76,23 +76,7 @@ async function exitCode(d: DaemonHandle, timeoutMs = 120_000): Promise<number> {
   return d.stop();
 }
 
-async function sha256File(path: string): Promise<string> {
-  const h = new Bun.CryptoHasher("sha256");
-  for await (const chunk of Bun.file(path).stream()) h.update(chunk);
-  return h.digest("hex");
-}
 
-/** Regular files under `root` (relative paths), never following symlinks. */
-function regularFiles(root: string, rel = ""): string[] {
-  const out: string[] = [];
-  for (const name of readdirSync(join(root, rel))) {
-    const r = rel ? `${rel}/${name}` : name;
-    const st = lstatSync(join(root, r));
-    if (st.isDirectory()) out.push(...regularFiles(root, r));
-    else if (st.isFile()) out.push(r);
-  }
-  return out.sort();
-}
 
 async function md5File(path: string): Promise<string> {
   const h = new Bun.CryptoHasher("md5");

@@ -16,6 +16,7 @@ import { createS3Store, type S3StoreConfig, type S3StoreTuning } from "../../src
 import { StoreError, type ObjectInfo, type ObjectStore } from "../../src/store/types.ts";
 import { startS3Server, TEST_ROOT, type S3Server } from "../helpers/s3server.ts";
 import { s3tool, type PutResult, type S3Tool } from "../helpers/s3tool.ts";
+import { sha256File } from "../helpers/files.ts";
 
 const BUCKET = "store-test";
 const MiB = 1024 * 1024;
@@ -25,12 +26,6 @@ function sha256(data: Uint8Array): string {
   return new Bun.CryptoHasher("sha256").update(data).digest("hex");
 }
 
-/** sha256 of a file, read in chunks (the 64 MiB one too). */
-async function sha256File(path: string): Promise<string> {
-  const h = new Bun.CryptoHasher("sha256");
-  for await (const chunk of Bun.file(path).stream()) h.update(chunk);
-  return h.digest("hex");
-}
 
 function storeConfig(server: S3Server, over: Partial<S3StoreConfig> = {}): S3StoreConfig {
   return {

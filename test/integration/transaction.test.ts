@@ -15,11 +15,12 @@
  * Engine-level cases (uploadWorkdir/prefetchWorkdir called directly) are in workdir.test.ts.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, type BigIntStats } from "node:fs";
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, rmSync, type BigIntStats } from "node:fs";
 import { join } from "node:path";
 import { bucketfsCommand, removeDir, sh, startDaemon, type BucketSpec, type DaemonHandle } from "../helpers/daemon.ts";
 import { startS3Server, TEST_ROOT, type S3Server } from "../helpers/s3server.ts";
 import { s3tool, type ListedObject, type S3Tool } from "../helpers/s3tool.ts";
+import { regularFiles, sha256File } from "../helpers/files.ts";
 
 const REPO = new URL("../..", import.meta.url).pathname.replace(/\/$/, "");
 const MiB = 1024 * 1024;
@@ -124,11 +125,6 @@ function cli(args: string[], timeoutMs = 120_000): { code: number; out: string }
   return { code: r.exitCode ?? -1, out: r.stdout.toString() + r.stderr.toString() };
 }
 
-async function sha256File(path: string): Promise<string> {
-  const h = new Bun.CryptoHasher("sha256");
-  for await (const chunk of Bun.file(path).stream()) h.update(chunk);
-  return h.digest("hex");
-}
 
 function sha256(s: string): string {
   return new Bun.CryptoHasher("sha256").update(s).digest("hex");
@@ -149,17 +145,6 @@ async function pool<T, R>(items: T[], n: number, fn: (t: T) => Promise<R>): Prom
   return out;
 }
 
-/** Regular files under `root` (relative paths), never following symlinks. */
-function regularFiles(root: string, rel = ""): string[] {
-  const out: string[] = [];
-  for (const name of readdirSync(join(root, rel))) {
-    const r = rel ? `${rel}/${name}` : name;
-    const st = lstatSync(join(root, r));
-    if (st.isDirectory()) out.push(...regularFiles(root, r));
-    else if (st.isFile()) out.push(r);
-  }
-  return out.sort();
-}
 
 /** The local workdir cache dir of a daemon (the bind source). */
 function localWd(d: DaemonHandle, bucket: string): string {

@@ -10,20 +10,13 @@ import { readFileSync } from "node:fs";
 import { ConfigError, describeConfig, parseConfig } from "../../src/config/load.ts";
 import { bucketNameProblem, configTable, KEYS, quote } from "../../src/config/keys.ts";
 import { withTable } from "../../scripts/config-table.ts";
+import { configFails } from "../helpers/config.ts";
 
 const F = "bucketfs.conf";
 const REPO = new URL("../..", import.meta.url).pathname;
 const SECRET = "wJalrXUtnFEMIK7MDENGbPxRfiCY";
 
-function fails(text: string): ConfigError {
-  try {
-    parseConfig(text, F);
-  } catch (err) {
-    if (err instanceof ConfigError) return err;
-    throw err;
-  }
-  throw new Error("expected a ConfigError");
-}
+const fails = (text: string): ConfigError => configFails(text, F);
 
 /** Section [s] on line 1, bucket on line 2, `line` on line 3. */
 const third = (line: string): string => `[s]\nbucket = bk1\n${line}\n`;

@@ -11,6 +11,7 @@ import { join } from "node:path";
 import { ConfigError, describeConfig, loadConfig, parseConfig } from "../../src/config/load.ts";
 import { parseIni } from "../../src/config/parse.ts";
 import { DEFAULTS, type Config } from "../../src/config/types.ts";
+import { configFails } from "../helpers/config.ts";
 
 const F = "bucketfs.conf";
 const KEY_ID = "AKIAIOSFODNN7EXAMPLE";
@@ -44,15 +45,7 @@ endpoint = https://s3.amazonaws.com
 /** One section `[s]` (line 1) with `bucket = bk1` (line 2) and the given extra lines from line 3. */
 const one = (...lines: string[]): string => ["[s]", "bucket = bk1", ...lines].join("\n");
 
-function fails(text: string): ConfigError {
-  try {
-    parseConfig(text, F);
-  } catch (err) {
-    if (err instanceof ConfigError) return err;
-    throw err;
-  }
-  throw new Error("expected a ConfigError");
-}
+const fails = (text: string): ConfigError => configFails(text, F);
 
 function first(cfg: Config) {
   const b = cfg.buckets[0];
