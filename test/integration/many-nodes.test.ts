@@ -109,6 +109,16 @@ describe("workdir lease", () => {
     expect(await b2.stop()).toBe(0);
   }, SLOW);
 
+  test("a read-only mount (no workdir) takes no lease: it starts beside a holder and leaves the lease alone", async () => {
+    const spec = await freshBucket();
+    const a = await node(spec);
+    const ro = await node({ bucket: spec.bucket });
+    expect((await statusJson(ro.configPath))[0]?.workdir).toBeNull();
+    expect(await ro.stop()).toBe(0);
+    expect(await lease(spec.bucket)).toMatchObject({ state: "held", pid: a.proc.pid }); // still A's, never touched by the read-only node
+    expect(await a.stop()).toBe(0);
+  }, SLOW);
+
   test("an expired lease is taken over; a killed holder restarting on its own cache resumes its lease", async () => {
     const spec = await freshBucket({ lease_time: "3" });
     const a = await node(spec);
