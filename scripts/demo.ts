@@ -8,7 +8,7 @@
  */
 import { startS3Server } from "../test/helpers/s3server.ts";
 import { s3tool } from "../test/helpers/s3tool.ts";
-import { removeDir, sh, startDaemon } from "../test/helpers/daemon.ts";
+import { bucketfsCommand, removeDir, sh, startDaemon } from "../test/helpers/daemon.ts";
 
 const keep = process.argv.includes("--keep");
 const say = (s: string) => console.log(`\n\x1b[1m== ${s}\x1b[0m`);
@@ -72,6 +72,10 @@ try {
   const head = await s3.head("sample", "work/ab/12cd34/.command.sh");
   console.log(`metadata of .command.sh: ${JSON.stringify(head?.metadata)}`);
   if (code !== 0 || !listed.objects.some((o) => o.key === "work/ab/12cd34/.exitcode")) throw new Error("demo failed");
+
+  say("from any machine with the config: does S3 hold what the run committed? (the commit record before the markers)");
+  const verified = run(`${bucketfsCommand().map((a) => `'${a}'`).join(" ")} verify --config '${daemon.configPath}'`);
+  if (verified.code !== 0) throw new Error("bucketfs verify found differences");
   say("demo finished: everything worked");
 } finally {
   if (daemon) {
