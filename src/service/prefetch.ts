@@ -31,6 +31,7 @@ import { errMsg, fmtBytes, type Logger } from "../util/log.ts";
 import { isReservedPath, prefetchPlan, type CommitRecord } from "./commit-record.ts";
 import { isErrno, lstatBig, stampOf, walkWorkdir, type WorkdirJournal } from "./journal.ts";
 import { loadLatestRecord } from "./workdir-record.ts";
+import { linkSignals, runAll } from "../util/async.ts";
 
 /** What the lead passes for one bucket's workdir. */
 export interface WorkdirSpec {
@@ -153,16 +154,6 @@ function restoreSymlinks(
 interface DownloadJob {
   rel: string;
   obj: ObjectInfo;
-}
-
-/** An AbortSignal that fires when either the caller's signal or our own controller does. */
-function linkedController(outer: AbortSignal | undefined): AbortController {
-  const ac = new AbortController();
-  if (outer) {
-    if (outer.aborted) ac.abort(outer.reason);
-    else outer.addEventListener("abort", () => ac.abort(outer.reason), { once: true });
-  }
-  return ac;
 }
 
 function rate(bytes: number, seconds: number): string {
@@ -316,7 +307,7 @@ export async function prefetchWorkdir(
     );
 
     // 4. Download with bounded concurrency; first failure cancels the rest.
-    const ac = linkedController(signal);
+    const ac = linkSignals(signal);
     let firstError: PrefetchError | null = null;
     const inflight = new Map<string, number>();
     let doneBytes = 0;
@@ -376,17 +367,14 @@ export async function prefetchWorkdir(
       }
     };
 
-    let next = 0;
-    const worker = async (): Promise<void> => {
-      while (firstError === null && !ac.signal.aborted && next < jobs.length) {
-        const job = jobs[next++] as DownloadJob;
-        await downloadOne(job);
-      }
-    };
     try {
-      await Promise.all(Array.from({ length: Math.min(concurrency, jobs.length) }, () => worker()));
+      // downloadOne never throws; after the first failure (or an abort) the rest are skipped.
+      await runAll(jobs, concurrency, async (job) => {
+        if (firstError === null && !ac.signal.aborted) await downloadOne(job);
+      });
     } finally {
       clearInterval(ticker);
+      ac.dispose();
     }
     if (firstError === null && ac.signal.aborted) {
       firstError = new PrefetchError(`prefetch of ${where} cancelled`, { cause: ac.signal.reason });
