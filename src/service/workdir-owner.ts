@@ -46,13 +46,16 @@ export interface OwnerStatus {
 export class WorkdirOwner {
   readonly runId = randomBytes(8).toString("hex");
   readonly lease: WorkdirLease;
+  /** This node's name, in the lease and in every record it writes. */
+  private readonly node: string;
   private timer: Timer | undefined;
   private prev: CommitRecord | null = null;
   private renewing: Promise<unknown> | undefined;
 
   constructor(private readonly o: WorkdirOwnerOptions) {
+    this.node = o.node ?? hostname();
     this.lease = new WorkdirLease({
-      store: o.store, prefix: o.prefix, node: o.node ?? hostname(), cacheDir: o.localDir, pid: process.pid,
+      store: o.store, prefix: o.prefix, node: this.node, cacheDir: o.localDir, pid: process.pid,
       bootId: o.bootId, runId: this.runId, leaseMs: o.leaseMs, ...(o.now ? { now: o.now } : {}),
     });
   }
@@ -146,7 +149,7 @@ export class WorkdirOwner {
   /** The upload's commit hook: writes the next record unless it would say what the last one says. */
   async commit(walk: WalkResult, kind: CommitRecord["kind"], signal?: AbortSignal): Promise<string | null> {
     const content = recordFromWorkdir(walk, this.o.journal, this.o.lastUploadFile, this.o.log);
-    const next = buildRecord({ prev: this.prev, prefix: this.o.prefix, runId: this.runId, node: hostname(), kind, ...content });
+    const next = buildRecord({ prev: this.prev, prefix: this.o.prefix, runId: this.runId, node: this.node, kind, ...content });
     if (this.prev !== null && sameContent(this.prev, next)) return null;
     const key = await writeRecord(this.o.store, next, signal);
     this.prev = next;
