@@ -28,6 +28,8 @@ const { ptr: P, u64_fast: U, i64_fast: I, i32, void: V } = {
 export interface AdapterOptions {
   /** Raise the kernel's limit on background (async) requests; default 12 is too low for S3. */
   maxBackground: number;
+  /** The largest READ/WRITE payload to accept (INIT's max_write, which sets max_pages). */
+  maxWrite: number;
   /** Decides per open whether the kernel reads the cache file itself (FUSE passthrough). */
   passthrough: PassthroughTable;
   log: Logger;
@@ -180,6 +182,8 @@ export function buildOps(fs: FsOps, opts: AdapterOptions): OpsTable {
         want &= ~CAP.readdirplusAuto;
         c.setUint32(CONN.want, want >>> 0, true);
         c.setUint32(CONN.maxBackground, opts.maxBackground, true);
+        // libfuse derives max_pages from max_write, and the kernel caps every READ at max_pages.
+        if (opts.maxWrite < c.getUint32(CONN.maxWrite, true)) c.setUint32(CONN.maxWrite, opts.maxWrite, true);
         c.setUint32(CONN.congestionThreshold, Math.floor((opts.maxBackground * 3) / 4), true);
       },
     },

@@ -24,8 +24,19 @@ import type { Logger } from "../util/log.ts";
 const FUSECTL = "/sys/fs/fuse/connections";
 const FUSECTL_ABORT = (minor: number) => `${FUSECTL}/${minor}/abort`;
 
-/** Each /dev/fuse read needs room for the largest request: 1 MiB of data plus headers. */
-const READ_BUF_SIZE = 1024 * 1024 + 4096;
+/**
+ * The largest READ (and WRITE) the kernel sends: 252 pages (1008 KiB), not 256. libfuse 3.14
+ * splices an fd-backed reply only when header and data fit its pipe with three pages to spare
+ * (`pagesize * (iov_count + buf->count + 1) + len`), and a pipe cannot grow past
+ * /proc/sys/fs/pipe-max-size (1 MiB by default) without CAP_SYS_RESOURCE, which containers and
+ * this machine's root lack. At 256 pages every cached READ fell back to a pread into a fresh
+ * malloc'ed buffer and a writev: a page fault per 4 KiB, about a quarter of the daemon's CPU in
+ * a cold read (perf, 2026-11-30). At 252 pages the reply is spliced: no copy in the daemon.
+ */
+export const MAX_READ_BYTES = 252 * 4096;
+
+/** Each /dev/fuse read needs room for the largest request plus headers. */
+const READ_BUF_SIZE = MAX_READ_BYTES + 4096;
 
 export interface SessionOptions {
   mountpoint: string;
@@ -38,7 +49,8 @@ export interface SessionOptions {
   maxBackground: number;
   /**
    * Kernel readahead for this mount in KiB; a buffered READ is min(this, max_pages) long, so
-   * 1024 gives 1 MiB READs. 0 leaves the default (128). Applied after INIT, which resets it.
+   * MAX_READ_BYTES / 1024 gives the largest READs. 0 leaves the default (128). Applied after
+   * INIT, which resets it.
    */
   readAheadKb: number;
   /** Let the kernel read complete cached files itself (FUSE passthrough) when it offers to. */
@@ -102,7 +114,7 @@ export class FuseSession {
       { open: (fd) => backingOpen(this.fd, fd), close: (id) => backingClose(this.fd, id) },
       opts.log,
     );
-    this.ops = buildOps(fs, { maxBackground: opts.maxBackground, passthrough: this.pt, log: opts.log });
+    this.ops = buildOps(fs, { maxBackground: opts.maxBackground, maxWrite: MAX_READ_BYTES, passthrough: this.pt, log: opts.log });
     const mountOpts = [`fsname=${opts.fsname}`, "subtype=bucketfs", "default_permissions"];
     if (opts.readOnly) mountOpts.push("ro");
     if (opts.allowOther) mountOpts.push("allow_other");

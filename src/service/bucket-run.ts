@@ -31,7 +31,7 @@ import type { BucketLedger, Evictor } from "../cache/evictor.ts";
 import { BLOCK_SIZE } from "../cache/partial-object.ts";
 import { RunLog, type RunOutcome, type RunRecord } from "../cache/runs.ts";
 import { BucketFs } from "../fs/bucket-fs.ts";
-import { FuseSession } from "../fuse/session.ts";
+import { FuseSession, MAX_READ_BYTES } from "../fuse/session.ts";
 import { libc, MNT_DETACH } from "../sys/libc.ts";
 import { createS3Store } from "../store/s3.ts";
 import type { ObjectStore } from "../store/types.ts";
@@ -367,8 +367,8 @@ export class BucketRun {
       h.session = FuseSession.mount(h.fs, {
         mountpoint: cfg.mountpoint, fsname: `bucketfs:${cfg.bucket}`, readOnly: true,
         allowOther: (process.getuid?.() ?? 0) === 0, readers: 2, maxBackground: 64,
-        // 1024 KiB gives 1 MiB READs; BUCKETFS_READ_AHEAD_KB overrides it (diagnostics, benchmarks).
-        readAheadKb: Number(process.env.BUCKETFS_READ_AHEAD_KB ?? 1024) || 0,
+        // The largest READs; BUCKETFS_READ_AHEAD_KB overrides it (diagnostics, benchmarks).
+        readAheadKb: Number(process.env.BUCKETFS_READ_AHEAD_KB ?? MAX_READ_BYTES / 1024) || 0,
         passthrough: this.cfg.passthrough,
         debug: Boolean(this.opts.debugFuse), log: log.child("fuse"),
       });
