@@ -6,7 +6,8 @@
  * that doubles up to `maxWindowBlocks`, fetched as parallel ranged GETs of `chunkBlocks`;
  * random readers fetch single blocks, so `head -c 100` of a 10 GiB object costs one small
  * GET. Every GET carries If-Match with the ETag, so a file never mixes two versions. At
- * most `maxInflight` GETs run at once, and each streams its body into the file as it arrives
+ * most `maxInflight` GETs run at once, and each streams its body into the file as it arrives;
+ * a READ waits only until its own blocks are written, not for the rest of their GET
  * (no chunk-sized buffers: a 1 GiB cold read peaked at 177-195 MiB RSS against 284-300 MiB
  * with whole-chunk buffers, and was faster), so memory stays bounded whatever the object size.
  * When every block is present and the whole object matches its ETag (object-digest.ts, hashed
@@ -20,6 +21,7 @@ import { closeSync, fsync, openSync, renameSync, rmSync, ftruncateSync, write as
 import { StoreError, type ObjectStore } from "../store/types.ts";
 import { errMsg, type Logger } from "../util/log.ts";
 import { StreamedDigest } from "./object-digest.ts";
+import { deferred, type Deferred } from "../util/async.ts";
 
 export const BLOCK_SIZE = 1024 * 1024;
 
@@ -142,44 +144,55 @@ export class PartialObject {
     // huge object): only the blocks asked for. Chunks and read-ahead start when a second
     // read shows the reader is sequential.
     if (!sequential || isFirst) {
-      await Promise.all(this.schedule(first, last, 1));
-      return;
+      this.schedule(first, last, 1);
+      return this.waitFor(first, last);
     }
     // Sequential: whole chunks on chunk boundaries, so the growing window never produces the
     // small tail GETs it would if its end moved by each read's size.
     const c = this.o.chunkBlocks;
     const chunkEnd = (blk: number) => Math.min(this.blocks - 1, Math.ceil((blk + 1) / c) * c - 1);
     const demandEnd = chunkEnd(last);
-    const waits = this.schedule(Math.floor(first / c) * c, demandEnd, c);
+    this.schedule(Math.floor(first / c) * c, demandEnd, c);
     // Read-ahead: errors surface when a reader actually needs those blocks.
-    for (const p of this.schedule(demandEnd + 1, chunkEnd(last + this.window), c)) p.catch(() => {});
+    this.schedule(demandEnd + 1, chunkEnd(last + this.window), c);
+    return this.waitFor(first, last);
+  }
+
+  /** Until blocks [first, last] are written (each was just scheduled, so each is here or on its way). */
+  private async waitFor(first: number, last: number): Promise<void> {
+    const waits: Promise<void>[] = [];
+    for (let k = first; k <= last; k++) {
+      const w = this.inflight.get(k);
+      if (w) waits.push(w);
+    }
     await Promise.all(waits);
+    for (let k = first; k <= last; k++) {
+      if (!this.present[k]) throw new Error(`${this.key}: block ${k} is not in the cache file after its fetch`);
+    }
   }
 
   /** Start GETs for the missing blocks in [a, b], in runs of at most `unit` blocks, aligned to `unit`. */
-  private schedule(a: number, b: number, unit: number): Promise<void>[] {
-    const waits: Promise<void>[] = [];
+  private schedule(a: number, b: number, unit: number): void {
     let i = a;
     while (i <= b) {
-      if (this.present[i]) {
-        i++;
-        continue;
-      }
-      const running = this.inflight.get(i);
-      if (running) {
-        waits.push(running);
+      if (this.present[i] || this.inflight.has(i)) {
         i++;
         continue;
       }
       // A run ends at a multiple of `unit` (chunk-aligned GETs), at `b`, or at a block already here.
       let j = i;
       while (j + 1 <= b && (j + 1) % unit !== 0 && !this.present[j + 1] && !this.inflight.has(j + 1)) j++;
-      const p = this.fetch(i, j);
-      for (let k = i; k <= j; k++) this.inflight.set(k, p);
-      waits.push(p);
+      // One GET for the run, one promise per block: a READ waits for its own blocks, not the run.
+      const arrived: Deferred<void>[] = [];
+      for (let k = i; k <= j; k++) {
+        const d = deferred();
+        d.promise.catch(() => {}); // read-ahead blocks nobody waits for
+        arrived.push(d);
+        this.inflight.set(k, d.promise);
+      }
+      void this.fetch(i, j, arrived);
       i = j + 1;
     }
-    return waits;
   }
 
   private async slot(): Promise<void> {
@@ -203,31 +216,51 @@ export class PartialObject {
     closeSync(this.fd);
   }
 
-  private async fetch(a: number, b: number): Promise<void> {
-    await this.slot();
-    const start = a * BLOCK_SIZE;
-    const end = Math.min((b + 1) * BLOCK_SIZE, this.size);
+  /**
+   * GET blocks [a, b] in one ranged request. Each block counts as present (and its promise in
+   * `arrived` resolves) as soon as its last byte is written, so readers follow the body as it
+   * streams in; a failure rejects the blocks not yet written.
+   */
+  private async fetch(a: number, b: number, arrived: Deferred<void>[]): Promise<void> {
+    let next = a; // the first block of the run not yet complete
     try {
-      // The body goes to the file as it arrives: no chunk-sized buffer is ever assembled.
-      const n = await this.store.streamRange(this.key, start, end, async (chunk, pos) => {
-        // Never write after discard(): the fd may already be closed and its number reused.
-        if (this.discarded) throw new Error(`fetch of ${this.key} cancelled`);
-        if (pos + chunk.byteLength > end) throw new Error(`${this.key}: server sent more than bytes ${start}-${end}`);
-        await writeAt(this.fd, chunk, pos);
-      }, this.abort.signal, this.etag);
-      if (n !== end - start) throw new Error(`short read of ${this.key} bytes ${start}-${end}: got ${n}`);
-      for (let k = a; k <= b; k++) {
-        if (!this.present[k]) {
-          this.present[k] = 1;
-          this.presentCount++;
-        }
+      await this.slot();
+      try {
+        const start = a * BLOCK_SIZE;
+        const end = Math.min((b + 1) * BLOCK_SIZE, this.size);
+        // The body goes to the file as it arrives: no chunk-sized buffer is ever assembled.
+        const n = await this.store.streamRange(this.key, start, end, async (chunk, pos) => {
+          // Never write after discard(): the fd may already be closed and its number reused.
+          if (this.discarded) throw new Error(`fetch of ${this.key} cancelled`);
+          if (pos + chunk.byteLength > end) throw new Error(`${this.key}: server sent more than bytes ${start}-${end}`);
+          await writeAt(this.fd, chunk, pos);
+          // A range arrives in order (a retry resumes at the first byte not delivered).
+          const upTo = pos + chunk.byteLength;
+          while (next <= b && Math.min((next + 1) * BLOCK_SIZE, this.size) <= upTo) this.arrive(next++, arrived[next - 1 - a]!);
+        }, this.abort.signal, this.etag);
+        if (n !== end - start) throw new Error(`short read of ${this.key} bytes ${start}-${end}: got ${n}`);
+        while (next <= b) this.arrive(next++, arrived[next - 1 - a]!);
+      } finally {
+        this.release();
       }
-      this.digest.advance(this.present);
-    } finally {
-      for (let k = a; k <= b; k++) this.inflight.delete(k);
-      this.release();
+    } catch (err) {
+      for (let k = next; k <= b; k++) {
+        this.inflight.delete(k);
+        arrived[k - a]!.reject(err);
+      }
+      return;
     }
     if (this.complete) this.finish();
+  }
+
+  private arrive(k: number, d: Deferred<void>): void {
+    if (!this.present[k]) {
+      this.present[k] = 1;
+      this.presentCount++;
+      this.digest.advance(this.present);
+    }
+    this.inflight.delete(k);
+    d.resolve();
   }
 
   private finish(): void {

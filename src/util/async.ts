@@ -4,8 +4,8 @@
  * Is: `singleFlight` (one running promise per key, shared by every caller that asks while it
  * runs), `createLimiter` (a bounded pool: at most N tasks, or N units of weight such as bytes,
  * at once, FIFO), `runAll` (a bounded map over a list), `linkSignals` (one AbortSignal that
- * fires when any input fires, with a `dispose` to unhook) and `sleep` (a timer that ends early
- * on abort).
+ * fires when any input fires, with a `dispose` to unhook), `sleep` (a timer that ends early
+ * on abort) and `deferred` (a promise with its resolve and reject).
  * Is not: a retry policy (that is the store's request path), a scheduler with priorities, or
  * anything that knows about S3 or FUSE.
  */
@@ -169,4 +169,21 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
     const t = setTimeout(done, ms);
     signal?.addEventListener("abort", done, { once: true });
   });
+}
+
+/** A promise with its resolve and reject (Promise.withResolvers, for the ES level tsc targets here). */
+export interface Deferred<T> {
+  promise: Promise<T>;
+  resolve(value: T): void;
+  reject(reason: unknown): void;
+}
+
+export function deferred<T = void>(): Deferred<T> {
+  let resolve!: (v: T) => void;
+  let reject!: (e: unknown) => void;
+  const promise = new Promise<T>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  return { promise, resolve, reject };
 }

@@ -141,3 +141,39 @@ describe("streamed reads", () => {
     expect(existsSync(tmp)).toBe(false);
   });
 });
+
+describe("readers follow a GET as it streams", () => {
+  test("a READ of a GET's first block is answered while the rest of that GET is still on its way", async () => {
+    const f = fakeStore(data);
+    let open!: () => void;
+    const gate = new Promise<void>((r) => (open = r));
+    let delivered = 0;
+    // The body of every GET: its first block, then nothing until the gate opens.
+    const store = new Proxy(f.store, {
+      get(target, prop) {
+        if (prop !== "streamRange") return Reflect.get(target, prop, target);
+        const streamRange: ObjectStore["streamRange"] = async (key, start, end, sink) => {
+          for (let pos = start; pos < end; pos += BLOCK_SIZE) {
+            if (pos > start) await gate;
+            const piece = data.subarray(pos, Math.min(end, pos + BLOCK_SIZE));
+            await sink(piece, pos);
+            delivered += piece.byteLength;
+          }
+          return end - start;
+        };
+        return streamRange;
+      },
+    }) as ObjectStore;
+    const { p } = make(data, store);
+    await p.ensure(0, 100);
+    // The second read shows a sequential reader: a 4-block GET of blocks 0-3 (block 0 is here already).
+    // Answered with the gate still shut: blocks 2 and 3 of that GET cannot have arrived.
+    await p.ensure(BLOCK_SIZE, 100);
+    expect(delivered).toBeLessThan(data.length);
+    expect(p.complete).toBe(false);
+    expect(readFileSync(`${dir}/t${n}`).subarray(BLOCK_SIZE, BLOCK_SIZE + 100)).toEqual(Buffer.from(data.subarray(BLOCK_SIZE, BLOCK_SIZE + 100)));
+    open();
+    await p.ensure(3 * BLOCK_SIZE, BLOCK_SIZE);
+    p.discard();
+  });
+});

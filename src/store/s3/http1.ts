@@ -31,7 +31,7 @@ export interface S3Response {
 }
 
 /** Unread body bytes at which the socket stops reading. */
-const HIGH_WATER = 4 * 1024 * 1024;
+const HIGH_WATER = 1024 * 1024;
 /** An idle pooled connection is closed after this long (servers close theirs after 5 s or more). */
 const IDLE_CLOSE_MS = 4_000;
 /** Idle connections kept per origin. */
