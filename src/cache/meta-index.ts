@@ -45,6 +45,7 @@ export class MetaIndex {
   private q: {
     entry: Statement<Row, [string, string]>;
     list: Statement<Row, [string]>;
+    after: Statement<Row, [string, string, number]>;
     dirListed: Statement<{ listed_ms: number }, [string]>;
     delDir: Statement<unknown, [string]>;
     delEntry: Statement<unknown, [string, string]>;
@@ -67,6 +68,7 @@ export class MetaIndex {
     this.q = {
       entry: db.query(`SELECT ${cols}, seen_ms FROM meta_entries WHERE dir = ?1 AND name = ?2`),
       list: db.query(`SELECT ${cols}, seen_ms FROM meta_entries WHERE dir = ?1 ORDER BY name`),
+      after: db.query(`SELECT ${cols}, seen_ms FROM meta_entries WHERE dir = ?1 AND name > ?2 ORDER BY name LIMIT ?3`),
       dirListed: db.query(`SELECT listed_ms FROM meta_dirs WHERE dir = ?1`),
       delDir: db.query(`DELETE FROM meta_entries WHERE dir = ?1`),
       delEntry: db.query(`DELETE FROM meta_entries WHERE dir = ?1 AND name = ?2`),
@@ -118,6 +120,11 @@ export class MetaIndex {
 
   list(dir: string): KnownEntry[] {
     return this.q.list.all(dir).map(toEntry);
+  }
+
+  /** Up to `limit` entries of `dir` after `name`, in listing (byte) order. */
+  after(dir: string, name: string, limit: number): KnownEntry[] {
+    return this.q.after.all(dir, name, limit).map(toEntry);
   }
 
   /** When `dir` was last listed completely, or undefined. */

@@ -6,6 +6,7 @@
  * name in the same directory and renamed into place so a reader never sees a partial file,
  * even after a crash. The only user of the index's `meta_cached` rows, and the one place that
  * decides whether the kernel may keep its page cache of an object (`Acquired.keepCache`).
+ * `prefetch` starts the same download before an open asks (bounded; fs/dir-read-ahead.ts).
  * Tells its `hooks` (the evictor, evictor.ts) what is in use, read, fetched and stored, and
  * retries a fetch once after a full disk made it evict. Is not: the workdir (never fetched
  * through here), metadata freshness (fs/namespace.ts) or the eviction policy.
@@ -19,7 +20,7 @@ import { mkdirsUnder, tempNameFor } from "./cache-root.ts";
 import type { CachedObject, MetaIndex } from "./meta-index.ts";
 import { PartialObject, DEFAULT_PARTIAL_OPTIONS, type PartialOptions } from "./partial-object.ts";
 import { errMsg, fmtBytes, type Logger } from "../util/log.ts";
-import { singleFlight } from "../util/async.ts";
+import { createLimiter, singleFlight } from "../util/async.ts";
 
 /**
  * What the cache's bookkeeping (cache/evictor.ts) learns from the object cache. The default
@@ -64,6 +65,9 @@ export function isNoSpace(err: unknown): boolean {
 /** Objects at least this large are streamed (read while fetched) instead of downloaded whole first. */
 export const STREAM_MIN_SIZE = 8 * 1024 * 1024;
 
+/** Downloads of objects nobody has opened yet (`ObjectCache.prefetch`) running at once. */
+export const PREFETCH_CONCURRENCY = 8;
+
 /** What a reader gets from acquire(): a complete file, or one still being filled. */
 export interface Acquired {
   path: string;
@@ -98,6 +102,8 @@ export class ObjectCache {
   /** The fetch-end callback of each streamed download's reservation. */
   private reservations = new Map<PartialObject, () => void>();
   private lastFullLog = 0;
+  /** Downloads started ahead of an open (`prefetch`): at most this many at once. */
+  private ahead = createLimiter(PREFETCH_CONCURRENCY);
 
   constructor(
     readonly root: string,
@@ -228,6 +234,23 @@ export class ObjectCache {
       this.hooks.unpin(key);
       throw err;
     }
+  }
+
+  /**
+   * Download a small object before anyone opens it (fs/ decides when: a reader going through a
+   * directory in order). The download is the one an acquire() of the key joins (single flight),
+   * pinned while it runs, and at most PREFETCH_CONCURRENCY run at once. Nothing happens for a
+   * streamed-size object, one cached at `etag`, or one already on its way. Failures are only
+   * logged: the open that needs the object fetches it itself.
+   */
+  prefetch(key: string, etag: string, size: number): boolean {
+    if (size >= STREAM_MIN_SIZE || this.wholeFetches.running(key) !== undefined || this.peek(key, etag)) return false;
+    this.hooks.pin(key);
+    this.wholeFetches
+      .run(key, () => this.ahead.run(() => this.download(key, size)))
+      .catch((err: unknown) => this.log.debug(`prefetch of ${key} failed (an open fetches it): ${errMsg(err)}`))
+      .finally(() => this.hooks.unpin(key));
+    return true;
   }
 
   /** The end of an acquire(): the reader closed its file (FUSE RELEASE). */

@@ -17,7 +17,8 @@ import type { PartialObject } from "../cache/partial-object.ts";
 import { nameProblem, NAME_MAX } from "../cache/keys.ts";
 import { E, FsError } from "./errors.ts";
 import { ROOT_INO } from "./inodes.ts";
-import { Namespace, join, parentOf } from "./namespace.ts";
+import { Namespace, baseOf, join, parentOf } from "./namespace.ts";
+import { DirReadAhead } from "./dir-read-ahead.ts";
 import type { Attr, DirEntry, EntryReply, FsOps, OpenReply, ReadReply, StatFs } from "./types.ts";
 import type { Logger } from "../util/log.ts";
 
@@ -34,6 +35,8 @@ export interface BucketFsOptions {
    * libfuse the fd range (zero-copy through JS). Only for the benchmark that compares the two.
    */
   copyReads?: boolean;
+  /** Files fetched ahead of a reader opening a directory's files in order (fs/dir-read-ahead.ts); 0: none. Default 16. */
+  dirReadAhead?: number;
   uid: number;
   gid: number;
   log: Logger;
@@ -66,6 +69,7 @@ export class BucketFs implements FsOps {
   private dirHandles = new Map<number, DirSnapshot>();
   private fileHandles = new Map<number, Handle>();
   private nextFh = 1;
+  private readAhead: DirReadAhead;
   /** Listing version (listed-at time) each directory inode was last opened with. */
   private dirVersionSeen = new Map<number, number>();
 
@@ -74,6 +78,10 @@ export class BucketFs implements FsOps {
       bucket: o.bucket, store: o.store, index: o.index, workdir: o.workdir, metadataTtlS: o.metadataTtlS,
       uid: o.uid, gid: o.gid, log: o.log, now: o.now,
     });
+    this.readAhead = new DirReadAhead({
+      after: (dir, name, limit) => this.ns.entriesAfter(dir, name, limit),
+      prefetch: (e) => void o.objects.prefetch(join(e.dir, e.name), e.etag, e.size),
+    }, o.dirReadAhead ?? 16);
   }
 
   entryTimeout(dirIno: number): number {
@@ -119,6 +127,7 @@ export class BucketFs implements FsOps {
     const key = this.ns.node(ino).path;
     const { objects } = this.o;
     const e = await this.ns.forOpen(key, (known) => objects.peek(key, known.etag) !== undefined);
+    this.readAhead.opened(parentOf(key), baseOf(key));
     const got = await objects.acquire(key, e.etag, e.size, e.mtimeMs);
     if (got.changed) this.ns.fetched(e, got.object);
     let fd: number;

@@ -261,6 +261,13 @@ export class Namespace {
     return entries;
   }
 
+  /** Up to `limit` entries of `dir` after `name` as the index has them (no request); none in the workdir's views. */
+  entriesAfter(dir: string, name: string, limit: number): IndexEntry[] {
+    const c = this.classify(dir);
+    if (c === "workdir-root" || c === "inside-workdir") return [];
+    return this.o.index.after(dir, name, limit);
+  }
+
   // ---- lookups -----------------------------------------------------------------------
 
   /**

@@ -16,6 +16,7 @@ import { daemonDir, removeDir, startDaemon, type DaemonHandle } from "../helpers
 import { writeRandom } from "../helpers/files.ts";
 import { fuseCountersPath, readFuseCounters, type PublishedCounters } from "../../src/service/fuse-counters.ts";
 import { MAX_READ_BYTES } from "../../src/fuse/session.ts";
+import { s3Requests } from "../../bench/lib/minio-metrics.ts";
 
 const MiB = 1024 * 1024;
 const HOOK = { timeout: 240_000 };
@@ -141,6 +142,37 @@ describe("read path", () => {
     } finally {
       await d.cleanup();
       removeDir(dir);
+    }
+  }, HOOK.timeout);
+
+  test("a reader opening a directory's files in order gets the next ones fetched ahead (right bytes, each fetched once)", async () => {
+    const put = await s3.putMany(BUCKET, { prefix: "shards/s-", count: 40, size: 20_000, workers: 8 });
+    const want = new Map(put.map((p) => [p.key, p.sha256]));
+    const d = await startDaemon(server, [{ bucket: BUCKET }], { dir: daemonDir("read-ahead") });
+    handles.add(d);
+    try {
+      const mnt = d.mnt[BUCKET]!;
+      const before = await s3Requests(server);
+      const keys = [...want.keys()].sort();
+      const cacheFile = (k: string) => join(d.cachePath, `.${BUCKET}`, k);
+      // The listing (what a glob does), then two opens in its order: the next 16 files are
+      // fetched without being opened.
+      await run(`ls ${mnt}/shards > /dev/null && cat ${mnt}/${keys[0]} ${mnt}/${keys[1]} > /dev/null`);
+      const ahead = keys.slice(2, 18);
+      const deadline = Date.now() + 30_000;
+      while (!ahead.every((k) => existsSync(cacheFile(k))) && Date.now() < deadline) await Bun.sleep(20);
+      expect(ahead.filter((k) => !existsSync(cacheFile(k)))).toEqual([]);
+      expect(existsSync(cacheFile(keys[20]!))).toBe(false); // beyond the window
+      // The whole directory in order, through the mount: every byte right.
+      const sums = (await run(`cd ${mnt}/shards && sha256sum *`)).trim().split("\n").map((l) => l.split(/\s+/));
+      expect(sums.map(([h, n]) => [`shards/${n}`, h])).toEqual(keys.map((k) => [k, want.get(k)]));
+      // Each object was fetched once: by the read-ahead or by its own open, never both.
+      const gets = ((await s3Requests(server)).get("GetObject") ?? 0) - (before.get("GetObject") ?? 0);
+      expect(gets).toBe(40);
+      expect(await d.stop()).toBe(0);
+      handles.delete(d);
+    } finally {
+      await d.cleanup();
     }
   }, HOOK.timeout);
 });

@@ -11,7 +11,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { Database } from "bun:sqlite";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { MetaIndex } from "../../src/cache/meta-index.ts";
-import { ObjectCache } from "../../src/cache/object-cache.ts";
+import { ObjectCache, PREFETCH_CONCURRENCY, STREAM_MIN_SIZE } from "../../src/cache/object-cache.ts";
 import { MemStore } from "../helpers/mem-store.ts";
 import { logger } from "../../src/util/log.ts";
 
@@ -28,7 +28,7 @@ function setup() {
   const downloads = () => store.downloads.length;
   const dir = mkdtempSync(`${root}/c-`);
   const cache = new ObjectCache(dir, store, new MetaIndex(new Database(":memory:")), logger("t"));
-  return { objects, cache, downloads };
+  return { objects, cache, downloads, store };
 }
 
 describe("acquire", () => {
@@ -63,5 +63,33 @@ describe("acquire", () => {
     const got = await Promise.all(Array.from({ length: 10 }, () => cache.acquire("f", "e1", 1, 0)));
     expect(downloads()).toBe(1);
     expect(new Set(got.map((g) => g.object.etag))).toEqual(new Set(["e1"]));
+  });
+});
+
+describe("prefetch", () => {
+  test("an open joins the prefetch's download; cached, streamed-size or running objects are not fetched again", async () => {
+    const { objects, cache, downloads, store } = setup();
+    store.delayMs = 20;
+    objects.set("p/a", { body: "aaa", etag: "ea", meta: {} });
+    expect(cache.prefetch("p/a", "ea", 3)).toBe(true);
+    expect(cache.prefetch("p/a", "ea", 3)).toBe(false); // on its way
+    const got = await cache.acquire("p/a", "ea", 3, 0);
+    expect(readFileSync(got.path, "utf8")).toBe("aaa");
+    expect(downloads()).toBe(1);
+    expect(cache.prefetch("p/a", "ea", 3)).toBe(false); // cached at that ETag
+    expect(cache.prefetch("p/big", "eb", STREAM_MIN_SIZE)).toBe(false); // streamed on open instead
+    expect(downloads()).toBe(1);
+  });
+
+  test("at most PREFETCH_CONCURRENCY downloads at once; a failed prefetch leaves the open to fetch", async () => {
+    const { objects, cache, downloads, store } = setup();
+    store.delayMs = 10;
+    for (let i = 0; i < 20; i++) objects.set(`q/${i}`, { body: `v${i}`, etag: `e${i}`, meta: {} });
+    for (let i = 0; i < 20; i++) cache.prefetch(`q/${i}`, `e${i}`, 2 + String(i).length - 1);
+    expect(cache.prefetch("q/missing", "ex", 1)).toBe(true); // 404: logged, nothing thrown
+    const last = await cache.acquire("q/19", "e19", 3, 0);
+    expect(readFileSync(last.path, "utf8")).toBe("v19");
+    expect(store.maxInflight).toBeLessThanOrEqual(PREFETCH_CONCURRENCY);
+    expect(downloads()).toBe(20);
   });
 });
