@@ -34,7 +34,8 @@ export interface PartialOptions {
   maxInflight: number;
 }
 
-export const DEFAULT_PARTIAL_OPTIONS: PartialOptions = { chunkBlocks: 8, maxWindowBlocks: 64, maxInflight: 8 };
+/** The config defaults (read_chunk_size 16 MiB, read_ahead 64 MiB, read_concurrency 8), in blocks. */
+export const DEFAULT_PARTIAL_OPTIONS: PartialOptions = { chunkBlocks: 16, maxWindowBlocks: 64, maxInflight: 8 };
 
 function writeAt(fd: number, data: Uint8Array, pos: number): Promise<void> {
   return new Promise((resolve, reject) => {

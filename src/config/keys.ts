@@ -301,7 +301,7 @@ export const KEYS = [
   intKey("transfer_concurrency", "transferConcurrency", { min: 1, max: 256, dflt: 16, doc: "parallel transfers for prefetch and upload (1 to 256)" }),
   sizeKey("part_size", "partSize", { min: 5 * MiB, max: 5 * GiB, dflt: 16 * MiB, doc: "multipart part size (5 MiB to 5 GiB; `K/M/G` suffixes)" }),
   sizeKey("read_chunk_size", "readChunkSize", {
-    min: MiB, max: 64 * MiB, dflt: 8 * MiB,
+    min: MiB, max: 64 * MiB, dflt: 16 * MiB,
     doc: "bytes per ranged GET when streaming a large object to a sequential reader (1 MiB to 64 MiB)",
   }),
   intKey("read_concurrency", "readConcurrency", { min: 1, max: 64, dflt: 8, doc: "ranged GETs in flight per object being streamed (1 to 64)" }),

@@ -144,7 +144,7 @@ describe("parseConfig", () => {
         metadataTtl: 300,
         transferConcurrency: 16,
         partSize: 16 * MiB,
-        readChunkSize: 8 * MiB,
+        readChunkSize: 16 * MiB,
         readConcurrency: 8,
         readAhead: 64 * MiB,
         leaseTime: 120,
@@ -180,7 +180,7 @@ describe("parseConfig", () => {
       cacheMinFree: DEFAULTS.cacheMinFree,
     });
     expect(DEFAULTS).toMatchObject({ region: "us-east-1", cachePath: "/tmp/bucketfs", lastUploadFile: ".exitcode" });
-    expect(DEFAULTS).toMatchObject({ readChunkSize: 8 * 1024 * 1024, readConcurrency: 8, readAhead: 64 * 1024 * 1024 });
+    expect(DEFAULTS).toMatchObject({ readChunkSize: 16 * 1024 * 1024, readConcurrency: 8, readAhead: 64 * 1024 * 1024 });
   });
 
   test("passthrough takes yes/no and rejects anything else with the key's line", () => {
