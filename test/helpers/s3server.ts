@@ -45,6 +45,8 @@ export interface S3Server {
   accessKey: string;
   secretKey: string;
   region: "us-east-1";
+  /** The certificate to trust, when the server speaks HTTPS (`tls: true`). */
+  caFile?: string;
   /** Root of this server's files; objects live in `<dataDir>/storage`. */
   dataDir: string;
   /** The server's stdout+stderr (appended across restarts). */
@@ -65,6 +67,11 @@ export interface StartS3ServerOptions {
   dataDir?: string;
   /** How long to wait for the server to answer, in ms (default 60 000). */
   readyTimeoutMs?: number;
+  /**
+   * Serve HTTPS (MinIO only) with a self-signed certificate for 127.0.0.1 made for this server;
+   * its path is `caFile`. Clients trust it through NODE_EXTRA_CA_CERTS (Bun) or AWS_CA_BUNDLE (boto3).
+   */
+  tls?: boolean;
 }
 
 export const TEST_ROOT = "/tmp/bucketfs-test";
@@ -201,6 +208,18 @@ interface Launch {
   logFile: string;
   accessKey: string;
   secretKey: string;
+  /** MinIO's --certs-dir (public.crt, private.key) when serving HTTPS. */
+  certsDir?: string;
+}
+
+/** A self-signed certificate for 127.0.0.1 in `dir` (public.crt, private.key), as MinIO wants them. */
+function makeCert(dir: string): void {
+  mkdirSync(dir, { recursive: true });
+  const r = Bun.spawnSync([
+    "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", join(dir, "private.key"), "-out", join(dir, "public.crt"),
+  ], { stdout: "pipe", stderr: "pipe" });
+  if (r.exitCode !== 0) throw new Error(`openssl could not make a test certificate: ${r.stderr.toString()}`);
 }
 
 function launch(l: Launch): Subprocess {
@@ -218,6 +237,7 @@ function launch(l: Launch): Subprocess {
       `127.0.0.1:${l.port}`,
       "--console-address",
       `127.0.0.1:${l.consolePort}`,
+      ...(l.certsDir ? ["--certs-dir", l.certsDir] : []),
       l.storageDir,
     ];
     Object.assign(env, {
@@ -275,10 +295,12 @@ function launch(l: Launch): Subprocess {
 /** Resolves once the server answers S3 requests; throws (with the log tail) on timeout or early exit. */
 async function waitReady(proc: Subprocess, l: Launch, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
+  const scheme = l.certsDir ? "https" : "http";
   const url =
     l.kind === "minio"
-      ? `http://127.0.0.1:${l.port}/minio/health/ready`
-      : `http://127.0.0.1:${l.port}/`;
+      ? `${scheme}://127.0.0.1:${l.port}/minio/health/ready`
+      : `${scheme}://127.0.0.1:${l.port}/`;
+  const tls = l.certsDir ? { tls: { ca: readFileSync(join(l.certsDir, "public.crt"), "utf8") } } : {};
   let lastProblem = "no answer yet";
   while (Date.now() < deadline) {
     if (proc.exitCode !== null || proc.signalCode !== null) {
@@ -288,7 +310,7 @@ async function waitReady(proc: Subprocess, l: Launch, timeoutMs: number): Promis
       );
     }
     try {
-      const res = await fetch(url, { signal: AbortSignal.timeout(2000) });
+      const res = await fetch(url, { signal: AbortSignal.timeout(2000), ...tls } as RequestInit);
       await res.arrayBuffer();
       // MinIO: 200 from the readiness probe. versitygw: any HTTP answer
       // (an unauthenticated GET / is refused with 403) means it is serving.
@@ -344,6 +366,9 @@ export async function startS3Server(opts?: StartS3ServerOptions): Promise<S3Serv
   mkdirSync(storageDir, { recursive: true });
   if (kind === "versitygw") mkdirSync(join(dataDir, "sidecar"), { recursive: true });
   const logFile = join(dataDir, "server.log");
+  if (opts?.tls && kind !== "minio") throw new Error(`tls: only with MinIO (the server here is ${kind})`);
+  const certsDir = opts?.tls ? join(dataDir, "certs") : undefined;
+  if (certsDir) makeCert(certsDir);
 
   const accessKey = `bfstest${randomToken(8)}`;
   const secretKey = `bfstest-secret-${randomToken(16)}`;
@@ -362,6 +387,7 @@ export async function startS3Server(opts?: StartS3ServerOptions): Promise<S3Serv
       logFile,
       accessKey,
       secretKey,
+      ...(certsDir ? { certsDir } : {}),
     };
     appendLog(logFile, `\n=== bucketfs test: starting ${kind} on 127.0.0.1:${candidate.port} ===\n`);
     const p = launch(candidate);
@@ -388,7 +414,8 @@ export async function startS3Server(opts?: StartS3ServerOptions): Promise<S3Serv
   let current: Subprocess | undefined = proc;
 
   const server: S3Server = {
-    endpoint: `http://127.0.0.1:${launched.port}`,
+    endpoint: `${certsDir ? "https" : "http"}://127.0.0.1:${launched.port}`,
+    ...(certsDir ? { caFile: join(certsDir, "public.crt") } : {}),
     port: launched.port,
     accessKey,
     secretKey,

@@ -16,6 +16,8 @@ export interface S3Endpoint {
   accessKey: string;
   secretKey: string;
   region: string;
+  /** The certificate to trust for an https endpoint (test/helpers/s3server.ts `tls`). */
+  caFile?: string;
 }
 
 /** Object body for put(): a local file, a UTF-8 string, or raw bytes. */
@@ -180,6 +182,7 @@ export async function runS3Tool(target: S3Endpoint, op: string, args: Json): Pro
       LANG: "C.UTF-8",
       AWS_CONFIG_FILE: "/dev/null",
       AWS_SHARED_CREDENTIALS_FILE: "/dev/null",
+      ...(target.caFile ? { AWS_CA_BUNDLE: target.caFile } : {}),
     },
   });
   const [stdout, stderr, code] = await Promise.all([

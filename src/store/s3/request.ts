@@ -2,8 +2,8 @@
  * THE request path: every S3 request bucketfs makes goes through `send`.
  *
  * Is: URL building (path style on custom endpoints, virtual-hosted on AWS), SigV4 signing with
- * the store's credentials, the transport (http1.ts for bodiless requests to plain-HTTP
- * endpoints, Bun's fetch for the rest: measured 2x the SDK's transport here), a per-attempt
+ * the store's credentials, the transport (http1.ts for bodiless requests, Bun's fetch for
+ * uploads: measured 2x the SDK's transport here), a per-attempt
  * idle timer (no response headers or no body bytes for `idleTimeoutMs` = network failure), the
  * error answer parsed into a StoreError, and ONE retry policy: up to `maxAttempts` attempts with
  * full-jitter exponential backoff for whatever errors.ts `isRetryable` says. A response body is
