@@ -148,7 +148,8 @@ describe("read path", () => {
   test("a reader opening a directory's files in order gets the next ones fetched ahead (right bytes, each fetched once)", async () => {
     const put = await s3.putMany(BUCKET, { prefix: "shards/s-", count: 40, size: 20_000, workers: 8 });
     const want = new Map(put.map((p) => [p.key, p.sha256]));
-    const d = await startDaemon(server, [{ bucket: BUCKET }], { dir: daemonDir("read-ahead") });
+    const raDir = daemonDir("read-ahead");
+    const d = await startDaemon(server, [{ bucket: BUCKET }], { dir: raDir });
     handles.add(d);
     try {
       const mnt = d.mnt[BUCKET]!;
@@ -173,6 +174,7 @@ describe("read path", () => {
       handles.delete(d);
     } finally {
       await d.cleanup();
+      removeDir(raDir);
     }
   }, HOOK.timeout);
 });
