@@ -76,8 +76,6 @@ class Exchange implements S3Response {
   private queue: Uint8Array[] = [];
   private queued = 0;
   private wake: (() => void) | undefined;
-  /** Set when the consumer stopped before the end (the connection cannot be reused). */
-  abandoned = false;
   /** Called once when the response ends, read to the end or failed. */
   onEnd: (() => void) | undefined;
 
@@ -134,11 +132,7 @@ class Exchange implements S3Response {
             }
           },
           async return(): Promise<IteratorResult<Uint8Array>> {
-            if (!self.ended) {
-              self.abandoned = true;
-              self.abandon();
-            }
-            self.queue = [];
+            self.cancel();
             return { value: undefined, done: true };
           },
         };
@@ -147,9 +141,8 @@ class Exchange implements S3Response {
   }
 
   cancel(): void {
-    if (this.ended) return;
-    this.abandoned = true;
     this.queue = [];
+    if (this.ended) return;
     this.abandon();
     this.finish(netError("response body not read", "ABORT_ERR"));
   }
@@ -183,7 +176,6 @@ class Conn {
   seen = 0;
   closed = false;
   destroyed = false;
-  reused = false;
   idleTimer: Timer | undefined;
 
   constructor(readonly pool: Pool) {}
@@ -326,7 +318,7 @@ class Conn {
   private complete(ex: Exchange): void {
     ex.finish();
     this.ex = undefined;
-    if (ex.keepAlive && !ex.abandoned && !this.closed) this.pool.release(this);
+    if (ex.keepAlive && !this.closed) this.pool.release(this);
     else this.destroy();
   }
 
@@ -341,8 +333,7 @@ class Conn {
       this.onHead = undefined;
       f(err);
     }
-    if (ex?.framing === "close" && err.message === "closed") ex.finish();
-    else ex?.finish(err);
+    ex?.finish(err);
   }
 
   /** Settled by the TLS handshake (resolved at once for plain TCP). */
@@ -377,7 +368,14 @@ class Conn {
     if (this.destroyed) return; // our own terminate(): whoever called destroy() handles the rest
     this.closed = true;
     this.pool.forget(this);
-    if (this.ex || this.onFail) this.fail(error ? netError(`connection closed: ${error.message}`) : netError("closed"));
+    const ex = this.ex;
+    if (ex && ex.status > 0 && ex.framing === "close" && !error) {
+      // A body framed by the end of the connection is complete now.
+      this.ex = undefined;
+      ex.finish();
+    } else if (ex || this.onFail) {
+      this.fail(netError(error ? `connection closed: ${error.message}` : "connection closed"));
+    }
   }
 
   destroy(): void {
@@ -425,10 +423,7 @@ class Pool {
       const c = this.idle.pop();
       if (!c) return undefined;
       clearTimeout(c.idleTimer);
-      if (!c.closed && c.socket && c.socket.readyState === 1) {
-        c.reused = true;
-        return c;
-      }
+      if (!c.closed && c.socket && c.socket.readyState === 1) return c;
     }
   }
 
