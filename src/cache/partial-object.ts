@@ -21,7 +21,7 @@ import { closeSync, openSync, renameSync, rmSync, ftruncateSync, write as fsWrit
 import { StoreError, type ObjectStore } from "../store/types.ts";
 import { errMsg, type Logger } from "../util/log.ts";
 import { StreamedDigest } from "./object-digest.ts";
-import { deferred, type Deferred } from "../util/async.ts";
+import { createLimiter, deferred, type Deferred, type Limiter } from "../util/async.ts";
 
 export const BLOCK_SIZE = 1024 * 1024;
 
@@ -56,8 +56,8 @@ export class PartialObject {
   private present: Uint8Array;
   private presentCount = 0;
   private inflight = new Map<number, Promise<void>>();
-  private running = 0;
-  private queue: (() => void)[] = [];
+  /** At most `maxInflight` GETs of this object at once. */
+  private gets: Limiter;
   private fd: number;
   private window: number;
   private lastEnd = -1;
@@ -88,6 +88,7 @@ export class PartialObject {
     this.fd = openSync(tmpPath, "w+", 0o600);
     ftruncateSync(this.fd, size);
     this.window = o.chunkBlocks;
+    this.gets = createLimiter(o.maxInflight);
     this.digest = new StreamedDigest(etag, size, tmpPath, BLOCK_SIZE, async () => (await store.head(key))?.etagNotMd5 === true);
   }
 
@@ -196,21 +197,6 @@ export class PartialObject {
     }
   }
 
-  private async slot(): Promise<void> {
-    if (this.running < this.o.maxInflight) {
-      this.running++;
-      return;
-    }
-    await new Promise<void>((r) => this.queue.push(r));
-    this.running++;
-  }
-
-  private release(): void {
-    this.running--;
-    this.queue.shift()?.();
-    if (this.discarded && this.running === 0) this.closeFd();
-  }
-
   private closeFd(): void {
     if (!this.fdOpen) return;
     this.fdOpen = false;
@@ -225,7 +211,7 @@ export class PartialObject {
   private async fetch(a: number, b: number, arrived: Deferred<void>[]): Promise<void> {
     let next = a; // the first block of the run not yet complete
     try {
-      await this.slot();
+      const done = await this.gets.acquire();
       try {
         const start = a * BLOCK_SIZE;
         const end = Math.min((b + 1) * BLOCK_SIZE, this.size);
@@ -237,12 +223,13 @@ export class PartialObject {
           await writeAt(this.fd, chunk, pos);
           // A range arrives in order (a retry resumes at the first byte not delivered).
           const upTo = pos + chunk.byteLength;
-          while (next <= b && Math.min((next + 1) * BLOCK_SIZE, this.size) <= upTo) this.arrive(next++, arrived[next - 1 - a]!);
+          for (; next <= b && Math.min((next + 1) * BLOCK_SIZE, this.size) <= upTo; next++) this.arrive(next, arrived[next - a]!);
         }, this.abort.signal, this.etag);
         if (n !== end - start) throw new Error(`short read of ${this.key} bytes ${start}-${end}: got ${n}`);
-        while (next <= b) this.arrive(next++, arrived[next - 1 - a]!);
+        for (; next <= b; next++) this.arrive(next, arrived[next - a]!);
       } finally {
-        this.release();
+        done();
+        if (this.discarded && this.gets.inUse === 0) this.closeFd();
       }
     } catch (err) {
       for (let k = next; k <= b; k++) {
@@ -294,7 +281,7 @@ export class PartialObject {
     this.discarded = true;
     this.digest.stop();
     this.abort.abort();
-    if (this.running === 0) this.closeFd();
+    if (this.gets.inUse === 0) this.closeFd();
     rmSync(this.tmpPath, { force: true });
   }
 }
