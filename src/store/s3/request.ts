@@ -45,6 +45,8 @@ export interface S3Context {
   retry: RetryPolicy;
   /** No response headers, or no body bytes, for this long fails the attempt. */
   idleTimeoutMs: number;
+  /** Requests without a body go over http1.ts (decided once, see `socketTransport`). */
+  bodilessOverSocket: boolean;
 }
 
 export function s3Context(opts: {
@@ -73,6 +75,7 @@ export function s3Context(opts: {
     host: new URL(origin).host,
     retry: { ...DEFAULT_RETRY, ...opts.retry },
     idleTimeoutMs: opts.idleTimeoutMs ?? 30_000,
+    bodilessOverSocket: socketTransport(origin),
   };
 }
 
@@ -168,7 +171,7 @@ async function attempt<T>(
     signRequest(req.method, ctx.host, path, query, headers, creds, ctx.region);
     const qs = query.map(([k, v]) => (v === "" ? uriEncode(k) : `${uriEncode(k)}=${uriEncode(v)}`)).join("&");
     const url = `${ctx.origin}${path}${qs ? `?${qs}` : ""}`;
-    if (body === undefined && (req.method === "GET" || req.method === "HEAD") && socketTransport(ctx)) {
+    if (body === undefined && (req.method === "GET" || req.method === "HEAD") && ctx.bodilessOverSocket) {
       res = await http1Request(new URL(url), req.method, headers, link.signal);
     } else {
       const init = { method: req.method, headers, body, signal: link.signal, redirect: "manual", decompress: false } as RequestInit;
@@ -198,8 +201,8 @@ async function attempt<T>(
  * CPU per GiB read than fetch); uploads and https endpoints use fetch. BUCKETFS_HTTP=fetch
  * sends everything through fetch (A/B benchmarks, diagnosis).
  */
-function socketTransport(ctx: S3Context): boolean {
-  return http1Serves(ctx.origin) && process.env.BUCKETFS_HTTP !== "fetch";
+function socketTransport(origin: string): boolean {
+  return http1Serves(origin) && process.env.BUCKETFS_HTTP !== "fetch";
 }
 
 export function unquote(etag: string | null | undefined): string {
