@@ -35,8 +35,6 @@ export interface BucketFsOptions {
    * libfuse the fd range (zero-copy through JS). Only for the benchmark that compares the two.
    */
   copyReads?: boolean;
-  /** Files fetched ahead of a reader opening a directory's files in order (fs/dir-read-ahead.ts); 0: none. Default 16. */
-  dirReadAhead?: number;
   uid: number;
   gid: number;
   log: Logger;
@@ -81,7 +79,7 @@ export class BucketFs implements FsOps {
     this.readAhead = new DirReadAhead({
       after: (dir, name, limit) => this.ns.entriesAfter(dir, name, limit),
       prefetch: (e) => void o.objects.prefetch(join(e.dir, e.name), e.etag, e.size),
-    }, o.dirReadAhead ?? 16);
+    });
   }
 
   entryTimeout(dirIno: number): number {

@@ -20,6 +20,8 @@ export interface DirReadAheadDeps {
   prefetch(e: IndexEntry): void;
 }
 
+/** Files fetched ahead of an in-order reader. */
+const WINDOW = 16;
 /** Directories whose position is remembered. */
 const MAX_DIRS = 64;
 /** Entries looked at to find the file after the previous open (directories in between are skipped). */
@@ -29,7 +31,7 @@ export class DirReadAhead {
   /** Insertion order is recency: the first key is the least recently used directory. */
   private dirs = new Map<string, { last: string; ahead: string }>();
 
-  constructor(private deps: DirReadAheadDeps, readonly window = 16) {}
+  constructor(private deps: DirReadAheadDeps, readonly window = WINDOW) {}
 
   /** `name` in `dir` was opened. */
   opened(dir: string, name: string): void {
