@@ -10,6 +10,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import type { Socket, TCPSocketListener } from "bun";
 import { closeIdleConnections, http1Request } from "../../src/store/s3/http1.ts";
+import { deferred } from "../../src/util/async.ts";
 
 type Answer = (req: string, s: Socket<State>) => void;
 interface State {
@@ -18,6 +19,8 @@ interface State {
 
 let server: TCPSocketListener<State>;
 let answer: Answer = () => {};
+/** Called when a server socket can take more bytes again. */
+let onDrain: (s: Socket<State>) => void = () => {};
 let connections = 0;
 let requests: string[] = [];
 
@@ -26,6 +29,9 @@ beforeAll(() => {
     hostname: "127.0.0.1",
     port: 0,
     socket: {
+      drain(s) {
+        onDrain(s);
+      },
       open(s) {
         connections++;
         s.data = { buf: "" };
@@ -134,35 +140,43 @@ describe("http1", () => {
     const size = 32 * 1024 * 1024;
     const block = Buffer.alloc(1024 * 1024, 7);
     let sent = 0;
-    let sock: Socket<State> | undefined;
-    const pump = () => {
-      while (sock && sent < size) {
-        const n = sock.write(block.subarray(0, Math.min(block.length, size - sent)));
+    // Events: the server's socket refused bytes (a short write), and it can take more (drain).
+    let full = deferred();
+    let drained = deferred();
+    const pump = (s: Socket<State>) => {
+      while (sent < size) {
+        const n = s.write(block.subarray(0, Math.min(block.length, size - sent)));
         sent += n;
-        if (n < block.length) return;
+        if (n < block.length) return full.resolve();
       }
+      full.resolve(); // everything sent: the client never pushed back (the check below fails)
     };
     reset((_r, s) => {
-      sock = s;
       s.write(`HTTP/1.1 200 OK\r\nContent-Length: ${size}\r\n\r\n`);
-      pump();
+      pump(s);
     });
-    const res = await http1Request(url(), "GET", {}, signal());
-    // The server keeps writing as the socket drains; the client reads nothing for a while.
-    const t = setInterval(pump, 5);
+    onDrain = (s) => {
+      drained.resolve();
+      pump(s);
+    };
     try {
-      let stalled = -1;
-      for (let i = 0; i < 40; i++) {
-        await Bun.sleep(25);
-        if (sent === stalled) break;
-        stalled = sent;
+      const res = await http1Request(url(), "GET", {}, signal());
+      // The client reads nothing yet. Until its socket pauses, every short write is followed by a
+      // drain; once it has paused, the next short write is the last: no drain follows it.
+      let stalled = false;
+      for (let i = 0; i < 200 && !stalled; i++) {
+        await full.promise;
+        full = deferred();
+        stalled = !(await Promise.race([drained.promise.then(() => true), Bun.sleep(300).then(() => false)]));
+        drained = deferred();
       }
+      expect(stalled).toBe(true);
       expect(sent).toBeLessThan(size);
       let got = 0;
       for await (const c of res.body!) got += c.byteLength;
       expect(got).toBe(size);
     } finally {
-      clearInterval(t);
+      onDrain = () => {};
     }
   });
 
