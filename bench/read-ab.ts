@@ -21,7 +21,7 @@ import { s3tool } from "../test/helpers/s3tool.ts";
 import { writeRandom } from "../test/helpers/files.ts";
 import { startBenchServer } from "./lib/server.ts";
 import { cleanupAllSync, mount, type Mounted, type SystemsContext } from "./lib/systems.ts";
-import { cpuSeconds, dropCaches, fmtNum, loadavg, median, MiB, rssSampler, sh } from "./lib/util.ts";
+import { dropCaches, fmtNum, loadavg, median, MiB, sh, withUsage } from "./lib/util.ts";
 import { fuseCountersPath, readFuseCounters } from "../src/service/fuse-counters.ts";
 
 const REPO = resolve(import.meta.dir, "..");
@@ -78,20 +78,6 @@ async function withMount<T>(ctx: SystemsContext, v: Variant, fn: (m: Mounted) =>
   }
 }
 
-/** CPU seconds of `pid` and its peak RSS (MiB) around `fn`. */
-async function usage<T>(pid: number, fn: () => Promise<T>): Promise<{ r: T; cpu: number; rss: number }> {
-  const c0 = cpuSeconds(pid);
-  const s = rssSampler(pid, 50);
-  let peak = 0;
-  let r: T;
-  try {
-    r = await fn();
-  } finally {
-    peak = s.stop();
-  }
-  return { r, cpu: cpuSeconds(pid) - c0, rss: peak / 1024 };
-}
-
 async function main(): Promise<void> {
   writeFileSync(join(workRoot, "base.sh"), `#!/bin/sh\nexec '${process.execPath}' '${BASE}/src/cli/main.ts' "$@"\n`, { mode: 0o755 });
   const profDir = join(workRoot, "..", `read-ab-profiles-${Date.now()}`);
@@ -116,18 +102,18 @@ async function main(): Promise<void> {
       for (const v of order) {
         await withMount(ctx, v, async (m) => {
           dropCaches();
-          const cold = await usage(m.pid, () => dd(`${m.root}/${BIG_KEY}`));
+          const cold = await withUsage(m.pid, () => dd(`${m.root}/${BIG_KEY}`));
           put(v, "cold MiB/s", cold.r);
           put(v, "cold CPU s/GiB", cold.cpu / (BIG / 1024 / MiB));
-          put(v, "cold peak RSS MiB", cold.rss);
-          let line = `rep ${rep} ${v}: cold ${fmtNum(cold.r)} MiB/s, ${fmtNum(cold.cpu / (BIG / 1024 / MiB), 2)} s/GiB, RSS ${fmtNum(cold.rss)} MiB`;
+          put(v, "cold peak RSS MiB", cold.rssMiB);
+          let line = `rep ${rep} ${v}: cold ${fmtNum(cold.r)} MiB/s, ${fmtNum(cold.cpu / (BIG / 1024 / MiB), 2)} s/GiB, RSS ${fmtNum(cold.rssMiB)} MiB`;
           if (v !== "s3fs") {
             // The cache file must be complete before the re-reads (bucketfs finishes it in the background).
             const sum = await sh(`sha256sum '${m.root}/${BIG_KEY}'`, { timeoutS: 1800 });
             if (sum.out.split(" ")[0] !== localSha) throw new Error(`${v}: content differs`);
             dropCaches();
-            const dropped = await usage(m.pid, () => dd(`${m.root}/${BIG_KEY}`));
-            const warm = await usage(m.pid, () => dd(`${m.root}/${BIG_KEY}`));
+            const dropped = await withUsage(m.pid, () => dd(`${m.root}/${BIG_KEY}`));
+            const warm = await withUsage(m.pid, () => dd(`${m.root}/${BIG_KEY}`));
             put(v, "dropped re-read MiB/s", dropped.r);
             put(v, "dropped re-read CPU s/GiB", dropped.cpu / (BIG / 1024 / MiB));
             put(v, "warm re-read MiB/s", warm.r);
@@ -142,11 +128,11 @@ async function main(): Promise<void> {
         });
         await withMount(ctx, v, async (m) => {
           dropCaches();
-          const r = await usage(m.pid, () => sh(`cat '${m.root}'/small/* | wc -c`, { timeoutS: 1800 }));
+          const r = await withUsage(m.pid, () => sh(`cat '${m.root}'/small/* | wc -c`, { timeoutS: 1800 }));
           if (Number(r.r.out.trim()) !== SMALL * 64 * 1024) throw new Error(`${v}: small files: ${r.r.out.trim()} bytes`);
           put(v, "small s", r.r.ms / 1000);
           put(v, "small CPU ms/object", (r.cpu * 1000) / SMALL);
-          put(v, "small peak RSS MiB", r.rss);
+          put(v, "small peak RSS MiB", r.rssMiB);
           console.log(`rep ${rep} ${v}: ${SMALL} × 64 KiB cold ${fmtNum(r.r.ms / 1000, 2)} s, ${fmtNum((r.cpu * 1000) / SMALL, 2)} ms CPU/object`);
         });
       }

@@ -39,7 +39,7 @@ import { startBenchServer, teardownNetworkSync, type BenchServer } from "./lib/s
 import { cleanupAllSync, mount, PEER_FLAGS, peerVersions, SYSTEMS, type Mounted, type SystemName, type SystemsContext } from "./lib/systems.ts";
 import { fmtRequests, requestDelta, s3Requests } from "./lib/minio-metrics.ts";
 import { cellOf, errorCell, renderSamples, renderTable, toJson, type Cell, type Row } from "./lib/report.ts";
-import { threadCpuByName, cpuSeconds, dropCaches, rssKiB, threadCpu, fmtNum, isMounted, loadavg, median, MiB, procIo, repeat, rssSampler, sh, shSync, sleep } from "./lib/util.ts";
+import { threadCpuByName, cpuSeconds, dropCaches, rssKiB, threadCpu, fmtNum, isMounted, loadavg, median, MiB, procIo, repeat, rssSampler, sh, shSync, sleep, withUsage } from "./lib/util.ts";
 
 const REPO = resolve(import.meta.dir, "..");
 const USAGE = `usage: bun bench/run.ts [options]
@@ -217,18 +217,10 @@ const notes: string[] = [];
 const usage: Record<string, Partial<Record<string, { cpu: number[]; rss: number[] }>>> = {};
 /** Run `fn` (which reads `bytes` through the mount served by `pid`) and record CPU/GiB and peak RSS under `rowId`. */
 async function measured<T>(rowId: string, sys: string, pid: number, bytes: number, fn: () => Promise<T>): Promise<T> {
-  const c0 = cpuSeconds(pid);
-  const sampler = rssSampler(pid, 50);
-  let peak = 0;
-  let r: T;
-  try {
-    r = await fn();
-  } finally {
-    peak = sampler.stop();
-  }
+  const { r, cpu, rssMiB } = await withUsage(pid, fn);
   const u = ((usage[rowId] ??= {})[sys] ??= { cpu: [], rss: [] });
-  u.cpu.push((cpuSeconds(pid) - c0) / (bytes / (1024 * MiB)));
-  u.rss.push(peak / 1024);
+  u.cpu.push(cpu / (bytes / (1024 * MiB)));
+  u.rss.push(rssMiB);
   return r;
 }
 function usageNote(): string | undefined {

@@ -129,6 +129,20 @@ export function rssSampler(pid: number, everyMs = 50): { stop(): number } {
   };
 }
 
+/** `fn`'s result, the CPU seconds `pid` used while it ran, and `pid`'s peak RSS in MiB (sampled every 50 ms). */
+export async function withUsage<T>(pid: number, fn: () => Promise<T>): Promise<{ r: T; cpu: number; rssMiB: number }> {
+  const c0 = cpuSeconds(pid);
+  const sampler = rssSampler(pid, 50);
+  let peak = 0;
+  let r: T;
+  try {
+    r = await fn();
+  } finally {
+    peak = sampler.stop();
+  }
+  return { r, cpu: cpuSeconds(pid) - c0, rssMiB: peak / 1024 };
+}
+
 const CLK_TCK = 100;
 /** utime+stime of `pid` (all threads) in seconds, or 0 when it is gone. */
 export function cpuSeconds(pid: number | undefined): number {
