@@ -3,10 +3,10 @@
 #   1. scripts/setup.sh (apt packages, npm ci, S3 server binary; fast when done)
 #   2. typecheck: tsc --noEmit -p tsconfig.json
 #   3. bun test over test/ (normal output streamed, JUnit XML in .build/junit.xml)
-#   4. leftover FUSE mounts under /tmp/bucketfs-test are reported and lazily
+#   4. leftover FUSE mounts under $BUCKETFS_TEST_ROOT (default /tmp/bucketfs-test) are reported and lazily
 #      unmounted, before the run (leftovers of an earlier run) and after it
 #      (leaks of this run, counted as failures); new entries left in
-#      /tmp/bucketfs-test by the run are counted as failures too.
+#      that root by the run are counted as failures too.
 # The LAST line printed is exactly "N passed, N failed" (", N skipped" is
 # added when tests were skipped). Exit status is non-zero if a test failed,
 # the typecheck failed, a FUSE mount leaked, or no test ran at all.
@@ -19,7 +19,8 @@ BUILD="$ROOT/.build"
 mkdir -p "$BUILD"
 JUNIT="$BUILD/junit.xml"
 TEST_LOG="$BUILD/test-output.log"
-MOUNT_ROOTS=(/tmp/bucketfs-test "$ROOT/.test-tmp")
+TEST_ROOT="${BUCKETFS_TEST_ROOT:-/tmp/bucketfs-test}"   # test/helpers/s3server.ts reads the same variable
+MOUNT_ROOTS=("$TEST_ROOT" "$ROOT/.test-tmp")
 
 say() { printf '[test] %s\n' "$*"; }
 
@@ -65,9 +66,9 @@ fi
 # 3. tests ----------------------------------------------------------------------
 before=$(sweep_mounts "before the run")
 [[ "$before" -eq 0 ]] || say "$before leftover FUSE mount(s) from an earlier run were removed"
-# What /tmp/bucketfs-test holds before the run: anything new after it was left behind by a test.
-mkdir -p /tmp/bucketfs-test
-entries_before=$(ls -A /tmp/bucketfs-test | sort)
+# What $TEST_ROOT holds before the run: anything new after it was left behind by a test.
+mkdir -p "$TEST_ROOT"
+entries_before=$(ls -A "$TEST_ROOT" | sort)
 
 rm -f "$JUNIT"
 say "bun test ./test/ (junit: .build/junit.xml)"
@@ -81,7 +82,7 @@ set -e
 say "bun test exited with $bun_rc"
 
 leaked=$(sweep_mounts "after the run")
-left_dirs=$(comm -13 <(printf '%s\n' "$entries_before") <(ls -A /tmp/bucketfs-test | sort) | grep -v '^$' || true)
+left_dirs=$(comm -13 <(printf '%s\n' "$entries_before") <(ls -A "$TEST_ROOT" | sort) | grep -v '^$' || true)
 
 # 4. counts ---------------------------------------------------------------------
 counts="0 0 0"
@@ -123,7 +124,7 @@ if [[ "$leaked" -gt 0 ]]; then
 fi
 if [[ -n "$left_dirs" ]]; then
   n_left=$(printf '%s\n' "$left_dirs" | wc -l)
-  say "$n_left temp entr(y/ies) left in /tmp/bucketfs-test by this run, counted as failure(s): $(echo $left_dirs)"
+  say "$n_left temp entr(y/ies) left in $TEST_ROOT by this run, counted as failure(s): $(echo $left_dirs)"
   failed=$((failed + n_left))
 fi
 

@@ -74,7 +74,8 @@ export interface StartS3ServerOptions {
   tls?: boolean;
 }
 
-export const TEST_ROOT = "/tmp/bucketfs-test";
+/** Where test servers, daemons and mounts live; BUCKETFS_TEST_ROOT moves it (parallel checkouts each use their own). */
+export const TEST_ROOT = process.env.BUCKETFS_TEST_ROOT || "/tmp/bucketfs-test";
 const REPO_ROOT = resolve(import.meta.dir, "..", "..");
 const BIN_DIR = join(REPO_ROOT, ".build", "bin");
 const SETPRIV = "/usr/bin/setpriv";
