@@ -14,12 +14,17 @@
 #   * The workflow engines the pipeline tests run, pinned, under .build/engines:
 #     Snakemake from PyPI in a venv, and Nextflow's jars from Maven Central
 #     (run by scripts/engines/nextflow with the machine's Java).
+#   * The libfuse releases of the version-matrix test (3.3.0, 3.10.5, 3.17.4,
+#     3.18.1), built with meson and ninja from ../shared/libfuse/*.tar.gz into
+#     .build/libfuse/<version>/ by scripts/build-libfuse.sh (kept while each
+#     tarball's sha256 is unchanged).
 #
 # Environment knobs:
 #   BUCKETFS_SKIP_APT=1    do not check/install Debian packages
 #   BUCKETFS_SKIP_NPM=1    do not check/run npm ci
 #   BUCKETFS_S3SERVER=versitygw   skip MinIO and provide versitygw directly
 #   BUCKETFS_SKIP_ENGINES=1  do not install Nextflow and Snakemake (their tests then skip)
+#   BUCKETFS_SKIP_LIBFUSE=1  do not build the libfuse releases (the matrix test then skips them)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -48,9 +53,10 @@ fi
 # ---------------------------------------------------------------------------
 # 1. Debian packages
 # ---------------------------------------------------------------------------
-# default-jre-headless + maven: Nextflow and its jars; python3-venv: Snakemake's venv.
+# default-jre-headless + maven: Nextflow and its jars; python3-venv: Snakemake's venv;
+# meson + ninja-build: the libfuse releases of the matrix test; rpm: scripts/build-rpm.sh.
 APT_PACKAGES=(fuse3 libfuse3-3 libfuse3-dev python3-boto3 s3fs rclone iproute2 ca-certificates
-              default-jre-headless maven python3-venv)
+              default-jre-headless maven python3-venv meson ninja-build rpm)
 
 if [[ "${BUCKETFS_SKIP_APT:-}" == 1 ]]; then
   log "apt: skipped (BUCKETFS_SKIP_APT=1)"
@@ -249,6 +255,17 @@ else
   "$SMK_VENV/bin/snakemake" --version >/dev/null 2>&1 || die "Snakemake does not start"
   echo "$engines_want" > "$ENGINES_STAMP"
   log "engines: Nextflow $NXF_VERSION and Snakemake $SNAKEMAKE_VERSION installed"
+fi
+
+# ---------------------------------------------------------------------------
+# 5. libfuse releases for test/integration/libfuse-matrix.test.ts
+# ---------------------------------------------------------------------------
+if [[ "${BUCKETFS_SKIP_LIBFUSE:-}" == 1 ]]; then
+  log "libfuse: skipped (BUCKETFS_SKIP_LIBFUSE=1)"
+else
+  if ! bash "$ROOT/scripts/build-libfuse.sh" | sed 's/^\[libfuse\]/[setup] libfuse:/'; then
+    die "building the libfuse releases failed (logs: .build/libfuse/*.log)"
+  fi
 fi
 
 log "done in $(( $(date +%s) - START_TS ))s"

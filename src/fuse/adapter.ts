@@ -4,8 +4,10 @@
  * Is: argument decoding (names and file-info copied during the callback, as they point into
  * libfuse's buffers), the reply for each op, and the guarantee that every request gets
  * exactly one reply: a throw or rejected promise becomes the errno from `toErrno` (EIO for
- * unknown errors, logged once). Opens are answered as the PassthroughTable decides (the
- * kernel reads the cache file itself, or READs come here). Write operations reply EROFS:
+ * unknown errors, logged once). Capabilities are asked for in `want` or, on libfuse 3.17+,
+ * `want_ext`. Opens are answered as the PassthroughTable decides (the kernel reads the cache
+ * file itself, or READs come here), with libfuse's backing_id on 3.17+ or our own open reply
+ * on 3.13-3.16. Write operations reply EROFS:
  * writable data lives in the workdir bind mount, never in FUSE. Is not: the request loop
  * (session.ts) or fs semantics.
  */
@@ -14,7 +16,7 @@ import { fuse, readCString } from "./ffi.ts";
 import {
   CAP, CONN, ENTRY, FI_BIT, FILE_INFO, FORGET_DATA, OPEN_OUT, OPS_ORDER, OPS_SIZE, STAT, STATVFS,
   BUFVEC, FUSE_BUF, FUSE_BUF_FD_SEEK, FUSE_BUF_IS_FD, encodeEntry, encodeStat, encodeStatvfs, view,
-  type OpName,
+  type FuseAbi, type OpName,
 } from "./structs.ts";
 import type { FsOps, ReadReply } from "../fs/types.ts";
 import { PassthroughTable } from "./passthrough.ts";
@@ -32,6 +34,13 @@ export interface AdapterOptions {
   maxWrite: number;
   /** Decides per open whether the kernel reads the cache file itself (FUSE passthrough). */
   passthrough: PassthroughTable;
+  /** The libfuse version's layouts and passthrough route. */
+  abi: FuseAbi;
+  /**
+   * libfuse 3.17+ (passthrough route "api"): asked in init whether to want FUSE_CAP_PASSTHROUGH
+   * (true when the kernel offered it and the config allows it); told whether libfuse offered it.
+   */
+  passthroughAtInit?: { wanted(): boolean; result(granted: boolean): void };
   log: Logger;
 }
 
@@ -61,6 +70,7 @@ export function buildOps(fs: FsOps, opts: AdapterOptions): OpsTable {
   const openOut = new Uint8Array(OPEN_OUT.size);
   const openOutView = view(openOut);
   const pt = opts.passthrough;
+  const abi = opts.abi;
   const bufvec = new Uint8Array(BUFVEC.size);
   const bufvecView = view(bufvec);
 
@@ -90,18 +100,22 @@ export function buildOps(fs: FsOps, opts: AdapterOptions): OpsTable {
     else deliver(v);
   }
 
-  /** fuse_reply_open with our own file-info copy (libfuse's is only valid during the callback). */
-  function replyOpen(req: Req, flags: number, handle: number, bits: number): number {
+  /**
+   * fuse_reply_open with our own file-info copy (libfuse's is only valid during the callback).
+   * backingId (3.17+ only) makes libfuse send it with FOPEN_PASSTHROUGH.
+   */
+  function replyOpen(req: Req, flags: number, handle: number, bits: number, backingId = 0): number {
     openFi.fill(0);
     openFiView.setInt32(FILE_INFO.flags, flags, true);
     openFiView.setUint32(FILE_INFO.bits, bits, true);
     openFiView.setBigUint64(FILE_INFO.fh, BigInt(handle), true);
+    if (backingId > 0 && abi.fileInfoSize > FILE_INFO.backingId) openFiView.setInt32(FILE_INFO.backingId, backingId, true);
     return lib.fuse_reply_open(req, openFi);
   }
 
   /**
-   * A passthrough open reply: libfuse 3.14's fuse_reply_open cannot carry a backing id, so the
-   * struct fuse_open_out is sent as the reply body (what fuse_reply_open sends, plus the id).
+   * A passthrough open reply on 3.13-3.16: their fuse_reply_open cannot carry a backing id, so
+   * the struct fuse_open_out is sent as the reply body (what fuse_reply_open sends, plus the id).
    */
   function replyOpenPassthrough(req: Req, handle: number, backingId: number): number {
     openOut.fill(0);
@@ -169,9 +183,10 @@ export function buildOps(fs: FsOps, opts: AdapterOptions): OpsTable {
     init: {
       args: [P, P],
       fn: (_ud: Pointer, conn: Pointer) => {
-        const c = new DataView(toArrayBuffer(conn, 0, 64));
+        const c = new DataView(toArrayBuffer(conn, 0, CONN.size));
+        // 3.17+ fill `capable` with the low 32 bits of capable_ext, and every flag we use is there.
         const capable = c.getUint32(CONN.capable, true);
-        let want = c.getUint32(CONN.want, true);
+        let want = abi.wantExt ? Number(c.getBigUint64(CONN.wantExt, true) & 0xffffffffn) : c.getUint32(CONN.want, true);
         const caps: number[] = [CAP.asyncRead, CAP.readdirplus, CAP.parallelDirops, CAP.cacheSymlinks, CAP.autoInvalData];
         // Splice cached file ranges into /dev/fuse (measured ~15% faster than copying; BUCKETFS_SPLICE=0 disables).
         if (process.env.BUCKETFS_SPLICE !== "0") caps.push(CAP.spliceWrite, CAP.spliceMove);
@@ -180,7 +195,18 @@ export function buildOps(fs: FsOps, opts: AdapterOptions): OpsTable {
         }
         // Always readdirplus: `ls -l` then costs no per-entry LOOKUP round trips.
         want &= ~CAP.readdirplusAuto;
+        const ptInit = opts.passthroughAtInit;
+        if (ptInit?.wanted()) {
+          const granted = (capable & CAP.passthrough) !== 0;
+          if (granted) want |= CAP.passthrough;
+          ptInit.result(granted);
+        }
         c.setUint32(CONN.want, want >>> 0, true);
+        if (abi.wantExt) {
+          // want_ext is what 3.17+ act on; with its low half equal to `want` libfuse takes it as is.
+          const high = c.getBigUint64(CONN.wantExt, true) & 0xffffffff00000000n;
+          c.setBigUint64(CONN.wantExt, high | BigInt(want >>> 0), true);
+        }
         c.setUint32(CONN.maxBackground, opts.maxBackground, true);
         // libfuse derives max_pages from max_write, and the kernel caps every READ at max_pages.
         if (opts.maxWrite < c.getUint32(CONN.maxWrite, true)) c.setUint32(CONN.maxWrite, opts.maxWrite, true);
@@ -239,12 +265,14 @@ export function buildOps(fs: FsOps, opts: AdapterOptions): OpsTable {
         const flags = read.i32(fi, FILE_INFO.flags);
         settle(req, "open", () => fs.open(ino, flags), (o) => {
           // Plan, reply and record in one synchronous step, so no other open of the inode interleaves.
-          const plan = pt.plan(ino, o.backing);
+          const plan = pt.plan(ino, o.backing, req);
           const rc =
-            plan.mode === "passthrough"
-              ? replyOpenPassthrough(req, o.fh, plan.backingId)
-              : replyOpen(req, flags, o.fh, plan.mode === "direct" ? FI_BIT.directIo : o.keepCache ? FI_BIT.keepCache : 0);
-          pt.opened(o.fh, ino, plan, rc === 0);
+            plan.mode !== "passthrough"
+              ? replyOpen(req, flags, o.fh, plan.mode === "direct" ? FI_BIT.directIo : o.keepCache ? FI_BIT.keepCache : 0)
+              : abi.passthrough === "api"
+                ? replyOpen(req, flags, o.fh, 0, plan.backingId)
+                : replyOpenPassthrough(req, o.fh, plan.backingId);
+          pt.opened(o.fh, ino, plan, rc === 0, req);
         });
       },
     },
@@ -259,7 +287,7 @@ export function buildOps(fs: FsOps, opts: AdapterOptions): OpsTable {
       args: [P, U, P],
       fn: (req: Req, ino: number, fi: Pointer) => {
         const h = fh(fi);
-        pt.released(h);
+        pt.released(h, req);
         settle(req, "release", () => fs.release(ino, h), () => lib.fuse_reply_err(req, 0));
       },
     },
@@ -269,7 +297,7 @@ export function buildOps(fs: FsOps, opts: AdapterOptions): OpsTable {
         const flags = read.i32(fi, FILE_INFO.flags);
         // Let the kernel cache the listing; keep what it cached while the listing is unchanged.
         settle(req, "opendir", () => fs.opendir(ino), (o) =>
-          replyOpen(req, flags, o.fh, FI_BIT.cacheReaddir | (o.keepCache ? FI_BIT.keepCache : 0)),
+          replyOpen(req, flags, o.fh, (abi.cacheReaddir ? FI_BIT.cacheReaddir : 0) | (o.keepCache ? FI_BIT.keepCache : 0)),
         );
       },
     },

@@ -31,7 +31,8 @@ export function dev(): ReturnType<typeof openDev>["symbols"] {
   return lib.symbols;
 }
 
-function errno(): number {
+/** errno of the calling thread, right after a libc or libfuse call. */
+export function errno(): number {
   const p = dev().__errno_location();
   return p === null ? 0 : read.i32(p as Pointer, 0);
 }

@@ -2,8 +2,9 @@
  * FUSE passthrough for complete cached files: the kernel reads the cache file itself, so a
  * cached read costs the daemon nothing (measured in research/passthrough-spike.md).
  *
- * Is: the INIT decision (does the kernel offer passthrough, and the patch of libfuse 3.14's
- * INIT reply that accepts it), and the per-inode bookkeeping of backing ids: one backing
+ * Is: the INIT decision (does the kernel offer passthrough, can this libfuse take it: its own
+ * API in 3.17+, or the patch of the INIT reply that accepts it on 3.13-3.16, which have no API),
+ * and the per-inode bookkeeping of backing ids: one backing
  * file per inode shared by all its passthrough opens, closed when the last one is released;
  * never a passthrough open while the inode has page-cache opens (the kernel refuses the mix
  * with EIO), and direct I/O for an open that cannot share the inode's backing file. When the
@@ -11,7 +12,7 @@
  * with one log line and opens go through the daemon as before. Is not: the FFI (devfuse.ts)
  * or which files are eligible (the filesystem says so per open).
  */
-import { FOPEN, INIT_FLAG, INIT_FLAG2, INIT_IN, INIT_OUT, PASSTHROUGH_MINOR } from "./structs.ts";
+import { FOPEN, INIT_FLAG, INIT_FLAG2, INIT_IN, INIT_OUT, PASSTHROUGH_MINOR, type PassthroughRoute } from "./structs.ts";
 import type { Logger } from "../util/log.ts";
 
 export interface InitOffer {
@@ -30,12 +31,21 @@ export function readInitIn(v: DataView, base: number): InitOffer {
   };
 }
 
+/** The loaded libfuse, as far as passthrough cares. */
+export interface LibfusePassthrough {
+  pkgversion: string;
+  route: PassthroughRoute;
+}
+
 /** Why passthrough will not be used on this connection, or undefined when it can be. */
-export function passthroughRefusal(offer: InitOffer, enabled: boolean): string | undefined {
+export function passthroughRefusal(offer: InitOffer, enabled: boolean, lib?: LibfusePassthrough): string | undefined {
   if (!enabled) return "switched off (passthrough = no)";
   if (offer.minor < PASSTHROUGH_MINOR) return `the kernel speaks FUSE 7.${offer.minor}; passthrough needs 7.${PASSTHROUGH_MINOR} (Linux 6.9+)`;
   if (!(offer.flags & INIT_FLAG.initExt) || !(offer.flags2 & INIT_FLAG2.passthrough)) {
     return "the kernel does not offer it (built without CONFIG_FUSE_PASSTHROUGH?)";
+  }
+  if (lib?.route === "none") {
+    return `libfuse ${lib.pkgversion} cannot pass it on (needs libfuse 3.14+: fuse_session_custom_io, or 3.17's passthrough API)`;
   }
   return undefined;
 }
@@ -68,9 +78,12 @@ export type OpenPlan =
   | { mode: "cached" } // through the daemon, kernel page cache as the filesystem decides
   | { mode: "direct" }; // through the daemon with FOPEN_DIRECT_IO (inode held by another backing file)
 
+/** The request an open or release is answering (libfuse's passthrough API takes it). */
+export type ReqRef = unknown;
+
 export interface BackingIo {
-  open(fd: number): number; // id or -errno
-  close(id: number): number; // 0 or -errno
+  open(fd: number, req?: ReqRef): number; // id or -errno
+  close(id: number, req?: ReqRef): number; // 0 or -errno
 }
 
 /** errnos that mean "this kernel or these privileges never allow it": stop trying. */
@@ -121,7 +134,7 @@ export class PassthroughTable {
   }
 
   /** Decide how to answer an open of `ino`; `backing` is set when the file may be passed through. */
-  plan(ino: number, backing: Backing | undefined): OpenPlan {
+  plan(ino: number, backing: Backing | undefined, req?: ReqRef): OpenPlan {
     const held = this.byIno.get(ino);
     if (held) {
       // The inode is in passthrough mode: share its backing file, or stay out of the page cache.
@@ -129,7 +142,7 @@ export class PassthroughTable {
       return { mode: "direct" };
     }
     if (!backing || !this.active || (this.cachedByIno.get(ino) ?? 0) > 0) return { mode: "cached" };
-    const id = this.io.open(backing.fd);
+    const id = this.io.open(backing.fd, req);
     if (id < 0) {
       this.counters.backingFailures++;
       const fatal = FATAL.get(-id);
@@ -148,7 +161,7 @@ export class PassthroughTable {
   }
 
   /** The open reply for `fh` reached the kernel (or, with ok false, did not). */
-  opened(fh: number, ino: number, plan: OpenPlan, ok: boolean): void {
+  opened(fh: number, ino: number, plan: OpenPlan, ok: boolean, req?: ReqRef): void {
     if (ok) {
       this.handles.set(fh, { ino, mode: plan.mode });
       if (plan.mode === "passthrough") {
@@ -159,7 +172,7 @@ export class PassthroughTable {
         this.counters.cachedOpens++;
       } else this.counters.directOpens++;
     } else if (plan.mode === "passthrough") {
-      this.unref(ino);
+      this.unref(ino, false, req);
     }
   }
 
@@ -168,11 +181,11 @@ export class PassthroughTable {
     return plan.mode === "passthrough" ? FOPEN.passthrough : plan.mode === "direct" ? FOPEN.directIo : 0;
   }
 
-  released(fh: number): void {
+  released(fh: number, req?: ReqRef): void {
     const h = this.handles.get(fh);
     if (!h) return;
     this.handles.delete(fh);
-    if (h.mode === "passthrough") this.unref(h.ino, true);
+    if (h.mode === "passthrough") this.unref(h.ino, true, req);
     else if (h.mode === "cached") {
       const n = (this.cachedByIno.get(h.ino) ?? 1) - 1;
       if (n > 0) this.cachedByIno.set(h.ino, n);
@@ -180,13 +193,13 @@ export class PassthroughTable {
     }
   }
 
-  private unref(ino: number, counted = false): void {
+  private unref(ino: number, counted = false, req?: ReqRef): void {
     const b = this.byIno.get(ino);
     if (!b) return;
     if (counted) b.refs--;
     if (b.refs > 0) return;
     this.byIno.delete(ino);
-    const rc = this.io.close(b.id);
+    const rc = this.io.close(b.id, req);
     if (rc < 0) this.log.debug(`closing backing id ${b.id}: errno ${-rc}`);
   }
 
@@ -195,7 +208,10 @@ export class PassthroughTable {
     return this.byIno.size;
   }
 
-  /** Release every backing id (before the /dev/fuse fd is closed). */
+  /**
+   * Release every backing id (before the /dev/fuse fd is closed). Without a request (libfuse's
+   * API needs one) the ids are left to the kernel, which frees them with the connection.
+   */
   closeAll(): void {
     for (const b of this.byIno.values()) this.io.close(b.id);
     this.byIno.clear();

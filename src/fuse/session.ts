@@ -3,20 +3,21 @@
  * codec, with JS owning the read loop (design and measurements: shared/research/ffi-spike.md).
  *
  * Is: mount, the /dev/fuse read loop (N outstanding async reads, each fed to
- * `fuse_session_process_buf` on the JS thread), per-opcode request counters, the INIT
- * hand-shake extras (accepting FUSE passthrough through libfuse's custom I/O, and the
- * mount's readahead window, which sets the READ size), and the unmount sequence: stop
+ * `fuse_session_process_buf` on the JS thread, whichever libfuse 3.3+ is loaded), per-opcode
+ * request counters, the INIT hand-shake extras (FUSE passthrough through libfuse's own API on
+ * 3.17+ or by accepting it in the INIT reply through libfuse's custom I/O on 3.13-3.16, and
+ * the mount's readahead window, which sets the READ size), and the unmount sequence: stop
  * re-arming, lazy detach, wait for ENODEV, abort the connection through fusectl if it stays
  * busy, then free the session. Is not: op semantics (adapter.ts / fs/) or signal handling.
  */
 import { existsSync, read as fsRead, writeFileSync } from "node:fs";
 import { FFIType, JSCallback, ptr, read as readMem, toArrayBuffer, type Pointer } from "bun:ffi";
-import { fuse } from "./ffi.ts";
+import { fuse, libfuse, type Libfuse } from "./ffi.ts";
 import { cstrArray, lastErrno, libc, MNT_DETACH, strerror } from "../sys/libc.ts";
 import { buildOps, type OpsTable } from "./adapter.ts";
-import { FUSE_ARGS, FUSE_BUF, IN_HEADER, OPCODE, OPS_SIZE, OUT_HEADER, READ_IN, view } from "./structs.ts";
-import { backingClose, backingOpen, dev, nativeIo } from "./devfuse.ts";
-import { passthroughRefusal, acceptPassthrough, readInitIn, PassthroughTable, type PassthroughCounters } from "./passthrough.ts";
+import { FUSE_ARGS, FUSE_BUF, IN_HEADER, OPCODE, OUT_HEADER, READ_IN, fuseAbi, view, type FuseAbi, type PassthroughRoute } from "./structs.ts";
+import { backingClose, backingOpen, dev, errno, nativeIo } from "./devfuse.ts";
+import { passthroughRefusal, acceptPassthrough, readInitIn, PassthroughTable, type BackingIo, type PassthroughCounters } from "./passthrough.ts";
 import type { FsOps } from "../fs/types.ts";
 import { mountAt } from "../util/mountinfo.ts";
 import type { Logger } from "../util/log.ts";
@@ -76,6 +77,30 @@ export interface FuseCounters {
   /** The readahead window the mount got (KiB), when it was set. */
   readAheadKb: number | undefined;
   passthrough: PassthroughCounters & { backingIdsOpen: number };
+  /** The libfuse serving the mount: fuse_pkgversion(), what was loaded, how passthrough is answered. */
+  libfuse: { version: string; path: string; passthroughRoute: PassthroughRoute };
+}
+
+/** How passthrough is answered with this library: its generation's route, when its symbols loaded. */
+export function passthroughRoute(lf: Libfuse, abi: FuseAbi): PassthroughRoute {
+  if (abi.passthrough === "api") return lf.v317 ? "api" : "none";
+  if (abi.passthrough === "custom-io") return lf.customIo ? "custom-io" : "none";
+  return "none";
+}
+
+let libfuseLogged = false;
+
+/** One line, once per process: which libfuse and which of its features are in use. */
+function logLibfuse(log: Logger, lf: Libfuse, abi: FuseAbi, route: PassthroughRoute): void {
+  if (libfuseLogged) return;
+  libfuseLogged = true;
+  const features = [
+    `${abi.opsCount} ops`,
+    abi.sessionNewVersioned ? "fuse_session_new_versioned" : "fuse_session_new",
+    abi.wantExt ? "want_ext" : "want",
+    route === "api" ? "passthrough via fuse_passthrough_open" : route === "custom-io" ? "passthrough via fuse_session_custom_io" : "no passthrough support",
+  ];
+  log.info(`libfuse ${lf.pkgversion} (${lf.path}): ${features.join(", ")}`);
 }
 
 export class FuseSession {
@@ -104,17 +129,32 @@ export class FuseSession {
   private initUnique: bigint | undefined;
   private initPatched = false;
   private initHook: JSCallback | undefined;
+  private readonly lf: Libfuse;
+  private readonly abi: FuseAbi;
+  private readonly route: PassthroughRoute;
+  /** Route "api": the INIT request offered passthrough and the config allows it. */
+  private ptWanted = false;
 
   private constructor(fs: FsOps, private opts: SessionOptions) {
     this.mountpoint = opts.mountpoint;
     this.log = opts.log;
     this.done = new Promise((r) => (this.resolveDone = r));
     const lib = fuse();
-    this.pt = new PassthroughTable(
-      { open: (fd) => backingOpen(this.fd, fd), close: (id) => backingClose(this.fd, id) },
-      opts.log,
-    );
-    this.ops = buildOps(fs, { maxBackground: opts.maxBackground, maxWrite: MAX_READ_BYTES, passthrough: this.pt, log: opts.log });
+    this.lf = libfuse();
+    this.abi = fuseAbi(this.lf.version);
+    this.route = passthroughRoute(this.lf, this.abi);
+    logLibfuse(opts.log, this.lf, this.abi, this.route);
+    this.pt = new PassthroughTable(this.backingIo(), opts.log);
+    this.ops = buildOps(fs, {
+      maxBackground: opts.maxBackground, maxWrite: MAX_READ_BYTES, passthrough: this.pt, abi: this.abi, log: opts.log,
+      passthroughAtInit: {
+        wanted: () => this.ptWanted,
+        result: (granted) => {
+          this.ptWanted = false;
+          this.pt.setState(granted ? undefined : `libfuse ${this.lf.pkgversion} did not offer FUSE_CAP_PASSTHROUGH`);
+        },
+      },
+    });
     const mountOpts = [`fsname=${opts.fsname}`, "subtype=bucketfs", "default_permissions"];
     if (opts.readOnly) mountOpts.push("ro");
     if (opts.allowOther) mountOpts.push("allow_other");
@@ -126,7 +166,15 @@ export class FuseSession {
     av.setInt32(FUSE_ARGS.argc, argv.length, true);
     av.setBigUint64(FUSE_ARGS.argv, BigInt(ptr(array)), true);
     this.keep.push(array, keep, args, this.ops);
-    this.se = lib.fuse_session_new(args, this.ops.table, OPS_SIZE, null);
+    const opsSize = this.abi.opsCount * 8;
+    if (this.abi.sessionNewVersioned && this.lf.v317) {
+      // What the 3.17+ header's fuse_session_new() macro does: pass the version whose layouts we use.
+      const v = new Uint32Array([this.lf.version.major, this.lf.version.minor, this.lf.version.hotfix, 0]);
+      this.keep.push(v);
+      this.se = this.lf.v317.fuse_session_new_versioned(args, this.ops.table, opsSize, v, null);
+    } else {
+      this.se = lib.fuse_session_new(args, this.ops.table, opsSize, null);
+    }
     if (!this.se) {
       this.ops.close();
       throw new Error(`fuse_session_new failed for ${opts.mountpoint} (bad mount options?)`);
@@ -138,6 +186,25 @@ export class FuseSession {
       throw new Error(`cannot mount FUSE at ${opts.mountpoint} (fuse_session_mount returned ${rc}; see the lines above)`);
     }
     this.fd = Number(lib.fuse_session_fd(this.se));
+  }
+
+  /**
+   * Backing files through libfuse's API (3.17+: fuse_passthrough_open returns 0 and sets errno
+   * on failure; without a request there is nothing to call, and the kernel frees the ids with
+   * the connection), else through the /dev/fuse ioctls ourselves.
+   */
+  private backingIo(): BackingIo {
+    const api = this.route === "api" ? this.lf.v317 : undefined;
+    if (api) {
+      return {
+        open: (fd, req) => {
+          const id = api.fuse_passthrough_open(req as Pointer, fd);
+          return id > 0 ? id : -(errno() || 5);
+        },
+        close: (id, req) => (req === undefined ? 0 : api.fuse_passthrough_close(req as Pointer, id) < 0 ? -errno() : 0),
+      };
+    }
+    return { open: (fd) => backingOpen(this.fd, fd), close: (id) => backingClose(this.fd, id) };
   }
 
   /** Mount `fs` at opts.mountpoint and start serving. Throws when the mount fails. */
@@ -199,14 +266,19 @@ export class FuseSession {
 
   /**
    * The kernel's INIT request, before libfuse answers it. When the kernel offers passthrough
-   * (and the switch allows it), route libfuse's replies through a JS writev for this one
-   * reply, so the INIT reply can be patched to accept it: libfuse 3.14 has no API for it.
+   * (and the switch allows it): on 3.17+ the init callback asks libfuse for it; on 3.13-3.16,
+   * which have no API for it, libfuse's replies go through a JS writev for this one reply, so
+   * the INIT reply can be patched to accept it.
    */
   private beforeInit(buf: Buffer): void {
     const offer = readInitIn(view(buf), IN_HEADER.size);
-    const refusal = passthroughRefusal(offer, this.opts.passthrough);
+    const refusal = passthroughRefusal(offer, this.opts.passthrough, { pkgversion: this.lf.pkgversion, route: this.route });
     if (refusal !== undefined) {
       this.pt.setState(refusal);
+      return;
+    }
+    if (this.route === "api") {
+      this.ptWanted = true;
       return;
     }
     this.initUnique = buf.readBigUInt64LE(IN_HEADER.unique);
@@ -234,7 +306,7 @@ export class FuseSession {
     const io = nativeIo();
     const table = new BigUint64Array([BigInt(writev), BigInt(io.read), 0n, BigInt(io.splice)]);
     this.keep.push(table);
-    const rc = fuse().fuse_session_custom_io(this.se, table, this.fd);
+    const rc = this.lf.customIo?.fuse_session_custom_io(this.se, table, this.fd) ?? -1;
     if (rc !== 0) this.log.warn(`fuse_session_custom_io failed (${rc})`);
     return rc === 0;
   }
@@ -252,6 +324,8 @@ export class FuseSession {
         this.pt.setState(this.initPatched ? undefined : "the INIT reply could not carry the passthrough flag");
       }
     }
+    this.ptWanted = false;
+    if (this.pt.counters.state === "pending") this.pt.setState(`libfuse ${this.lf.pkgversion} did not call init`);
     const c = this.pt.counters;
     if (c.state === "on") this.log.info("FUSE passthrough on: complete cached files are read by the kernel directly");
     else this.log.info(`FUSE passthrough off (${c.reason}); cached reads go through the daemon`);
@@ -281,6 +355,7 @@ export class FuseSession {
     return {
       requests, readSizes, maxReadSize: this.maxReadSize, readAheadKb: this.readAheadKb,
       passthrough: { ...this.pt.counters, backingIdsOpen: this.pt.openIds },
+      libfuse: { version: this.lf.pkgversion, path: this.lf.path, passthroughRoute: this.route },
     };
   }
 

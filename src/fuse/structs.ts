@@ -1,10 +1,12 @@
 /**
  * Byte layouts of the libfuse3 / glibc structs bucketfs exchanges over FFI (x86-64, glibc,
- * libfuse 3.14+), and small codecs that fill or read them.
+ * libfuse 3.3+), the parts that differ between libfuse versions (`fuseAbi`), and small codecs
+ * that fill or read them.
  *
- * Is: offsets (checked against the installed headers by test/unit/layout.test.ts, which
- * compiles native-headers/layout.c) and encode/decode helpers over DataView. Is not: FFI
- * calls (ffi.ts) or filesystem semantics.
+ * Is: offsets (checked against the installed headers, and against the headers of every
+ * libfuse built into .build/libfuse/, by test/unit/layout.test.ts, which compiles
+ * native-headers/layout.c and native-headers/abi.c) and encode/decode helpers over DataView.
+ * Is not: FFI calls (ffi.ts) or filesystem semantics.
  */
 import type { Attr, StatFs } from "../fs/types.ts";
 
@@ -13,21 +15,26 @@ export const STAT = {
   atim: 72, mtim: 88, ctim: 104,
 } as const;
 export const ENTRY = { size: 176, ino: 0, generation: 8, attr: 16, attrTimeout: 160, entryTimeout: 168 } as const;
-/** 40 bytes in 3.14, 64 in 3.17+; we always allocate 64 so either fits. */
-export const FILE_INFO = { size: 40, alloc: 64, flags: 0, bits: 4, fh: 16, lockOwner: 24 } as const;
+/**
+ * struct fuse_file_info: 40 bytes up to 3.16, 64 in 3.17+ (backingId is 3.17+); we always
+ * allocate 64 so either fits. flags, the bit field word and fh sit at the same offsets in 3.3+.
+ */
+export const FILE_INFO = { size: 40, alloc: 64, flags: 0, bits: 4, fh: 16, lockOwner: 24, backingId: 36 } as const;
 export const FI_BIT = { directIo: 1 << 1, keepCache: 1 << 2, nonseekable: 1 << 4, cacheReaddir: 1 << 6 } as const;
 export const FUSE_BUF = { size: 40, fsize: 0, flags: 8, mem: 16, fd: 24, pos: 32 } as const;
 export const BUFVEC = { size: 64, count: 0, idx: 8, off: 16, buf: 24 } as const;
 export const FUSE_BUF_IS_FD = 2;
 export const FUSE_BUF_FD_SEEK = 4;
 export const FUSE_ARGS = { size: 24, argc: 0, argv: 8, allocated: 16 } as const;
+/** struct fuse_conn_info (128 bytes in every 3.x); capableExt/wantExt (64-bit) are 3.17+. */
 export const CONN = {
-  maxWrite: 8, maxRead: 12, maxReadahead: 16, capable: 20, want: 24, maxBackground: 28, congestionThreshold: 32,
-  timeGran: 36,
+  size: 128, maxWrite: 8, maxRead: 12, maxReadahead: 16, capable: 20, want: 24, maxBackground: 28, congestionThreshold: 32,
+  timeGran: 36, capableExt: 48, wantExt: 56,
 } as const;
+/** FUSE_CAP_* (want/want_ext bits). passthrough (1 << 29) is 3.17+. */
 export const CAP = {
   asyncRead: 1, spliceWrite: 128, spliceMove: 256, spliceRead: 512, autoInvalData: 4096, readdirplus: 8192, readdirplusAuto: 16384,
-  parallelDirops: 262144, cacheSymlinks: 8388608,
+  parallelDirops: 262144, cacheSymlinks: 8388608, passthrough: 1 << 29,
 } as const;
 export const STATVFS = {
   size: 112, bsize: 0, frsize: 8, blocks: 16, bfree: 24, bavail: 32, files: 40, ffree: 48, favail: 56, fsid: 64,
@@ -35,7 +42,10 @@ export const STATVFS = {
 } as const;
 export const FORGET_DATA = { size: 16, ino: 0, nlookup: 8 } as const;
 
-/** Order of the 44 function pointers in `struct fuse_lowlevel_ops` (libfuse 3.14). */
+/**
+ * Order of the function pointers in `struct fuse_lowlevel_ops`: the first 44 (libfuse 3.8-3.16;
+ * 3.17 appends tmpfile, 3.18 statx, which bucketfs leaves unset).
+ */
 export const OPS_ORDER = [
   "init", "destroy", "lookup", "forget", "getattr", "setattr", "readlink", "mknod", "mkdir", "unlink", "rmdir",
   "symlink", "rename", "link", "open", "read", "write", "flush", "release", "fsync", "opendir", "readdir",
@@ -45,6 +55,48 @@ export const OPS_ORDER = [
 ] as const;
 export type OpName = (typeof OPS_ORDER)[number];
 export const OPS_SIZE = OPS_ORDER.length * 8;
+
+/**
+ * How bucketfs answers FUSE passthrough on a libfuse generation: "api" is libfuse's own
+ * (FUSE_CAP_PASSTHROUGH, fuse_passthrough_open/close, fuse_file_info.backing_id; 3.17+),
+ * "custom-io" accepts the kernel's offer in the INIT reply through fuse_session_custom_io and
+ * sends the open reply itself (3.13-3.16, which have no API for it), "none" has neither.
+ */
+export type PassthroughRoute = "api" | "custom-io" | "none";
+
+/** What differs between libfuse versions, for one version. */
+export interface FuseAbi {
+  /** Function pointers handed to fuse_session_new (what that version's struct holds, at most ours). */
+  opsCount: number;
+  /** sizeof(struct fuse_file_info). */
+  fileInfoSize: number;
+  /** fuse_file_info.cache_readdir exists (3.5+; a padding bit before). */
+  cacheReaddir: boolean;
+  /** fuse_conn_info has capable_ext/want_ext, and libfuse converts `want` into want_ext (3.17+). */
+  wantExt: boolean;
+  /** fuse_session_new is a header macro calling fuse_session_new_versioned (3.17+). */
+  sessionNewVersioned: boolean;
+  passthrough: PassthroughRoute;
+}
+
+/**
+ * The layout and calling choices for libfuse `major.minor` (3.3+). Sources: each version's
+ * include/fuse_lowlevel.h and fuse_common.h (checked by test/unit/layout.test.ts for the
+ * versions built into .build/libfuse/) and ChangeLog.rst: copy_file_range 3.4, cache_readdir
+ * 3.5, lseek 3.8, fuse_session_custom_io 3.13, the 3.17 ABI (want_ext, versioned
+ * fuse_session_new and custom_io, passthrough API).
+ */
+export function fuseAbi(v: { major: number; minor: number }): FuseAbi {
+  const m = v.major > 3 ? 99 : v.minor;
+  return {
+    opsCount: m < 4 ? 42 : m < 8 ? 43 : OPS_ORDER.length,
+    fileInfoSize: m >= 17 ? 64 : 40,
+    cacheReaddir: m >= 5,
+    wantExt: m >= 17,
+    sessionNewVersioned: m >= 17,
+    passthrough: m >= 17 ? "api" : m >= 13 ? "custom-io" : "none",
+  };
+}
 
 export function view(buf: Uint8Array): DataView {
   return new DataView(buf.buffer, buf.byteOffset, buf.byteLength);

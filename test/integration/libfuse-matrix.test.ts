@@ -1,0 +1,171 @@
+/**
+ * The core of the product once per libfuse generation users run: the machine's own (3.14)
+ * and each release built by scripts/build-libfuse.sh into .build/libfuse/<version>/ (3.3.0,
+ * 3.10.5, 3.17.4, 3.18.1), loaded with BUCKETFS_LIBFUSE and the default config. Per version:
+ * start and mount, listing, a cold read, the re-read with passthrough where this library,
+ * kernel and privileges allow it (the daemon sees 0 READs) or through the daemon with the
+ * reason in `status --json`, a workdir write, SIGTERM (exit 0, the file in S3 per boto3),
+ * nothing left mounted. A version whose build is absent is skipped, with the reason in the
+ * test's name. The full suite runs on the machine's libfuse only.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { createHash } from "node:crypto";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import { release } from "node:os";
+import { startS3Server, TEST_ROOT, type S3Server } from "../helpers/s3server.ts";
+import { s3tool, type S3Tool } from "../helpers/s3tool.ts";
+import { daemonDir, removeDir, startDaemon, type DaemonHandle } from "../helpers/daemon.ts";
+import { writeRandom } from "../helpers/files.ts";
+import { statusJson } from "../helpers/status.ts";
+import type { FuseCounters } from "../../src/fuse/session.ts";
+
+const REPO = new URL("../..", import.meta.url).pathname.replace(/\/$/, "");
+const MiB = 1024 * 1024;
+const TIMEOUT = 180_000;
+
+interface Row {
+  /** What the daemon must report as fuse_pkgversion(). */
+  version: string;
+  /** BUCKETFS_LIBFUSE, or undefined for the machine's libfuse3.so.3. */
+  lib: string | undefined;
+  /** Why this row is skipped (its build is absent). */
+  skip?: string;
+}
+
+function systemVersion(): string {
+  const r = Bun.spawnSync(["pkg-config", "--modversion", "fuse3"]);
+  return r.exitCode === 0 ? r.stdout.toString().trim() : "3.14.0";
+}
+
+const BUILT = ["3.3.0", "3.10.5", "3.17.4", "3.18.1"];
+const ROWS: Row[] = [
+  { version: systemVersion(), lib: undefined },
+  ...BUILT.map((v): Row => {
+    const lib = `${REPO}/.build/libfuse/${v}/lib/libfuse3.so.3`;
+    return existsSync(lib) ? { version: v, lib } : { version: v, lib, skip: `.build/libfuse/${v} not built (scripts/build-libfuse.sh)` };
+  }),
+];
+for (const r of ROWS) if (r.skip) console.warn(`libfuse-matrix: skipping libfuse ${r.version}: ${r.skip}`);
+
+/** Passthrough needs libfuse 3.14+ (3.13 has custom I/O but was never measured), FUSE 7.40 (Linux 6.9+) and root. */
+function passthroughExpected(version: string): boolean {
+  const [maj, min] = version.split(".").map(Number) as [number, number];
+  const [kmaj, kmin] = release().split(".").map(Number) as [number, number];
+  const kernelOk = kmaj > 6 || (kmaj === 6 && kmin >= 9);
+  return maj === 3 && min >= 14 && kernelOk && process.getuid?.() === 0;
+}
+
+let server: S3Server;
+let s3: S3Tool;
+let scratch: string;
+const FILES: Record<string, string> = {};
+const handles = new Set<DaemonHandle>();
+
+function sha256(path: string): string {
+  return createHash("sha256").update(readFileSync(path)).digest("hex");
+}
+
+async function run(cmd: string): Promise<string> {
+  const p = Bun.spawn(["timeout", "-k", "5", "60", "bash", "-c", cmd], { stdout: "pipe", stderr: "pipe", stdin: "ignore" });
+  const [out, err, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
+  if (code !== 0) throw new Error(`${cmd}: exit ${code}: ${err}`);
+  return out;
+}
+
+type Fuse = FuseCounters & { pid: number };
+
+/** The daemon's FUSE status once it has answered `releases` RELEASEs (read through `status --json`). */
+async function fuseAfter(d: DaemonHandle, bucket: string, releases: number): Promise<Fuse> {
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    const b = (await statusJson(d.configPath)).find((x) => x.bucket === bucket);
+    const f = b?.fuse as Fuse | null | undefined;
+    if (f && (f.requests["RELEASE"] ?? 0) >= releases) return f;
+    if (Date.now() > deadline) throw new Error(`no fuse status with ${releases} RELEASEs: ${JSON.stringify(b)}\n${d.log()}`);
+    await Bun.sleep(100);
+  }
+}
+
+function mountedUnder(dir: string): string[] {
+  return readFileSync("/proc/self/mountinfo", "utf8").split("\n").map((l) => l.split(" ")[4] ?? "")
+    .filter((p) => p === dir || p.startsWith(dir + "/"));
+}
+
+beforeAll(async () => {
+  if (ROWS.every((r) => r.skip)) return;
+  server = await startS3Server();
+  s3 = s3tool(server);
+  mkdirSync(TEST_ROOT, { recursive: true });
+  scratch = mkdtempSync(join(TEST_ROOT, "libfuse-matrix-"));
+  for (const [key, size] of [["data/a.bin", 3 * MiB + 17], ["data/b.txt", 1000], ["data/sub/c.bin", 70_000]] as const) {
+    const f = join(scratch, key.replaceAll("/", "_"));
+    writeRandom(f, size);
+    FILES[key] = sha256(f);
+  }
+}, TIMEOUT);
+
+afterAll(async () => {
+  for (const h of handles) await h.cleanup();
+  await server?.stop();
+  if (scratch) rmSync(scratch, { recursive: true, force: true });
+}, TIMEOUT);
+
+describe("libfuse matrix: the core per libfuse version", () => {
+  for (const row of ROWS) {
+    const name = `libfuse ${row.version}${row.lib ? "" : " (this machine's)"}`;
+    const title = row.skip ? `${name}: SKIPPED, ${row.skip}` : `${name}: mount, listing, cold read, re-read, workdir write, stop upload, unmount`;
+    test.skipIf(row.skip !== undefined)(title, async () => {
+      const bucket = `lf-${row.version.replaceAll(".", "-")}`;
+      await s3.mkbucket(bucket);
+      // a.bin as boto3 makes large files (multipart), the others plain.
+      for (const key of Object.keys(FILES)) {
+        await s3.put(bucket, key, { file: join(scratch, key.replaceAll("/", "_")) }, { multipart: key === "data/a.bin" });
+      }
+      const dir = daemonDir(bucket);
+      const t0 = Date.now();
+      const d = await startDaemon(server, [{ bucket, workdir: `/${bucket}/work` }], { dir, env: row.lib ? { BUCKETFS_LIBFUSE: row.lib } : {} });
+      handles.add(d);
+      const startMs = Date.now() - t0;
+      try {
+        const mnt = d.mnt[bucket]!;
+        // Listing.
+        expect((await run(`ls ${mnt}/data`)).split("\n").filter(Boolean)).toEqual(["a.bin", "b.txt", "sub"]);
+        expect((await run(`ls ${mnt}/data/sub`)).trim()).toBe("c.bin");
+        // Cold read (fetched during the open), then the re-read from the cache.
+        expect((await run(`sha256sum ${mnt}/data/a.bin`)).split(" ")[0]).toBe(FILES["data/a.bin"]!);
+        const cold = await fuseAfter(d, bucket, 1);
+        expect(cold.libfuse.version).toBe(row.version);
+        expect((await run(`sha256sum ${mnt}/data/a.bin ${mnt}/data/sub/c.bin`)).split("\n").map((l) => l.split(" ")[0])).toEqual([
+          FILES["data/a.bin"]!, FILES["data/sub/c.bin"]!, "",
+        ]);
+        const warm = await fuseAfter(d, bucket, 3);
+        const reads = warm.requests["READ"] ?? 0;
+        if (passthroughExpected(row.version)) {
+          expect({ state: warm.passthrough.state, reason: warm.passthrough.reason }).toEqual({ state: "on", reason: undefined as unknown as string });
+          expect(warm.passthrough.opens).toBe(3);
+          expect(reads).toBe(0);
+          expect(warm.libfuse.passthroughRoute).toBe(Number(row.version.split(".")[1]) >= 17 ? "api" : "custom-io");
+        } else {
+          expect(warm.passthrough.state).toBe("off");
+          expect(warm.passthrough.reason ?? "").not.toBe("");
+          expect(reads).toBeGreaterThan(0);
+        }
+        // Workdir write through the bind mount.
+        await run(`mkdir -p ${mnt}/work/t && head -c 200000 /dev/urandom > ${mnt}/work/t/out.bin && echo done > ${mnt}/work/t/.exitcode`);
+        const outSha = (await run(`sha256sum ${mnt}/work/t/out.bin`)).split(" ")[0];
+        // SIGTERM: uploaded, exit 0, nothing left mounted.
+        expect(await d.stop()).toBe(0);
+        handles.delete(d);
+        expect((await s3.get(bucket, "work/t/out.bin")).sha256).toBe(outSha ?? "x");
+        expect(new TextDecoder().decode(await s3.getBytes(bucket, "work/t/.exitcode"))).toBe("done\n");
+        expect(mountedUnder(dir)).toEqual([]);
+        console.log(`libfuse-matrix: ${row.version}: start ${startMs} ms, passthrough ${warm.passthrough.state}` +
+          `${warm.passthrough.reason ? ` (${warm.passthrough.reason})` : ""}, READs ${reads}, route ${warm.libfuse.passthroughRoute}`);
+      } finally {
+        await d.cleanup();
+        removeDir(dir);
+      }
+    }, TIMEOUT);
+  }
+});
