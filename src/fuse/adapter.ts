@@ -71,7 +71,7 @@ export function buildOps(fs: FsOps, opts: AdapterOptions): OpsTable {
   const openOutView = view(openOut);
   const pt = opts.passthrough;
   const abi = opts.abi;
-  const bufvec = new Uint8Array(BUFVEC.size);
+  const bufvec = new Uint8Array(BUFVEC.alloc);
   const bufvecView = view(bufvec);
 
   function fail(req: Req, op: string, err: unknown): void {

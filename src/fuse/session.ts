@@ -216,7 +216,7 @@ export class FuseSession {
       s.bdi = entry.dev;
     }
     for (let i = 0; i < Math.max(1, opts.readers); i++) {
-      const fb = new Uint8Array(FUSE_BUF.size);
+      const fb = new Uint8Array(FUSE_BUF.alloc);
       s.arm({ buf: Buffer.allocUnsafe(READ_BUF_SIZE), fb });
     }
     return s;

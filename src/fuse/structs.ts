@@ -21,8 +21,13 @@ export const ENTRY = { size: 176, ino: 0, generation: 8, attr: 16, attrTimeout: 
  */
 export const FILE_INFO = { size: 40, alloc: 64, flags: 0, bits: 4, fh: 16, lockOwner: 24, backingId: 36 } as const;
 export const FI_BIT = { directIo: 1 << 1, keepCache: 1 << 2, nonseekable: 1 << 4, cacheReaddir: 1 << 6 } as const;
-export const FUSE_BUF = { size: 40, fsize: 0, flags: 8, mem: 16, fd: 24, pos: 32 } as const;
-export const BUFVEC = { size: 64, count: 0, idx: 8, off: 16, buf: 24 } as const;
+/**
+ * struct fuse_buf: 40 bytes up to 3.16; 3.17 appends `size_t mem_size` (48). struct fuse_bufvec
+ * holds one: 64 bytes, 72 in 3.17+. We allocate (zeroed) for the larger so libfuse never reads
+ * past our buffers.
+ */
+export const FUSE_BUF = { size: 40, alloc: 48, fsize: 0, flags: 8, mem: 16, fd: 24, pos: 32 } as const;
+export const BUFVEC = { size: 64, alloc: 72, count: 0, idx: 8, off: 16, buf: 24 } as const;
 export const FUSE_BUF_IS_FD = 2;
 export const FUSE_BUF_FD_SEEK = 4;
 export const FUSE_ARGS = { size: 24, argc: 0, argv: 8, allocated: 16 } as const;
@@ -70,6 +75,9 @@ export interface FuseAbi {
   opsCount: number;
   /** sizeof(struct fuse_file_info). */
   fileInfoSize: number;
+  /** sizeof(struct fuse_buf) and of a struct fuse_bufvec with one buffer. */
+  fuseBufSize: number;
+  bufvecSize: number;
   /** fuse_file_info.cache_readdir exists (3.5+; a padding bit before). */
   cacheReaddir: boolean;
   /** fuse_conn_info has capable_ext/want_ext, and libfuse converts `want` into want_ext (3.17+). */
@@ -83,14 +91,16 @@ export interface FuseAbi {
  * The layout and calling choices for libfuse `major.minor` (3.3+). Sources: each version's
  * include/fuse_lowlevel.h and fuse_common.h (checked by test/unit/layout.test.ts for the
  * versions built into .build/libfuse/) and ChangeLog.rst: copy_file_range 3.4, cache_readdir
- * 3.5, lseek 3.8, fuse_session_custom_io 3.13, the 3.17 ABI (want_ext, versioned
- * fuse_session_new and custom_io, passthrough API).
+ * 3.5, lseek 3.8, fuse_session_custom_io 3.13, the 3.17 ABI (want_ext, fuse_buf.mem_size,
+ * versioned fuse_session_new and custom_io, passthrough API).
  */
 export function fuseAbi(v: { major: number; minor: number }): FuseAbi {
   const m = v.major > 3 ? 99 : v.minor;
   return {
     opsCount: m < 4 ? 42 : m < 8 ? 43 : OPS_ORDER.length,
     fileInfoSize: m >= 17 ? 64 : 40,
+    fuseBufSize: m >= 17 ? FUSE_BUF.alloc : FUSE_BUF.size,
+    bufvecSize: m >= 17 ? BUFVEC.alloc : BUFVEC.size,
     cacheReaddir: m >= 5,
     wantExt: m >= 17,
     sessionNewVersioned: m >= 17,

@@ -1,15 +1,18 @@
 /**
  * The FFI codecs' struct offsets versus the installed C headers: compiles
  * native-headers/layout.c (needs gcc and libfuse3-dev, both installed by scripts/setup.sh)
- * and compares every offset and size it prints with src/fuse/structs.ts.
+ * and compares every offset and size it prints with src/fuse/structs.ts. Then the parts that
+ * differ between libfuse versions (fuseAbi): native-headers/abi.c compiled against the
+ * installed headers and against each libfuse built into .build/libfuse/<version>/include
+ * (scripts/build-libfuse.sh); a version not built there is skipped with its reason.
  */
 import { describe, expect, test } from "bun:test";
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import {
-  BACKING_MAP, BUFVEC, CAP, CONN, DEV_IOC, ENTRY, FILE_INFO, FOPEN, FORGET_DATA, FUSE_ARGS, FUSE_BUF, FUSE_BUF_FD_SEEK,
+  BACKING_MAP, BUFVEC, CAP, CONN, DEV_IOC, ENTRY, FI_BIT, FILE_INFO, FOPEN, FORGET_DATA, FUSE_ARGS, FUSE_BUF, FUSE_BUF_FD_SEEK,
   FUSE_BUF_IS_FD, IN_HEADER, INIT_FLAG, INIT_IN, INIT_OUT, OPCODE, OPEN_OUT, OPS_ORDER, OPS_SIZE, OUT_HEADER, READ_IN,
-  STAT, STATVFS,
+  STAT, STATVFS, fuseAbi,
 } from "../../src/fuse/structs.ts";
 
 const repo = new URL("../..", import.meta.url).pathname;
@@ -77,4 +80,82 @@ describe.skipIf(!haveToolchain)("struct layouts match the installed headers", ()
     expect([L["backing_map"], L["FUSE_DEV_IOC_MAGIC"]]).toEqual([BACKING_MAP.size, DEV_IOC.magic]);
     expect([L["IOW_BACKING_OPEN"], L["IOW_BACKING_CLOSE"]]).toEqual([DEV_IOC.backingOpen, DEV_IOC.backingClose]);
   });
+});
+
+/** The headers of one libfuse version: the installed ones, or a release built into .build/libfuse/. */
+interface Headers {
+  version: string;
+  cflags: string[] | undefined;
+  skip?: string;
+}
+
+const installedVersion = spawnSync("pkg-config", ["--modversion", "fuse3"], { encoding: "utf8" }).stdout?.trim() ?? "";
+const HEADERS: Headers[] = [
+  haveToolchain ? { version: installedVersion, cflags: cflags.stdout.trim().split(/\s+/) } : { version: "installed", cflags: undefined, skip: "no gcc or libfuse3-dev" },
+  ...["3.3.0", "3.10.5", "3.17.4", "3.18.1"].map((v): Headers => {
+    const inc = `${repo}.build/libfuse/${v}/include`;
+    return existsSync(`${inc}/fuse_lowlevel.h`) && haveToolchain
+      ? { version: v, cflags: [`-I${inc}`] }
+      : { version: v, cflags: undefined, skip: haveToolchain ? `.build/libfuse/${v} not built (scripts/build-libfuse.sh)` : "no gcc" };
+  }),
+];
+
+function compileAbi(h: Headers): Record<string, number> {
+  const minor = Number(h.version.split(".")[1]);
+  const dir = mkdtempSync("/tmp/bucketfs-abi-");
+  try {
+    const bin = `${dir}/abi`;
+    const cc = spawnSync("gcc", [`-DLIBFUSE_MINOR=${minor}`, ...h.cflags!, "-o", bin, `${repo}native-headers/abi.c`], { encoding: "utf8" });
+    if (cc.status !== 0) throw new Error(`abi.c against libfuse ${h.version}: ${cc.stderr}`);
+    return JSON.parse(spawnSync(bin, { encoding: "utf8" }).stdout) as Record<string, number>;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+describe("per libfuse version: fuseAbi versus that version's headers", () => {
+  for (const h of HEADERS) {
+    const title = h.skip ? `libfuse ${h.version}: SKIPPED, ${h.skip}` : `libfuse ${h.version}`;
+    test.skipIf(h.skip !== undefined)(title, () => {
+      const [major, minor] = h.version.split(".").map(Number) as [number, number];
+      const abi = fuseAbi({ major, minor });
+      const L = compileAbi(h);
+      // fuse_file_info: the offsets every version shares, its size, and the bits we set.
+      expect(L["fuse_file_info"]).toBe(abi.fileInfoSize);
+      expect(abi.fileInfoSize).toBeLessThanOrEqual(FILE_INFO.alloc);
+      expect([L["fuse_file_info.flags"], L["fuse_file_info.fh"], L["fuse_file_info.lock_owner"]]).toEqual([FILE_INFO.flags, FILE_INFO.fh, FILE_INFO.lockOwner]);
+      expect([L["fuse_file_info.bit.direct_io"], L["fuse_file_info.bit.keep_cache"], L["fuse_file_info.bit.nonseekable"]]).toEqual([FI_BIT.directIo, FI_BIT.keepCache, FI_BIT.nonseekable]);
+      expect(L["fuse_file_info.bit.cache_readdir"]).toBe(abi.cacheReaddir ? FI_BIT.cacheReaddir : undefined);
+      // fuse_conn_info: same size and leading fields; want_ext and the passthrough capability in 3.17+.
+      expect([L["fuse_conn_info"], L["fuse_conn_info.max_write"], L["fuse_conn_info.capable"], L["fuse_conn_info.want"], L["fuse_conn_info.max_background"], L["fuse_conn_info.congestion_threshold"]])
+        .toEqual([CONN.size, CONN.maxWrite, CONN.capable, CONN.want, CONN.maxBackground, CONN.congestionThreshold]);
+      if (abi.wantExt) {
+        expect([L["fuse_conn_info.capable_ext"], L["fuse_conn_info.want_ext"], L["fuse_file_info.backing_id"], L["FUSE_CAP_PASSTHROUGH"]]).toEqual([CONN.capableExt, CONN.wantExt, FILE_INFO.backingId, CAP.passthrough]);
+        expect(L["libfuse_version"]).toBe(16); // {major, minor, hotfix, padding}, as session.ts passes it
+      } else {
+        expect([L["fuse_conn_info.want_ext"], L["fuse_file_info.backing_id"]]).toEqual([undefined, undefined]);
+      }
+      expect(abi.sessionNewVersioned).toBe(abi.wantExt);
+      // The custom I/O table session.ts fills on 3.13-3.16: {writev, read, splice_receive, splice_send}.
+      if (abi.passthrough === "custom-io") {
+        expect([L["fuse_custom_io.writev"], L["fuse_custom_io.read"], L["fuse_custom_io.splice_send"]]).toEqual([0, 8, 24]);
+      }
+      expect(abi.passthrough).toBe(minor >= 17 ? "api" : minor >= 13 ? "custom-io" : "none");
+      // fuse_lowlevel_ops: we pass at most what this version has, in the shared slot order.
+      const slots = L["fuse_lowlevel_ops"]! / 8;
+      expect(abi.opsCount).toBe(Math.min(slots, OPS_ORDER.length));
+      for (const op of ["lookup", "open", "read", "release", "statfs", "forget_multi", "readdirplus"] as const) {
+        expect({ op, at: L[`fuse_lowlevel_ops.${op}`] }).toEqual({ op, at: OPS_ORDER.indexOf(op) * 8 });
+      }
+      // Unchanged across versions.
+      expect([L["fuse_entry_param"], L["fuse_entry_param.attr"], L["fuse_entry_param.entry_timeout"]]).toEqual([ENTRY.size, ENTRY.attr, ENTRY.entryTimeout]);
+      expect([L["fuse_buf"], L["fuse_buf.flags"], L["fuse_buf.mem"], L["fuse_buf.fd"], L["fuse_buf.pos"], L["fuse_bufvec"], L["fuse_bufvec.buf"]])
+        .toEqual([abi.fuseBufSize, FUSE_BUF.flags, FUSE_BUF.mem, FUSE_BUF.fd, FUSE_BUF.pos, abi.bufvecSize, BUFVEC.buf]);
+      // What we allocate holds the largest (3.17 appended fuse_buf.mem_size).
+      expect(abi.fuseBufSize).toBeLessThanOrEqual(FUSE_BUF.alloc);
+      expect(abi.bufvecSize).toBeLessThanOrEqual(BUFVEC.alloc);
+      expect([L["fuse_args"], L["fuse_forget_data"], L["FUSE_BUF_IS_FD"], L["FUSE_BUF_FD_SEEK"]]).toEqual([FUSE_ARGS.size, FORGET_DATA.size, FUSE_BUF_IS_FD, FUSE_BUF_FD_SEEK]);
+      expect([L["FUSE_CAP_SPLICE_WRITE"], L["FUSE_CAP_SPLICE_MOVE"], L["FUSE_CAP_READDIRPLUS_AUTO"]]).toEqual([CAP.spliceWrite, CAP.spliceMove, CAP.readdirplusAuto]);
+    });
+  }
 });

@@ -6,7 +6,8 @@
  */
 import { describe, expect, test } from "bun:test";
 import { acceptPassthrough, passthroughRefusal, PassthroughTable, readInitIn, type BackingIo } from "../../src/fuse/passthrough.ts";
-import { FOPEN, INIT_FLAG, INIT_FLAG2, INIT_IN, INIT_OUT } from "../../src/fuse/structs.ts";
+import { FOPEN, INIT_FLAG, INIT_FLAG2, INIT_IN, INIT_OUT, fuseAbi } from "../../src/fuse/structs.ts";
+import { parseLibfuseVersion } from "../../src/fuse/ffi.ts";
 import type { Logger } from "../../src/util/log.ts";
 
 /** This machine's kernel (6.18) sent flags=0x73fffffb flags2=0x5fd (research/passthrough-spike.md). */
@@ -175,5 +176,32 @@ describe("backing ids per inode", () => {
     t.opened(2, 2, t.plan(2, B(2)), true);
     t.closeAll();
     expect(f.open.size).toBe(0);
+  });
+});
+
+describe("per libfuse version", () => {
+  test("a library without a passthrough route (3.3-3.12) is refused with its version; the kernel's reasons come first", () => {
+    expect(passthroughRefusal(OFFER_6_18, true, { pkgversion: "3.10.5", route: "none" })).toMatch(/libfuse 3\.10\.5 cannot/);
+    expect(passthroughRefusal(OFFER_6_18, true, { pkgversion: "3.17.4", route: "api" })).toBeUndefined();
+    expect(passthroughRefusal(OFFER_6_18, true, { pkgversion: "3.14.0", route: "custom-io" })).toBeUndefined();
+    expect(passthroughRefusal({ ...OFFER_6_18, minor: 38 }, true, { pkgversion: "3.3.0", route: "none" })).toMatch(/7\.38/);
+    expect(passthroughRefusal(OFFER_6_18, false, { pkgversion: "3.3.0", route: "none" })).toMatch(/switched off/);
+  });
+
+  test("the library's version: fuse_pkgversion(), else fuse_version() in either encoding", () => {
+    expect(parseLibfuseVersion("3.17.4", 317)).toEqual({ major: 3, minor: 17, hotfix: 4 });
+    expect(parseLibfuseVersion("3.3.0", 33)).toEqual({ major: 3, minor: 3, hotfix: 0 });
+    expect(parseLibfuseVersion("3.18.1-rc0", 318)).toEqual({ major: 3, minor: 18, hotfix: 1 });
+    expect(parseLibfuseVersion("", 310)).toEqual({ major: 3, minor: 10, hotfix: 0 });
+    expect(parseLibfuseVersion("", 33)).toEqual({ major: 3, minor: 3, hotfix: 0 });
+  });
+
+  test("route and layouts per generation", () => {
+    expect([3, 10, 13, 14, 16, 17, 18].map((minor) => fuseAbi({ major: 3, minor }).passthrough)).toEqual([
+      "none", "none", "custom-io", "custom-io", "custom-io", "api", "api",
+    ]);
+    expect([3, 4, 8, 17].map((minor) => fuseAbi({ major: 3, minor }).opsCount)).toEqual([42, 43, 44, 44]);
+    expect(fuseAbi({ major: 3, minor: 3 }).cacheReaddir).toBe(false);
+    expect(fuseAbi({ major: 3, minor: 17 })).toMatchObject({ wantExt: true, sessionNewVersioned: true, fileInfoSize: 64 });
   });
 });
