@@ -5,10 +5,12 @@
 #   bash scripts/build-libfuse.sh            # every libfuse-*.tar.gz found
 #   bash scripts/build-libfuse.sh 3.17.4     # only these versions
 #
-# Each version ends up as .build/libfuse/<version>/{lib/libfuse3.so.3, include/*.h, source.sha256}.
+# Each version ends up as .build/libfuse/<version>/{lib/libfuse3.so.3.X.Y, include/*.h, source.sha256},
+# with lib/libfuse3.so and lib/<its soname> linked to the library (3.17 changed the soname to
+# libfuse3.so.4; older ones are libfuse3.so.3).
 # A build is kept while its tarball's sha256 equals source.sha256; otherwise it is rebuilt.
 # Needs meson, ninja (Debian: meson, ninja-build) and gcc. Nothing is installed system-wide: the
-# test loads each library with BUCKETFS_LIBFUSE=<its libfuse3.so.3>.
+# test loads each library with BUCKETFS_LIBFUSE=.build/libfuse/<version>/lib/libfuse3.so.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -35,7 +37,7 @@ for tgz in "${tarballs[@]}"; do
   if [[ ${#wanted[@]} -gt 0 && ! " ${wanted[*]} " == *" $version "* ]]; then continue; fi
   dest="$OUT/$version"
   sum=$(sha256sum "$tgz" | cut -d' ' -f1)
-  if [[ -f "$dest/source.sha256" && "$(cat "$dest/source.sha256")" == "$sum" && -e "$dest/lib/libfuse3.so.3" ]]; then
+  if [[ -f "$dest/source.sha256" && "$(cat "$dest/source.sha256")" == "$sum" && -e "$dest/lib/libfuse3.so" ]]; then
     say "$version: present (tarball unchanged)"
     continue
   fi
@@ -56,7 +58,10 @@ for tgz in "${tarballs[@]}"; do
   [[ -n "$so" ]] || die "$version: no libfuse3.so.3.* in the build"
   mkdir -p "$dest.tmp/lib" "$dest.tmp/include"
   cp "$so" "$dest.tmp/lib/"
-  ln -s "$(basename "$so")" "$dest.tmp/lib/libfuse3.so.3"
+  soname=$(objdump -p "$so" | awk '$1 == "SONAME" {print $2}')
+  [[ -n "$soname" ]] || die "$version: no SONAME in $(basename "$so")"
+  ln -s "$(basename "$so")" "$dest.tmp/lib/$soname"
+  ln -s "$(basename "$so")" "$dest.tmp/lib/libfuse3.so"
   cp "$work"/include/*.h "$dest.tmp/include/"
   # Generated at build time by some versions (libfuse_config.h, fuse_config.h).
   find "$work/build" -maxdepth 2 -name '*config.h' -exec cp {} "$dest.tmp/include/" \;

@@ -46,8 +46,8 @@ const FUSE_SYMBOLS = {
 
 /** What to install when libfuse3 cannot be loaded. */
 export const LIBFUSE_HINT =
-  "bucketfs needs libfuse3 (libfuse3.so.3). On Debian/Ubuntu: apt-get install fuse3 libfuse3-3; " +
-  "on RHEL/Rocky: dnf install fuse3 fuse3-libs";
+  "bucketfs needs libfuse3 3.3 or newer (libfuse3.so.3, or libfuse3.so.4 from 3.17 on). On Debian/Ubuntu: " +
+  "apt-get install fuse3 libfuse3-3 (Debian 13: libfuse3-4); on RHEL/Rocky/Fedora: dnf install fuse3 fuse3-libs";
 
 /**
  * 3.13-3.16: fuse_session_custom_io(se, io, fd). From 3.17 the unversioned name resolves to
@@ -65,17 +65,32 @@ const V317_SYMBOLS = {
   fuse_passthrough_close: { args: [P, i32], returns: i32 },
 } as const;
 
-function libraryName(): string {
-  return process.env.BUCKETFS_LIBFUSE ?? "libfuse3.so.3";
-}
+/**
+ * The sonames tried when BUCKETFS_LIBFUSE is unset: 3.17 bumped the soname to libfuse3.so.4
+ * (Debian 13's libfuse3-4, current Fedora), 3.0-3.16 are libfuse3.so.3. The newer first.
+ */
+const SONAMES = ["libfuse3.so.4", "libfuse3.so.3"] as const;
+
+/** The name that loaded (set by openFuse). */
+let loadedName: string | undefined;
 
 function openFuse() {
-  const name = libraryName();
-  try {
-    return dlopen(name, FUSE_SYMBOLS);
-  } catch (err) {
-    throw new Error(`cannot load ${name}: ${(err as Error).message}. ${LIBFUSE_HINT}`, { cause: err });
+  const names = process.env.BUCKETFS_LIBFUSE ? [process.env.BUCKETFS_LIBFUSE] : [...SONAMES];
+  const errors: string[] = [];
+  for (const name of names) {
+    try {
+      const lib = dlopen(name, FUSE_SYMBOLS);
+      loadedName = name;
+      return lib;
+    } catch (err) {
+      errors.push(`${name}: ${(err as Error).message}`);
+    }
   }
+  throw new Error(`cannot load libfuse3 (${errors.join("; ")}). ${LIBFUSE_HINT}`);
+}
+
+function libraryName(): string {
+  return loadedName ?? process.env.BUCKETFS_LIBFUSE ?? SONAMES[0];
 }
 
 function tryOpen<T extends Record<string, { args: readonly FFIType[]; returns: FFIType }>>(symbols: T) {
