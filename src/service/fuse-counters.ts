@@ -89,5 +89,6 @@ export function fuseStatus(cfg: Pick<BucketConfig, "cachePath" | "bucket">, pid:
 export function fuseLine(c: FuseStatus): string {
   const pt = c.passthrough;
   const state = pt.state === "on" ? `on (${pt.opens} opens)` : `${pt.state}${pt.reason ? ` (${pt.reason})` : ""}`;
-  return `fuse: ${c.requests["READ"] ?? 0} READs (largest ${fmtBytes(c.maxReadSize)}), passthrough ${state}`;
+  const lib = c.libfuse ? ` (libfuse ${c.libfuse.version})` : ""; // absent in files of older daemons
+  return `fuse${lib}: ${c.requests["READ"] ?? 0} READs (largest ${fmtBytes(c.maxReadSize)}), passthrough ${state}`;
 }

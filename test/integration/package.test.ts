@@ -17,6 +17,14 @@
  *     upgrade (same .deb again, a rebuilt one with a bumped version), remove (the admin's
  *     bucketfs.conf stays) and purge (nothing left).
  *
+ *  3. RPM package (dist/bucketfs-<version>.x86_64.rpm from scripts/build-rpm.sh, built with
+ *     Debian's rpmbuild): name, version, arch, dependencies, contents, owners and modes,
+ *     %config(noreplace) files, the scriptlets and the unit, all read with `rpm -qp`; the
+ *     packaged binary is dist/bucketfs byte for byte. Not installed (this is not an RPM system).
+ *
+ * The compiled binary's glibc floor (the newest GLIBC_ symbol version it needs) must stay at or
+ * below glibc 2.28 (RHEL 8) and be the one the README states.
+ *
  * The builds are reused when dist/ is newer than their inputs. The package part needs root,
  * dpkg-deb and systemd-analyze (it is skipped, with the reason in its name, otherwise) and
  * leaves the machine as it found it: the package is purged and every process and mount is
@@ -40,6 +48,9 @@ const VERSION: string = JSON.parse(readFileSync(`${REPO}/package.json`, "utf8"))
 const DIST = `${REPO}/dist`;
 const BIN = `${DIST}/bucketfs`;
 const DEB = `${DIST}/bucketfs_${VERSION}_amd64.deb`;
+const RPM = `${DIST}/bucketfs-${VERSION}.x86_64.rpm`;
+/** RHEL 8's glibc: the oldest glibc bucketfs supports (the binary must not need a newer one). */
+const GLIBC_CEILING = "2.28";
 const UNIT = "/lib/systemd/system/bucketfs.service";
 const PY = "/usr/bin/python3";
 const LISTENER = `${REPO}/test/helpers/notify_listener.py`;
@@ -121,6 +132,24 @@ function ensureBuilt(withDeb: boolean): Promise<void> {
   });
 }
 
+/** The .rpm from dist/bucketfs, rebuilt when older than its inputs. */
+let rpmBuilt: Promise<void> | undefined;
+function ensureRpm(): Promise<void> {
+  rpmBuilt ??= ensureBuilt(false).then(async () => {
+    const inputs = [BIN, `${REPO}/debian`, `${REPO}/conf.sample`, `${REPO}/README.md`, `${REPO}/scripts/build-rpm.sh`];
+    if (mtime(RPM) <= newest(inputs)) await ok(["bash", `${REPO}/scripts/build-rpm.sh`, "--no-build"], { timeoutMs: 240_000 });
+  });
+  return rpmBuilt;
+}
+
+/** "2.17" -> [2, 17], for comparing glibc versions. */
+const glibcParts = (v: string) => v.split(".").map(Number);
+function glibcLess(a: string, b: string): boolean {
+  const [x, y] = [glibcParts(a), glibcParts(b)];
+  for (let i = 0; i < Math.max(x.length, y.length); i++) if ((x[i] ?? 0) !== (y[i] ?? 0)) return (x[i] ?? 0) < (y[i] ?? 0);
+  return false;
+}
+
 /** Parse `Key=value` lines of a unit file (the last one wins, Environment= collected). */
 function parseUnit(text: string): { keys: Map<string, string>; env: Record<string, string> } {
   const keys = new Map<string, string>();
@@ -178,6 +207,16 @@ describe("compiled binary dist/bucketfs", () => {
     const libs = (await ok(["ldd", BIN])).split("\n").map((l) => l.trim().split(" ")[0] ?? "").filter(Boolean);
     for (const l of libs) expect(l).toMatch(/^(linux-vdso\.so\.1|libc\.so\.6|libpthread\.so\.0|libdl\.so\.2|libm\.so\.6|\/lib64\/ld-linux-x86-64\.so\.2)$/);
     expect(libs.some((l) => l.includes("fuse"))).toBe(false); // dlopen()ed when mounting
+  });
+
+  test(`glibc floor: the newest GLIBC_ version the binary needs is at most ${GLIBC_CEILING} (RHEL 8) and is the one the README states`, async () => {
+    // Version References of every library it links (libc, libpthread, libdl, libm, ld.so).
+    const refs = [...(await ok(["objdump", "-p", BIN])).matchAll(/\sGLIBC_(\d+(?:\.\d+)+)\s*$/gm)].map((m) => m[1]!);
+    expect(refs.length).toBeGreaterThan(3);
+    const floor = refs.reduce((a, b) => (glibcLess(a, b) ? b : a));
+    expect({ floor, tooNew: glibcLess(GLIBC_CEILING, floor) }).toEqual({ floor, tooNew: false });
+    const readme = readFileSync(`${REPO}/README.md`, "utf8");
+    expect(readme).toContain(`glibc ${floor} or newer`);
   });
 
   test("citty commands: --help, check-config, unknown command, missing config", async () => {
@@ -707,4 +746,86 @@ describe.skipIf(SKIP !== undefined)(`Debian package${SKIP ? ` (skipped: ${SKIP})
     expect(footprint()).toEqual(before);
     usedVarLog = false;
   }, SLOW);
+});
+
+// ============================================================================================
+// 3. The RPM package (read with rpm -qp; not installed)
+// ============================================================================================
+
+const RPM_SKIP = !has("rpmbuild") ? "rpmbuild not installed (apt-get install rpm)" : !has("rpm") ? "rpm not installed" : undefined;
+
+describe.skipIf(RPM_SKIP !== undefined)(`RPM package${RPM_SKIP ? ` (skipped: ${RPM_SKIP})` : ""}`, () => {
+  beforeAll(async () => {
+    await ensureRpm();
+  }, SLOW);
+
+  const qp = async (...args: string[]) => ok(["rpm", "-qp", ...args, RPM]);
+
+  test("name, version, arch; requires fuse3 and fuse3-libs and nothing the binary does not need", async () => {
+    expect((await qp("--qf", "%{NAME}|%{VERSION}|%{ARCH}|%{LICENSE}")).trim()).toBe(`bucketfs|${VERSION}|x86_64|Apache-2.0`);
+    const requires = (await qp("--requires")).split("\n").map((l) => l.trim()).filter((l) => l && !l.startsWith("rpmlib("));
+    expect([...new Set(requires)].sort()).toEqual(["/bin/sh", "fuse3", "fuse3-libs"]);
+  });
+
+  test("the .deb's files at RHEL paths, root-owned with the .deb's modes; config files %config(noreplace); the binary unstripped and identical", async () => {
+    const rows = (await qp("--qf", "[%{FILENAMES}|%{FILEMODES:perms}|%{FILEUSERNAME}:%{FILEGROUPNAME}|%{FILEFLAGS:fflags}|%{FILEDIGESTS}\n]"))
+      .split("\n").filter(Boolean).map((l) => {
+        const [path, mode, owner, flags, digest] = l.split("|");
+        return { path: path!, mode, owner, flags, digest };
+      });
+    const byPath = new Map(rows.map((r) => [r.path, r]));
+    const want: Array<[string, string, string]> = [
+      ["/usr/bin/bucketfs", "-rwxr-xr-x", ""],
+      ["/usr/lib/systemd/system/bucketfs.service", "-rw-r--r--", ""],
+      ["/etc/bucketfs", "drwx------", ""],
+      ["/etc/bucketfs/bucketfs.conf.sample", "-rw-------", "cn"],
+      ["/etc/logrotate.d/bucketfs", "-rw-r--r--", "cn"],
+      ["/usr/share/doc/bucketfs", "drwxr-xr-x", ""],
+      ["/usr/share/doc/bucketfs/README.md", "-rw-r--r--", "d"],
+      ["/usr/share/doc/bucketfs/copyright", "-rw-r--r--", "dl"],
+    ];
+    expect(rows.map((r) => r.path).sort()).toEqual(want.map((w) => w[0]).sort());
+    for (const [path, mode, flags] of want) {
+      const r = byPath.get(path);
+      expect({ path, mode: r?.mode, owner: r?.owner, flags: r?.flags }).toEqual({ path, mode, owner: "root:root", flags });
+    }
+    expect(byPath.has("/etc/bucketfs/bucketfs.conf")).toBe(false); // the admin writes it
+    // Packaged as built: digests of dist/bucketfs and the sources (never stripped on the way).
+    const digest = async (p: string) => (await ok(["sha256sum", p])).split(" ")[0];
+    expect(byPath.get("/usr/bin/bucketfs")?.digest).toBe(await digest(BIN));
+    expect(byPath.get("/usr/lib/systemd/system/bucketfs.service")?.digest).toBe(await digest(`${REPO}/debian/bucketfs.service`));
+    expect(byPath.get("/etc/bucketfs/bucketfs.conf.sample")?.digest).toBe(await digest(`${REPO}/conf.sample`));
+    expect(byPath.get("/etc/logrotate.d/bucketfs")?.digest).toBe(await digest(`${REPO}/debian/bucketfs.logrotate`));
+    expect((await qp("--configfiles")).split("\n").filter(Boolean).sort()).toEqual(["/etc/bucketfs/bucketfs.conf.sample", "/etc/logrotate.d/bucketfs"]);
+  });
+
+  test("scriptlets: post makes /etc/bucketfs private and reloads systemd; erase stops (uploads) and disables; upgrade restarts nothing", async () => {
+    const scripts = await qp("--scripts");
+    // `rpm -qp --scripts`: "<name> scriptlet (using /bin/sh):" headers, each followed by its body.
+    const bodies = new Map<string, string>();
+    let current = "";
+    for (const line of scripts.split("\n")) {
+      const h = /^(\w+) scriptlet \(using \/bin\/sh\):$/.exec(line);
+      if (h) bodies.set((current = h[1]!), "");
+      else if (current) bodies.set(current, `${bodies.get(current)}${line}\n`);
+    }
+    const part = (name: string) => bodies.get(name) ?? "";
+    const post = part("postinstall");
+    const preun = part("preuninstall");
+    const postun = part("postuninstall");
+    for (const [name, body] of [["post", post], ["preun", preun], ["postun", postun]] as const) {
+      expect({ name, empty: body.trim() === "" }).toEqual({ name, empty: false });
+      const sh = spawnSync("sh", ["-n"], { input: body, encoding: "utf8" });
+      expect({ name, code: sh.status, err: sh.stderr }).toEqual({ name, code: 0, err: "" });
+    }
+    expect(post).toContain("chmod 0700 /etc/bucketfs");
+    expect(post).toContain("chmod go-rwx /etc/bucketfs/bucketfs.conf");
+    expect(post).toContain("daemon-reload");
+    expect(preun).toMatch(/if \[ "\$1" -eq 0 \].*\n[\s\S]*systemctl stop bucketfs\.service/);
+    expect(preun).toContain("systemctl --no-reload disable bucketfs.service");
+    expect(postun).toContain("daemon-reload");
+    expect(scripts).not.toMatch(/systemctl (try-)?restart/);
+    expect([...bodies.keys()].sort()).toEqual(["postinstall", "postuninstall", "preuninstall"]);
+    expect(await qp("--qf", "%{DESCRIPTION}")).toContain("libfuse 3.3");
+  });
 });
