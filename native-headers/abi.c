@@ -39,6 +39,9 @@ int main(void) {
   S(libfuse_version);
   printf("\"FUSE_CAP_PASSTHROUGH\": %lu,\n", (unsigned long)FUSE_CAP_PASSTHROUGH);
 #endif
+#ifdef FUSE_CAP_OVER_IO_URING
+  printf("\"FUSE_CAP_OVER_IO_URING\": %lu,\n", (unsigned long)FUSE_CAP_OVER_IO_URING);
+#endif
 #if LIBFUSE_MINOR >= 13
   S(fuse_custom_io); F(fuse_custom_io, writev); F(fuse_custom_io, read); F(fuse_custom_io, splice_send);
 #endif

@@ -7,7 +7,7 @@
  * unknown errors, logged once). Capabilities are asked for in `want` or, on libfuse 3.17+,
  * `want_ext`. Opens are answered as the PassthroughTable decides (the kernel reads the cache
  * file itself, or READs come here), with libfuse's backing_id on 3.17+ or our own open reply
- * on 3.13-3.16. Write operations reply EROFS:
+ * on 3.14-3.16. Write operations reply EROFS:
  * writable data lives in the workdir bind mount, never in FUSE. Is not: the request loop
  * (session.ts) or fs semantics.
  */
@@ -114,7 +114,7 @@ export function buildOps(fs: FsOps, opts: AdapterOptions): OpsTable {
   }
 
   /**
-   * A passthrough open reply on 3.13-3.16: their fuse_reply_open cannot carry a backing id, so
+   * A passthrough open reply on 3.14-3.16: their fuse_reply_open cannot carry a backing id, so
    * the struct fuse_open_out is sent as the reply body (what fuse_reply_open sends, plus the id).
    */
   function replyOpenPassthrough(req: Req, handle: number, backingId: number): number {
@@ -195,6 +195,9 @@ export function buildOps(fs: FsOps, opts: AdapterOptions): OpsTable {
         }
         // Always readdirplus: `ls -l` then costs no per-entry LOOKUP round trips.
         want &= ~CAP.readdirplusAuto;
+        // Never FUSE over io_uring (3.18+, wanted by default and enabled by FUSE_URING_ENABLE=1):
+        // its requests would reach these callbacks on libfuse's threads, not on the JS thread.
+        want &= ~CAP.overIoUring;
         const ptInit = opts.passthroughAtInit;
         if (ptInit?.wanted()) {
           const granted = (capable & CAP.passthrough) !== 0;

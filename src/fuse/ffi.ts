@@ -50,7 +50,7 @@ export const LIBFUSE_HINT =
   "apt-get install fuse3 libfuse3-3 (Debian 13: libfuse3-4); on RHEL/Rocky/Fedora: dnf install fuse3 fuse3-libs";
 
 /**
- * 3.13-3.16: fuse_session_custom_io(se, io, fd). From 3.17 the unversioned name resolves to
+ * 3.14-3.16: fuse_session_custom_io(se, io, fd). From 3.17 the unversioned name resolves to
  * fuse_session_custom_io@@FUSE_3.17, which takes (se, io, op_size, fd): never looked up there.
  */
 const CUSTOM_IO_SYMBOLS = { fuse_session_custom_io: { args: [P, P, i32], returns: i32 } } as const;
@@ -155,7 +155,7 @@ export function libfuse(): Libfuse {
     path: libraryName(),
     pkgversion,
     version,
-    customIo: !at317 && version.minor >= 13 ? tryOpen(CUSTOM_IO_SYMBOLS) : undefined,
+    customIo: !at317 && version.minor >= 14 ? tryOpen(CUSTOM_IO_SYMBOLS) : undefined,
     v317: at317 ? tryOpen(V317_SYMBOLS) : undefined,
   };
   return info;

@@ -3,7 +3,7 @@
  * cached read costs the daemon nothing (measured in research/passthrough-spike.md).
  *
  * Is: the INIT decision (does the kernel offer passthrough, can this libfuse take it: its own
- * API in 3.17+, or the patch of the INIT reply that accepts it on 3.13-3.16, which have no API),
+ * API in 3.17+, or the patch of the INIT reply that accepts it on 3.14-3.16, which have no API),
  * and the per-inode bookkeeping of backing ids: one backing
  * file per inode shared by all its passthrough opens, closed when the last one is released;
  * never a passthrough open while the inode has page-cache opens (the kernel refuses the mix

@@ -5,7 +5,7 @@
  * Is: mount, the /dev/fuse read loop (N outstanding async reads, each fed to
  * `fuse_session_process_buf` on the JS thread, whichever libfuse 3.3+ is loaded), per-opcode
  * request counters, the INIT hand-shake extras (FUSE passthrough through libfuse's own API on
- * 3.17+ or by accepting it in the INIT reply through libfuse's custom I/O on 3.13-3.16, and
+ * 3.17+ or by accepting it in the INIT reply through libfuse's custom I/O on 3.14-3.16, and
  * the mount's readahead window, which sets the READ size), and the unmount sequence: stop
  * re-arming, lazy detach, wait for ENODEV, abort the connection through fusectl if it stays
  * busy, then free the session. Is not: op semantics (adapter.ts / fs/) or signal handling.
@@ -266,7 +266,7 @@ export class FuseSession {
 
   /**
    * The kernel's INIT request, before libfuse answers it. When the kernel offers passthrough
-   * (and the switch allows it): on 3.17+ the init callback asks libfuse for it; on 3.13-3.16,
+   * (and the switch allows it): on 3.17+ the init callback asks libfuse for it; on 3.14-3.16,
    * which have no API for it, libfuse's replies go through a JS writev for this one reply, so
    * the INIT reply can be patched to accept it.
    */

@@ -36,10 +36,10 @@ export const CONN = {
   size: 128, maxWrite: 8, maxRead: 12, maxReadahead: 16, capable: 20, want: 24, maxBackground: 28, congestionThreshold: 32,
   timeGran: 36, capableExt: 48, wantExt: 56,
 } as const;
-/** FUSE_CAP_* (want/want_ext bits). passthrough (1 << 29) is 3.17+. */
+/** FUSE_CAP_* (want/want_ext bits). passthrough (1 << 29) is 3.17+, overIoUring (1 << 31) 3.18+. */
 export const CAP = {
   asyncRead: 1, spliceWrite: 128, spliceMove: 256, spliceRead: 512, autoInvalData: 4096, readdirplus: 8192, readdirplusAuto: 16384,
-  parallelDirops: 262144, cacheSymlinks: 8388608, passthrough: 1 << 29,
+  parallelDirops: 262144, cacheSymlinks: 8388608, passthrough: 1 << 29, overIoUring: 2 ** 31,
 } as const;
 export const STATVFS = {
   size: 112, bsize: 0, frsize: 8, blocks: 16, bfree: 24, bavail: 32, files: 40, ffree: 48, favail: 56, fsid: 64,
@@ -65,7 +65,7 @@ export const OPS_SIZE = OPS_ORDER.length * 8;
  * How bucketfs answers FUSE passthrough on a libfuse generation: "api" is libfuse's own
  * (FUSE_CAP_PASSTHROUGH, fuse_passthrough_open/close, fuse_file_info.backing_id; 3.17+),
  * "custom-io" accepts the kernel's offer in the INIT reply through fuse_session_custom_io and
- * sends the open reply itself (3.13-3.16, which have no API for it), "none" has neither.
+ * sends the open reply itself (3.14-3.16, which have no API for it), "none" has neither.
  */
 export type PassthroughRoute = "api" | "custom-io" | "none";
 
@@ -91,8 +91,9 @@ export interface FuseAbi {
  * The layout and calling choices for libfuse `major.minor` (3.3+). Sources: each version's
  * include/fuse_lowlevel.h and fuse_common.h (checked by test/unit/layout.test.ts for the
  * versions built into .build/libfuse/) and ChangeLog.rst: copy_file_range 3.4, cache_readdir
- * 3.5, lseek 3.8, fuse_session_custom_io 3.13, the 3.17 ABI (want_ext, fuse_buf.mem_size,
- * versioned fuse_session_new and custom_io, passthrough API).
+ * 3.5, lseek 3.8, fuse_session_custom_io 3.13 (used from 3.14, the first one measured), the
+ * 3.17 ABI (want_ext, fuse_buf.mem_size, versioned fuse_session_new and custom_io, the
+ * passthrough API).
  */
 export function fuseAbi(v: { major: number; minor: number }): FuseAbi {
   const m = v.major > 3 ? 99 : v.minor;
@@ -104,7 +105,7 @@ export function fuseAbi(v: { major: number; minor: number }): FuseAbi {
     cacheReaddir: m >= 5,
     wantExt: m >= 17,
     sessionNewVersioned: m >= 17,
-    passthrough: m >= 17 ? "api" : m >= 13 ? "custom-io" : "none",
+    passthrough: m >= 17 ? "api" : m >= 14 ? "custom-io" : "none",
   };
 }
 

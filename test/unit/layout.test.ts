@@ -136,11 +136,14 @@ describe("per libfuse version: fuseAbi versus that version's headers", () => {
         expect([L["fuse_conn_info.want_ext"], L["fuse_file_info.backing_id"]]).toEqual([undefined, undefined]);
       }
       expect(abi.sessionNewVersioned).toBe(abi.wantExt);
-      // The custom I/O table session.ts fills on 3.13-3.16: {writev, read, splice_receive, splice_send}.
+      // 3.18's io_uring capability, which the init callback always clears.
+      if (L["FUSE_CAP_OVER_IO_URING"] !== undefined) expect(L["FUSE_CAP_OVER_IO_URING"]).toBe(CAP.overIoUring);
+      expect(minor < 18 || L["FUSE_CAP_OVER_IO_URING"] !== undefined).toBe(true);
+      // The custom I/O table session.ts fills on 3.14-3.16: {writev, read, splice_receive, splice_send}.
       if (abi.passthrough === "custom-io") {
         expect([L["fuse_custom_io.writev"], L["fuse_custom_io.read"], L["fuse_custom_io.splice_send"]]).toEqual([0, 8, 24]);
       }
-      expect(abi.passthrough).toBe(minor >= 17 ? "api" : minor >= 13 ? "custom-io" : "none");
+      expect(abi.passthrough).toBe(minor >= 17 ? "api" : minor >= 14 ? "custom-io" : "none");
       // fuse_lowlevel_ops: we pass at most what this version has, in the shared slot order.
       const slots = L["fuse_lowlevel_ops"]! / 8;
       expect(abi.opsCount).toBe(Math.min(slots, OPS_ORDER.length));
