@@ -6,8 +6,11 @@
  * start and mount, listing, a cold read, the re-read with passthrough where this library,
  * kernel and privileges allow it (the daemon sees 0 READs) or through the daemon with the
  * reason in `status --json`, a workdir write, SIGTERM (exit 0, the file in S3 per boto3),
- * nothing left mounted. A version whose build is absent is skipped, with the reason in the
- * test's name. The full suite runs on the machine's libfuse only.
+ * nothing left mounted. Then, per passthrough route (custom I/O on 3.14, libfuse's API on
+ * 3.17+), a kernel that refuses the backing file (the cache on overlayfs: ELOOP): passthrough
+ * goes off with the reason in `status --json`, and reads are served by the daemon, same bytes.
+ * A version whose build is absent is skipped, with the reason in the test's name. The full
+ * suite runs on the machine's libfuse only.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { createHash } from "node:crypto";
@@ -171,6 +174,45 @@ describe("libfuse matrix: the core per libfuse version", () => {
         await d.cleanup();
         removeDir(dir);
       }
+    }, TIMEOUT);
+  }
+});
+
+describe("libfuse matrix: a refused backing file turns passthrough off, reads go on", () => {
+  // One row per passthrough route: the machine's 3.14 (custom I/O) and 3.17.4 (libfuse's API).
+  for (const row of ROWS.filter((r) => r.version === ROWS[0]!.version || r.version === "3.17.4")) {
+    const name = `libfuse ${row.version}`;
+    const skip = row.skip ?? (passthroughExpected(row.version) ? undefined : "passthrough not available here (kernel < 6.9 or not root)");
+    const title = skip ? `${name}: SKIPPED, ${skip}` : `${name}: cache on overlayfs -> ELOOP, passthrough off with the reason, bytes served by the daemon`;
+    test.skipIf(skip !== undefined)(title, async () => {
+      const bucket = `lf-eloop-${row.version.replaceAll(".", "-")}`;
+      await s3.mkbucket(bucket);
+      await s3.put(bucket, "data/a.bin", { file: join(scratch, "data_a.bin") });
+      const dir = daemonDir(bucket);
+      // The cache directory on overlayfs: the kernel refuses it as a backing file (stack depth).
+      for (const sub of ["ovl-lower", "ovl-upper", "ovl-work", "cache"]) mkdirSync(join(dir, sub), { recursive: true });
+      await run(`mount -t overlay overlay -o lowerdir=${dir}/ovl-lower,upperdir=${dir}/ovl-upper,workdir=${dir}/ovl-work ${dir}/cache`);
+      let d: DaemonHandle | undefined;
+      try {
+        d = await startDaemon(server, [{ bucket }], { dir, env: row.lib ? { BUCKETFS_LIBFUSE: row.lib } : {} });
+        handles.add(d);
+        const mnt = d.mnt[bucket]!;
+        expect((await run(`sha256sum ${mnt}/data/a.bin`)).split(" ")[0]).toBe(FILES["data/a.bin"]!);
+        expect((await run(`sha256sum ${mnt}/data/a.bin`)).split(" ")[0]).toBe(FILES["data/a.bin"]!);
+        const f = await fuseAfter(d, bucket, 2);
+        expect(f.libfuse.version).toBe(row.version);
+        expect(f.passthrough.state).toBe("off");
+        expect(f.passthrough.reason ?? "").toMatch(/backing file refused \(ELOOP/);
+        expect(f.passthrough.opens).toBe(0);
+        expect(f.passthrough.backingFailures).toBe(1); // the first refusal switches it off for the mount
+        expect(f.requests["READ"] ?? 0).toBeGreaterThan(0);
+        expect(await d.stop()).toBe(0);
+        handles.delete(d);
+      } finally {
+        await d?.cleanup();
+        removeDir(dir);
+      }
+      expect(mountedUnder(dir)).toEqual([]);
     }, TIMEOUT);
   }
 });
