@@ -8,7 +8,8 @@
 # Each version ends up as .build/libfuse/<version>/{lib/libfuse3.so.3.X.Y, include/*.h, source.sha256},
 # with lib/libfuse3.so and lib/<its soname> linked to the library (3.17 changed the soname to
 # libfuse3.so.4; older ones are libfuse3.so.3).
-# A build is kept while its tarball's sha256 equals source.sha256; otherwise it is rebuilt.
+# A build is kept while its tarball's sha256 (and the build options below) equal source.sha256;
+# otherwise it is rebuilt. Release builds (-O2), as distributions ship them.
 # Needs meson, ninja (Debian: meson, ninja-build) and gcc. Nothing is installed system-wide: the
 # test loads each library with BUCKETFS_LIBFUSE=.build/libfuse/<version>/lib/libfuse3.so.
 set -euo pipefail
@@ -36,7 +37,8 @@ for tgz in "${tarballs[@]}"; do
   version=${base#libfuse-}
   if [[ ${#wanted[@]} -gt 0 && ! " ${wanted[*]} " == *" $version "* ]]; then continue; fi
   dest="$OUT/$version"
-  sum=$(sha256sum "$tgz" | cut -d' ' -f1)
+  work_opts="--buildtype=release -Dexamples=false -Dutils=false -Dudevrulesdir=/tmp/ignored-udev"
+  sum="$(sha256sum "$tgz" | cut -d' ' -f1) $work_opts"
   if [[ -f "$dest/source.sha256" && "$(cat "$dest/source.sha256")" == "$sum" && -e "$dest/lib/libfuse3.so" ]]; then
     say "$version: present (tarball unchanged)"
     continue
@@ -47,7 +49,7 @@ for tgz in "${tarballs[@]}"; do
   work="$dest.tmp/src"
   mkdir -p "$work"
   tar -xzf "$tgz" -C "$work" --strip-components=1
-  opts=(-Dexamples=false -Dutils=false -Dudevrulesdir=/tmp/ignored-udev)
+  read -r -a opts <<<"$work_opts"
   # 3.3.0 has no `tests` option.
   if grep -q "option('tests'" "$work/meson_options.txt"; then opts+=(-Dtests=false); fi
   if ! { (cd "$work" && meson setup build "${opts[@]}" && ninja -C build); } >"$OUT/$version.log" 2>&1; then
