@@ -133,20 +133,29 @@ describe("libfuse matrix: the core per libfuse version", () => {
       const env: Record<string, string> = !row.lib ? {} : row.bySoname ? { LD_LIBRARY_PATH: dirname(row.lib) } : { BUCKETFS_LIBFUSE: row.lib };
       const d = await startDaemon(server, [{ bucket, workdir: `/${bucket}/work` }], { dir, env });
       handles.add(d);
-      const startMs = Date.now() - t0;
+      const ms: Record<string, number> = { start: Date.now() - t0 };
+      let t = Date.now();
+      const lap = (what: string) => {
+        ms[what] = Date.now() - t;
+        t = Date.now();
+      };
       try {
         const mnt = d.mnt[bucket]!;
         // Listing.
         expect((await run(`ls ${mnt}/data`)).split("\n").filter(Boolean)).toEqual(["a.bin", "b.txt", "sub"]);
         expect((await run(`ls ${mnt}/data/sub`)).trim()).toBe("c.bin");
+        lap("listing");
         // Cold read (fetched during the open), then the re-read from the cache.
         expect((await run(`sha256sum ${mnt}/data/a.bin`)).split(" ")[0]).toBe(FILES["data/a.bin"]!);
+        lap("coldRead");
         const cold = await fuseAfter(d, bucket, 1);
         expect(cold.libfuse.version).toBe(row.version);
         if (row.bySoname) expect(cold.libfuse.path).toBe("libfuse3.so.4");
+        t = Date.now();
         expect((await run(`sha256sum ${mnt}/data/a.bin ${mnt}/data/sub/c.bin`)).split("\n").map((l) => l.split(" ")[0])).toEqual([
           FILES["data/a.bin"]!, FILES["data/sub/c.bin"]!, "",
         ]);
+        lap("reRead");
         const warm = await fuseAfter(d, bucket, 3);
         const reads = warm.requests["READ"] ?? 0;
         if (passthroughExpected(row.version)) {
@@ -163,12 +172,14 @@ describe("libfuse matrix: the core per libfuse version", () => {
         await run(`mkdir -p ${mnt}/work/t && head -c 200000 /dev/urandom > ${mnt}/work/t/out.bin && echo done > ${mnt}/work/t/.exitcode`);
         const outSha = (await run(`sha256sum ${mnt}/work/t/out.bin`)).split(" ")[0];
         // SIGTERM: uploaded, exit 0, nothing left mounted.
+        t = Date.now();
         expect(await d.stop()).toBe(0);
+        lap("stopUpload");
         handles.delete(d);
         expect((await s3.get(bucket, "work/t/out.bin")).sha256).toBe(outSha ?? "x");
         expect(new TextDecoder().decode(await s3.getBytes(bucket, "work/t/.exitcode"))).toBe("done\n");
         expect(mountedUnder(dir)).toEqual([]);
-        console.log(`libfuse-matrix: ${row.version}: start ${startMs} ms, passthrough ${warm.passthrough.state}` +
+        console.log(`libfuse-matrix: ${row.version}: ms ${JSON.stringify(ms)}, passthrough ${warm.passthrough.state}` +
           `${warm.passthrough.reason ? ` (${warm.passthrough.reason})` : ""}, READs ${reads}, route ${warm.libfuse.passthroughRoute}`);
       } finally {
         await d.cleanup();
