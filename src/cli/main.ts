@@ -83,9 +83,9 @@ async function serve(args: ConfigArgs & { "debug-fuse"?: boolean; "take-over"?: 
   return guarded(async () => {
     const config = load(args);
     // Fail before touching anything (cache, pid file, prefetch, mountpoints) when
-    // libfuse3 is missing: the error names the packages to install.
-    const { fuse } = await import("../fuse/ffi.ts");
-    fuse();
+    // libfuse3 is missing or older than 3.3: the error names the packages to install.
+    const { libfuse } = await import("../fuse/ffi.ts");
+    libfuse();
     const { ensureThreadpool } = await import("../service/reexec.ts");
     ensureThreadpool(Math.max(16, 8 + 2 * config.buckets.length));
     const { runDaemon } = await import("../service/daemon.ts");
