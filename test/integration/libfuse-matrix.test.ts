@@ -3,9 +3,10 @@
  * and each release built by scripts/build-libfuse.sh into .build/libfuse/<version>/ (3.3.0,
  * 3.10.5, 3.17.4, 3.18.1), loaded with BUCKETFS_LIBFUSE (3.18.1: found by its soname
  * libfuse3.so.4 on LD_LIBRARY_PATH, as on a system that ships it), default config. Per version:
- * start and mount, listing, a cold read, the re-read with passthrough where this library,
+ * start and mount, listing, a cold read (fetched whole at open), the re-read with passthrough where this library,
  * kernel and privileges allow it (the daemon sees 0 READs) or through the daemon with the
- * reason in `status --json`, a workdir write, SIGTERM (exit 0, the file in S3 per boto3),
+ * reason in `status --json`, a streamed cold read (24 MiB: READs reach the daemon while it is
+ * fetched, answered with fd-backed buffers), a workdir write, SIGTERM (exit 0, the file in S3 per boto3),
  * nothing left mounted. Then, per passthrough route (custom I/O on 3.14, libfuse's API on
  * 3.17+), a kernel that refuses the backing file (the cache on overlayfs: ELOOP): passthrough
  * goes off with the reason in `status --json`, and reads are served by the daemon, same bytes.
@@ -22,7 +23,7 @@ import { s3tool, type S3Tool } from "../helpers/s3tool.ts";
 import { daemonDir, removeDir, startDaemon, type DaemonHandle } from "../helpers/daemon.ts";
 import { writeRandom } from "../helpers/files.ts";
 import { statusJson } from "../helpers/status.ts";
-import type { FuseCounters } from "../../src/fuse/session.ts";
+import { MAX_READ_BYTES, type FuseCounters } from "../../src/fuse/session.ts";
 
 const REPO = new URL("../..", import.meta.url).pathname.replace(/\/$/, "");
 const MiB = 1024 * 1024;
@@ -104,7 +105,8 @@ beforeAll(async () => {
   s3 = s3tool(server);
   mkdirSync(TEST_ROOT, { recursive: true });
   scratch = mkdtempSync(join(TEST_ROOT, "libfuse-matrix-"));
-  for (const [key, size] of [["data/a.bin", 3 * MiB + 17], ["data/b.txt", 1000], ["data/sub/c.bin", 70_000]] as const) {
+  // stream/ is apart from data/ so that no read-ahead of data/ fetches it before it is read.
+  for (const [key, size] of [["data/a.bin", 3 * MiB + 17], ["data/b.txt", 1000], ["data/sub/c.bin", 70_000], ["stream/big.bin", 24 * MiB + 5]] as const) {
     const f = join(scratch, key.replaceAll("/", "_"));
     writeRandom(f, size);
     FILES[key] = sha256(f);
@@ -124,9 +126,9 @@ describe("libfuse matrix: the core per libfuse version", () => {
     test.skipIf(row.skip !== undefined)(title, async () => {
       const bucket = `lf-${row.version.replaceAll(".", "-")}`;
       await s3.mkbucket(bucket);
-      // a.bin as boto3 makes large files (multipart), the others plain.
+      // The large ones as boto3 makes large files (multipart), the others plain.
       for (const key of Object.keys(FILES)) {
-        await s3.put(bucket, key, { file: join(scratch, key.replaceAll("/", "_")) }, { multipart: key === "data/a.bin" });
+        await s3.put(bucket, key, { file: join(scratch, key.replaceAll("/", "_")) }, { multipart: key.endsWith("a.bin") || key.endsWith("big.bin") });
       }
       const dir = daemonDir(bucket);
       const t0 = Date.now();
@@ -168,6 +170,14 @@ describe("libfuse matrix: the core per libfuse version", () => {
           expect(warm.passthrough.reason ?? "").not.toBe("");
           expect(reads).toBeGreaterThan(0);
         }
+        // Streamed cold read: READs reach the daemon while the object is fetched.
+        t = Date.now();
+        expect((await run(`dd if=${mnt}/stream/big.bin bs=1M status=none | sha256sum`)).split(" ")[0]).toBe(FILES["stream/big.bin"]!);
+        lap("streamedRead");
+        const streamed = await fuseAfter(d, bucket, 4);
+        const streamReads = (streamed.requests["READ"] ?? 0) - reads;
+        expect(streamReads).toBeGreaterThan(0);
+        expect(streamed.maxReadSize).toBeLessThanOrEqual(MAX_READ_BYTES);
         // Workdir write through the bind mount.
         await run(`mkdir -p ${mnt}/work/t && head -c 200000 /dev/urandom > ${mnt}/work/t/out.bin && echo done > ${mnt}/work/t/.exitcode`);
         const outSha = (await run(`sha256sum ${mnt}/work/t/out.bin`)).split(" ")[0];
@@ -180,7 +190,8 @@ describe("libfuse matrix: the core per libfuse version", () => {
         expect(new TextDecoder().decode(await s3.getBytes(bucket, "work/t/.exitcode"))).toBe("done\n");
         expect(mountedUnder(dir)).toEqual([]);
         console.log(`libfuse-matrix: ${row.version}: ms ${JSON.stringify(ms)}, passthrough ${warm.passthrough.state}` +
-          `${warm.passthrough.reason ? ` (${warm.passthrough.reason})` : ""}, READs ${reads}, route ${warm.libfuse.passthroughRoute}`);
+          `${warm.passthrough.reason ? ` (${warm.passthrough.reason})` : ""}, READs ${reads}, route ${warm.libfuse.passthroughRoute}, ` +
+          `streamed read: ${streamReads} READs, largest ${streamed.maxReadSize / 1024} KiB`);
       } finally {
         await d.cleanup();
         removeDir(dir);
