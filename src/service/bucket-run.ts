@@ -498,13 +498,19 @@ export class BucketRun {
       }
     }
     const recordKind: CommitRecord["kind"] = kind === "upload" ? "stop" : kind;
-    const r = await uploadWorkdir(this.held.store, w.journal, w.spec, log, {
-      signal,
-      kind,
-      ...(owner ? { commit: (walk) => owner.commit(walk, recordKind, signal) } : {}),
-      onProgress: (p) =>
-        onStatus?.(`${this.cfg.bucket}: uploading ${p.filesDone}/${p.filesTotal} files, ${fmtBytes(p.bytesDone)}/${fmtBytes(p.bytesTotal)}`),
-    });
+    const fence = owner?.fence();
+    let r: UploadReport;
+    try {
+      r = await uploadWorkdir(this.held.store, w.journal, w.spec, log, {
+        signal,
+        kind,
+        ...(owner && fence ? { fence, commit: (walk, s) => owner.commit(walk, recordKind, s) } : {}),
+        onProgress: (p) =>
+          onStatus?.(`${this.cfg.bucket}: uploading ${p.filesDone}/${p.filesTotal} files, ${fmtBytes(p.bytesDone)}/${fmtBytes(p.bytesTotal)}`),
+      });
+    } finally {
+      fence?.dispose();
+    }
     this.complete = r.ok;
     const line = `upload ${why}: ${summarize(r)}`;
     if (r.ok) log.info(line);
@@ -512,7 +518,8 @@ export class BucketRun {
       log.error(line);
       for (const f of r.failed) log.error(`  not uploaded: ${w.spec.prefix}${f.path}: ${f.error}`);
       for (const k of r.markersHeldBack) log.error(`  marker held back: ${w.spec.prefix}${k}`);
-      log.error(`the files stay in ${w.spec.localDir} and are uploaded at the next start or stop`);
+      if (r.fenced !== null) log.error(`upload ${why} stopped: ${r.fenced}. The files stay in ${w.spec.localDir}; a later start that holds the lease uploads them`);
+      else log.error(`the files stay in ${w.spec.localDir} and are uploaded at the next start or stop`);
     }
     return r.ok;
   }

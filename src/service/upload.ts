@@ -18,7 +18,7 @@
  */
 import { basename } from "node:path";
 import { StoreError, type ObjectStore } from "../store/types.ts";
-import { runAll } from "../util/async.ts";
+import { linkSignals, runAll } from "../util/async.ts";
 import { errMsg, fmtBytes, type Logger } from "../util/log.ts";
 import { lstatBig, sameStamp, stampOf, walkWorkdir, type EntryKind, type FileStamp, type TransferKind, type WalkResult, type WorkdirJournal } from "./journal.ts";
 import { RESERVED_DIR } from "./lease.ts";
@@ -43,8 +43,20 @@ export interface UploadProgress {
   failed: number;
 }
 
+/**
+ * Whether this node may still write to the workdir prefix (the lease's fence, see
+ * workdir-owner.ts): `signal` fires the moment it may not, and cuts the requests in flight;
+ * `reason()` is checked before each file and says why not (null: may write).
+ */
+export interface UploadFence {
+  signal: AbortSignal;
+  reason(): string | null;
+}
+
 export interface UploadOptions {
   signal?: AbortSignal;
+  /** The lease's fence: no data request and no commit record once it fired. */
+  fence?: UploadFence;
   /** How the run is recorded: the stop's upload (default), a sync, or the recovery at start. */
   kind?: Exclude<TransferKind, "prefetch">;
   onProgress?: (p: UploadProgress) => void;
@@ -53,7 +65,7 @@ export interface UploadOptions {
    * commit record from a fresh walk. Returns the record's key, or null when none was needed. If
    * it throws, the markers are held back (a marker proves its record is there).
    */
-  commit?: (walk: WalkResult) => Promise<string | null>;
+  commit?: (walk: WalkResult, signal: AbortSignal) => Promise<string | null>;
 }
 
 export interface SkippedEntry {
@@ -85,7 +97,9 @@ export interface UploadReport {
   /** Key of the commit record this run wrote, if any. */
   record: string | null;
   aborted: boolean;
-  /** No failures, nothing held back, not aborted. */
+  /** Why the lease's fence stopped this upload (this node may no longer write), or null. */
+  fenced: string | null;
+  /** No failures, nothing held back, not aborted, not fenced. */
   ok: boolean;
 }
 
@@ -121,7 +135,10 @@ export async function uploadWorkdir(
   opts?: UploadOptions,
 ): Promise<UploadReport> {
   const { prefix, localDir } = spec;
-  const signal = opts?.signal;
+  const fence = opts?.fence;
+  const link = linkSignals(opts?.signal, fence?.signal);
+  const signal = link.signal;
+  const aborted = (): boolean => opts?.signal?.aborted === true;
   const concurrency = Math.max(1, Math.min(MAX_CONCURRENCY, Math.floor(spec.concurrency)));
   const where = `s3://${store.bucket}/${prefix}`;
   const t0 = performance.now();
@@ -138,11 +155,13 @@ export async function uploadWorkdir(
     markersHeldBack: [],
     record: null,
     aborted: false,
+    fenced: null,
     ok: false,
   };
   if (journal.scope !== prefix) {
     report.failed.push({ path: ".", error: `journal scope ${JSON.stringify(journal.scope)} does not match workdir prefix ${JSON.stringify(prefix)}` });
     log.error(report.failed[0]?.error ?? "");
+    link.dispose();
     return report;
   }
   const runId = journal.startRun(opts?.kind ?? "upload");
@@ -214,7 +233,12 @@ export async function uploadWorkdir(
   const uploadOne = async (c: Candidate): Promise<Outcome> => {
     const key = prefix + c.rel;
     if (unreachable !== "") return { ok: false, error: `not attempted: ${unreachable}` };
-    if (signal?.aborted) return { ok: false, error: "not attempted: upload aborted" };
+    const fenced = fence?.reason() ?? null;
+    if (fenced !== null) {
+      report.fenced ??= fenced;
+      return { ok: false, error: `not attempted: ${fenced}` };
+    }
+    if (aborted()) return { ok: false, error: "not attempted: upload aborted" };
     const before = lstatBig(c.abs);
     if (before === null) return { ok: "vanished", kind: "vanished" };
     if (!before.isFile()) return { ok: "vanished", kind: before.isSymbolicLink() ? "symlink" : "other" };
@@ -249,7 +273,11 @@ export async function uploadWorkdir(
     } catch (err) {
       const error = errMsg(err);
       journal.noteFailure(c.rel, error);
-      if (signal?.aborted) return { ok: false, error: `aborted: ${error}` };
+      if (fence?.signal.aborted) {
+        report.fenced ??= fence.reason() ?? errMsg(fence.signal.reason);
+        return { ok: false, error: `stopped: ${report.fenced}` };
+      }
+      if (aborted()) return { ok: false, error: `aborted: ${error}` };
       return { ok: false, error, exhausted: err instanceof StoreError && err.retryable };
     } finally {
       inflight.delete(c.rel);
@@ -279,7 +307,9 @@ export async function uploadWorkdir(
       } else {
         report.failed.push({ path: c.rel, error: r.error });
         if (r.error.startsWith("not attempted")) journal.noteFailure(c.rel, r.error, false);
-        log.error(`upload of s3://${store.bucket}/${prefix}${c.rel} failed: ${r.error}`);
+        // One line for the fence (it said why), not one per file.
+        if (report.fenced === null) log.error(`upload of s3://${store.bucket}/${prefix}${c.rel} failed: ${r.error}`);
+        else log.debug(`not uploaded ${prefix}${c.rel}: ${r.error}`);
       }
       emit(true);
     });
@@ -288,11 +318,12 @@ export async function uploadWorkdir(
   // 4. Everything else first, markers only if all of it made it.
   try {
     await runPhase(files);
-    report.aborted = signal?.aborted === true;
+    report.aborted = aborted();
     if (opts?.commit !== undefined && report.failed.length === 0 && !report.aborted) {
       try {
-        report.record = await opts.commit(walkWorkdir(localDir));
+        report.record = await opts.commit(walkWorkdir(localDir), signal);
       } catch (err) {
+        if (fence?.signal.aborted || fence?.reason()) report.fenced ??= fence.reason() ?? errMsg(fence.signal.reason);
         report.failed.push({ path: RESERVED_DIR, error: `commit record not written: ${errMsg(err)}` });
         log.error(`commit record for ${where} not written: ${errMsg(err)}`);
       }
@@ -312,11 +343,12 @@ export async function uploadWorkdir(
     }
   } finally {
     clearInterval(ticker);
+    link.dispose();
   }
-  report.aborted = signal?.aborted === true;
+  report.aborted = aborted();
   report.seconds = (performance.now() - t0) / 1000;
   report.bytesPerSec = report.seconds > 0 ? report.uploadedBytes / report.seconds : 0;
-  report.ok = report.failed.length === 0 && report.markersHeldBack.length === 0 && !report.aborted;
+  report.ok = report.failed.length === 0 && report.markersHeldBack.length === 0 && !report.aborted && report.fenced === null;
 
   const summary =
     `upload ${where} ${report.ok ? "done" : "INCOMPLETE"}: ${report.uploaded} uploaded (${fmtBytes(report.uploadedBytes)} in ${report.seconds.toFixed(1)} s, ` +
@@ -328,7 +360,9 @@ export async function uploadWorkdir(
     files: report.uploaded,
     bytes: report.uploadedBytes,
     failed: report.failed.length + report.markersHeldBack.length,
-    ...(report.failed[0] ? { message: `${report.failed[0].path}: ${report.failed[0].error}` } : {}),
+    ...(report.fenced !== null
+      ? { message: `stopped by the lease's fence: ${report.fenced}` }
+      : report.failed[0] ? { message: `${report.failed[0].path}: ${report.failed[0].error}` } : {}),
   });
   return report;
 }

@@ -10,9 +10,10 @@
  * symlinks and empty directories come back on the second node). S3 state is read with boto3.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, lstatSync, readFileSync, readlinkSync } from "node:fs";
+import { existsSync, lstatSync, readFileSync, readlinkSync, writeFileSync } from "node:fs";
 import { bucketfsCommand, removeDir, sh, startDaemon, type BucketSpec, type DaemonHandle } from "../helpers/daemon.ts";
 import { startS3Server, type S3Server } from "../helpers/s3server.ts";
+import { startFaultProxy, type FaultProxy, type ProxyLogEntry } from "../helpers/fault-proxy.ts";
 import { statusJson, waitStatus } from "../helpers/status.ts";
 import { s3tool, type S3Tool } from "../helpers/s3tool.ts";
 
@@ -22,6 +23,7 @@ const SLOW = 240_000;
 let server: S3Server;
 let s3: S3Tool;
 const handles: DaemonHandle[] = [];
+const proxies: FaultProxy[] = [];
 
 beforeAll(async () => {
   server = await startS3Server();
@@ -31,6 +33,7 @@ beforeAll(async () => {
 afterAll(async () => {
   for (const h of handles) await h.cleanup();
   for (const h of handles) removeDir(h.dir);
+  for (const p of proxies) await p.stop();
   await server?.stop();
 }, 120_000);
 
@@ -42,8 +45,10 @@ async function freshBucket(extra: Record<string, string> = {}): Promise<BucketSp
   return { bucket, workdir: `/${bucket}/wd`, extra };
 }
 
-async function node(spec: BucketSpec, opts: { dir?: string; args?: string[]; expectFailure?: boolean } = {}): Promise<DaemonHandle> {
-  const d = await startDaemon(server, [spec], opts);
+async function node(
+  spec: BucketSpec, opts: { dir?: string; args?: string[]; expectFailure?: boolean; via?: FaultProxy; noWait?: boolean } = {},
+): Promise<DaemonHandle> {
+  const d = await startDaemon(opts.via ? { ...server, endpoint: opts.via.endpoint } : server, [spec], opts);
   if (!handles.includes(d)) handles.push(d);
   return d;
 }
@@ -236,5 +241,66 @@ describe("commit records", () => {
     expect(lstatSync(`${wb}/empty/inner`).isDirectory()).toBe(true);
     expect(await b.stop()).toBe(0);
     expect(cli(["verify", "--config", b.configPath]).code).toBe(0);
+  }, SLOW);
+});
+
+/** A fault proxy in front of the shared MinIO, stopped after the file. */
+async function proxy(): Promise<FaultProxy> {
+  const p = await startFaultProxy(server);
+  proxies.push(p);
+  return p;
+}
+
+/** Requests that write workdir data or records (everything but the lease) to the prefix. */
+function isDataWrite(e: ProxyLogEntry, bucket: string): boolean {
+  const writes = ["PutObject", "UploadPart", "CreateMultipartUpload", "CompleteMultipartUpload"];
+  return writes.includes(e.op) && e.path.startsWith(`/${bucket}/wd/`) && !e.path.endsWith("/.bucketfs/lease");
+}
+
+describe("fencing", () => {
+  test("a stale writer (renewals failing, uploads stalled) starts no PUT after another node took over, and exits 2 with its files pending", async () => {
+    const LEASE_S = 10;
+    const spec = await freshBucket({ lease_time: String(LEASE_S), transfer_concurrency: "1" });
+    const pa = await proxy();
+    const pb = await proxy();
+    const a = await node(spec, { via: pa });
+    const FILES = 12;
+    for (let i = 0; i < FILES; i++) writeFileSync(`${wd(a, spec)}/f${String(i).padStart(2, "0")}.txt`, `file ${i} from a\n`);
+    writeFileSync(`${wd(a, spec)}/.exitcode`, "0");
+    // A's renewals fail from now on; its data PUTs are each held 1.5 s by the "server".
+    const leasePath = `/${spec.bucket}/wd/.bucketfs/lease`;
+    pa.add({ op: "PutObject", path: leasePath, action: { status: 503, code: "SlowDown" }, times: Infinity });
+    pa.add({ op: "PutObject", path: new RegExp(`^/${spec.bucket}/wd/`), action: { stall: 1500 }, times: Infinity });
+    const aExit = a.stop("SIGTERM", 180_000);
+    // B waits out the expiry A wrote, then starts (through its own proxy, which logs the takeover).
+    const expires = (await lease(spec.bucket)).expiresMs;
+    await Bun.sleep(Math.max(0, expires - Date.now() + 300));
+    const b = await node(spec, { via: pb });
+    const takeover = pb.log().find((e) => e.op === "PutObject" && e.path === leasePath && e.ifMatch !== undefined && e.status === 200);
+    expect(takeover).toBeDefined();
+    expect(b.log()).toContain("taking over from node");
+    const codeA = await aExit;
+    const aWrites = pa.log().filter((e) => isDataWrite(e, spec.bucket));
+    const lastStarted = Math.max(...aWrites.map((e) => e.arrivedMs));
+    const lastForwarded = Math.max(0, ...aWrites.filter((e) => e.forwardedMs !== undefined).map((e) => e.forwardedMs!));
+    const t0 = takeover!.arrivedMs;
+    const timeline = {
+      leaseExpiresMs: expires, takeoverArrivedMs: t0, takeoverAnsweredMs: takeover!.answeredMs,
+      aDataWrites: aWrites.length, aStartedAfterTakeover: aWrites.filter((e) => e.arrivedMs >= t0).length,
+      aForwardedAfterTakeover: aWrites.filter((e) => (e.forwardedMs ?? 0) >= t0).length,
+      aLastStartedMinusTakeoverMs: lastStarted - t0, aLastForwardedMinusTakeoverMs: lastForwarded - t0,
+      aExit: codeA,
+    };
+    console.log(`stale-writer timeline: ${JSON.stringify(timeline)}`);
+    console.log(aWrites.map((e) => `  A ${e.op} ${e.path} arrived ${e.arrivedMs - t0} ms, forwarded ${e.forwardedMs === undefined ? "never" : `${e.forwardedMs - t0} ms`}${e.clientGone ? " (client gave up)" : ""} vs takeover`).join("\n"));
+    // The fence: nothing of A started, or reached the server, after B's takeover.
+    expect(timeline.aStartedAfterTakeover).toBe(0);
+    expect(timeline.aForwardedAfterTakeover).toBe(0);
+    expect(codeA).toBe(2);
+    const st = (await statusJson(a.configPath))[0];
+    expect(st?.workdir?.pending.length).toBeGreaterThan(0);
+    expect(st?.workdir?.pending.map((p) => p.path)).toContain(".exitcode");
+    expect(await s3.head(spec.bucket, "wd/.bucketfs/commits/000000000001.json")).toBeNull(); // A wrote no record
+    expect(await b.stop()).toBe(0);
   }, SLOW);
 });
