@@ -489,10 +489,14 @@ export class BucketRun {
     log.info(`uploading workdir ${w.spec.prefix} (${why})`);
     if (owner) {
       try {
-        await owner.beforeUpload(signal);
+        // A sync is refused at once when the fence is down (the timer keeps renewing); a stop or
+        // a recovery tries one more renewal first.
+        await owner.beforeUpload(signal, { renewWhenFenced: kind !== "sync" });
       } catch (err) {
         log.error(`upload ${why} refused: ${errMsg(err)}`);
         log.error(`the files stay in ${w.spec.localDir}; they are uploaded by a later start that holds the lease`);
+        // The refusal is a run row, so `bucketfs sync` (and status) see it at once.
+        this.held.runs.refused(kind, errMsg(err), { scope: w.spec.prefix, ...(this.held.runId === undefined ? {} : { daemonRun: this.held.runId }) });
         this.complete = false;
         return false;
       }

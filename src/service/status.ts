@@ -13,13 +13,17 @@ import type { BucketConfig, Config } from "../config/types.ts";
 import { openIndex } from "../cache/db.ts";
 import { fsSpace, readCacheUse } from "../cache/evictor.ts";
 import { RunLog, type RunRecord } from "../cache/runs.ts";
-import { cacheLayout, workdirOf } from "./bucket-run.ts";
+import { EVENTS, cacheLayout, workdirOf, type Phase } from "./bucket-run.ts";
 import type { OwnerStatus } from "./workdir-owner.ts";
 import { livePid, FSTYPE } from "./mounts.ts";
 import { walkWorkdir, type PendingFile, type UploadFailureRecord } from "./journal.ts";
 import { mountAt } from "../util/mountinfo.ts";
 import { fuseLine, fuseStatus, type FuseStatus } from "./fuse-counters.ts";
 import { errMsg, fmtBytes } from "../util/log.ts";
+
+function isPhase(p: string): p is Phase {
+  return Object.hasOwn(EVENTS, p);
+}
 
 /** Runs listed per bucket. */
 const STATUS_RUNS = 10;
@@ -270,6 +274,18 @@ export async function requestSync(config: Config, timeoutMs: number): Promise<nu
     console.log("no bucket has a workdir; nothing to upload");
     return 0;
   }
+  // A daemon that cannot take a sync now (starting, stopping) is refused here at once: before
+  // its index is open it could not even record the refusal.
+  let refusedNow = false;
+  for (const b of withWorkdir) {
+    const phase = withIndex(b, (db) => new RunLog(db).lastDaemon()?.phase) ?? null;
+    const verdict = phase !== null && isPhase(phase) ? EVENTS[phase].sync : true;
+    if (verdict !== true) {
+      console.error(`${b.bucket}: sync refused: ${verdict}`);
+      refusedNow = true;
+    }
+  }
+  if (refusedNow) return 1;
   const since = Date.now();
   for (const pid of pids) process.kill(pid, "SIGUSR1");
   const deadline = since + timeoutMs;

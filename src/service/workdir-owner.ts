@@ -135,10 +135,15 @@ export class WorkdirOwner {
   /**
    * Throws unless the lease is still ours, renewing it first so an upload starts with a full
    * lease period ahead (sharing a renewal the timer may have running). A transient renewal
-   * failure is tolerated while the fence still lets this node write.
+   * failure is tolerated while the fence still lets this node write. With `renewWhenFenced`
+   * false (a sync), a fence that is down refuses at once instead of waiting out a renewal.
    */
-  async beforeUpload(signal?: AbortSignal): Promise<void> {
+  async beforeUpload(signal?: AbortSignal, opts: { renewWhenFenced?: boolean } = {}): Promise<void> {
     const where = `s3://${this.o.store.bucket}/${this.o.prefix}`;
+    const fencedNow = this.lease.fenceReason();
+    if (this.lease.status().state === "held" && fencedNow !== null && opts.renewWhenFenced === false) {
+      throw new Error(`${fencedNow}; not uploading, the files stay in the cache`);
+    }
     if (this.lease.status().state === "held") {
       try {
         await this.lease.renew(signal);

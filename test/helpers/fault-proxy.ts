@@ -257,8 +257,12 @@ export async function startFaultProxy(target: { port: number }): Promise<FaultPr
     if ("stall" in action) {
       if (action.stall === Infinity) return;
       let gone = false;
-      req.socket.once("close", () => (gone = true));
+      const onClose = (): void => {
+        gone = true;
+      };
+      req.socket.once("close", onClose);
       setTimeout(() => {
+        req.socket.off("close", onClose);
         if (gone || req.socket.destroyed) {
           entry.clientGone = true;
           return;

@@ -41,7 +41,13 @@ export interface BucketJson {
       runId: string;
       lastRecord: number | null;
       updatedMs: number;
-      lease: { state: string; how?: string; conditionalWrites: boolean | null; renewFailures: number; lastError?: string; takenBy?: string; expiresMs?: number };
+      lease: {
+        state: string; how?: string; conditionalWrites: boolean | null; renewFailures: number; lastError?: string; takenBy?: string; expiresMs?: number;
+        /** Renewals answered 412 whose lease still named this run (adopted). */
+        adopted?: number;
+        /** Ms this node may still write by its clock (<= 0: fenced), as last saved. */
+        fenceLeftMs?: number;
+      };
     };
   };
   runs: RunJson[];

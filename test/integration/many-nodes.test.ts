@@ -16,6 +16,7 @@ import { startS3Server, type S3Server } from "../helpers/s3server.ts";
 import { startFaultProxy, type FaultProxy, type ProxyLogEntry } from "../helpers/fault-proxy.ts";
 import { statusJson, waitStatus } from "../helpers/status.ts";
 import { s3tool, type S3Tool } from "../helpers/s3tool.ts";
+import { runArgv } from "../helpers/run.ts";
 
 const REPO = new URL("../..", import.meta.url).pathname.replace(/\/$/, "");
 const SLOW = 240_000;
@@ -300,7 +301,128 @@ describe("fencing", () => {
     const st = (await statusJson(a.configPath))[0];
     expect(st?.workdir?.pending.length).toBeGreaterThan(0);
     expect(st?.workdir?.pending.map((p) => p.path)).toContain(".exitcode");
+    expect(st?.runs.find((r) => r.kind === "upload")?.message).toStartWith("stopped by the lease's fence");
     expect(await s3.head(spec.bucket, "wd/.bucketfs/commits/000000000001.json")).toBeNull(); // A wrote no record
     expect(await b.stop()).toBe(0);
+  }, SLOW);
+});
+
+/** `bucketfs sync` as a child process (never blocking the proxies in this process), timed. */
+async function timedSync(d: DaemonHandle): Promise<{ code: number; out: string; ms: number }> {
+  const t0 = performance.now();
+  const r = await runArgv([...bucketfsCommand(), "sync", "--config", d.configPath], { cwd: REPO, timeoutMs: 60_000 });
+  return { code: r.code, out: r.out + r.err, ms: performance.now() - t0 };
+}
+
+function leaseOf(b: Awaited<ReturnType<typeof statusJson>>[number] | undefined) {
+  return b?.workdir?.lease?.lease;
+}
+
+describe("own renewals", () => {
+  const FILES = 5;
+  function writeFiles(d: DaemonHandle, spec: BucketSpec): void {
+    for (let i = 0; i < FILES; i++) writeFileSync(`${wd(d, spec)}/r${i}.txt`, `renewal test ${i}\n`);
+  }
+  async function allInS3(spec: BucketSpec): Promise<number> {
+    let n = 0;
+    for (let i = 0; i < FILES; i++) if ((await s3.head(spec.bucket, `wd/r${i}.txt`)) !== null) n++;
+    return n;
+  }
+
+  test("a renewal whose answer is lost (at the timer) is recognised as ours: the lease stays held and the stop uploads everything", async () => {
+    const spec = await freshBucket({ lease_time: "3" });
+    const pa = await proxy();
+    const a = await node(spec, { via: pa });
+    writeFiles(a, spec);
+    const lost = pa.add({ op: "PutObject", path: `/${spec.bucket}/wd/.bucketfs/lease`, action: { truncate: 0 } });
+    const st = await waitStatus(a.configPath, spec.bucket, (b) => (leaseOf(b)?.adopted ?? 0) >= 1, "a renewal adopted after its lost answer");
+    expect(lost.fired).toBe(1);
+    expect(leaseOf(st)?.state).toBe("held");
+    expect(await a.stop()).toBe(0);
+    expect(await allInS3(spec)).toBe(FILES);
+    expect((await lease(spec.bucket)).state).toBe("released");
+  }, SLOW);
+
+  test("a lost answer at the stop's renewal is recognised as ours: exit 0, every file in S3", async () => {
+    const spec = await freshBucket(); // lease_time 120: no timer renewal during the test
+    const pa = await proxy();
+    const a = await node(spec, { via: pa });
+    writeFiles(a, spec);
+    const lost = pa.add({ op: "PutObject", path: `/${spec.bucket}/wd/.bucketfs/lease`, action: { truncate: 0 } });
+    expect(await a.stop()).toBe(0);
+    expect(lost.fired).toBe(1);
+    expect(await allInS3(spec)).toBe(FILES);
+    const st = (await statusJson(a.configPath))[0];
+    expect(leaseOf(st)).toMatchObject({ state: "released", adopted: 1 });
+  }, SLOW);
+
+  test("the renew timer racing the sync's renewal, lease PUTs held 300 ms: 20 syncs, never a false 'lost'", async () => {
+    const spec = await freshBucket({ lease_time: "3" }); // the timer renews every second
+    const pa = await proxy();
+    const a = await node(spec, { via: pa });
+    const path = `/${spec.bucket}/wd/.bucketfs/lease`;
+    pa.add({ op: "PutObject", path, action: { stall: 300 }, times: Infinity });
+    const before = pa.log().filter((e) => e.path === path && e.method === "PUT").length;
+    for (let i = 0; i < 20; i++) {
+      writeFileSync(`${wd(a, spec)}/s${i}.txt`, `sync ${i}\n`);
+      const r = await timedSync(a);
+      expect(r.out).not.toContain("refused");
+      expect(r.code).toBe(0);
+    }
+    const st = (await statusJson(a.configPath))[0];
+    expect(leaseOf(st)).toMatchObject({ state: "held", renewFailures: 0 });
+    // Renewals went on the whole time (timer and syncs), each one alone.
+    const puts = pa.log().filter((e) => e.path === path && e.method === "PUT").slice(before);
+    expect(puts.length).toBeGreaterThanOrEqual(20);
+    expect(puts.filter((e) => e.status === 412).length).toBe(0);
+    pa.clear();
+    expect(await a.stop()).toBe(0);
+    expect((await s3.head(spec.bucket, "wd/s19.txt"))?.size).toBe(8);
+  }, SLOW);
+});
+
+describe("refused syncs", () => {
+  test("a sync is refused at once (exit 1, under 2 s, a run row with the reason) when the lease cannot be relied on, and when it is lost", async () => {
+    const spec = await freshBucket({ lease_time: "3" });
+    const pa = await proxy();
+    const a = await node(spec, { via: pa });
+    writeFileSync(`${wd(a, spec)}/x.txt`, "x\n");
+    const path = `/${spec.bucket}/wd/.bucketfs/lease`;
+    pa.add({ op: "PutObject", path, action: { status: 503, code: "SlowDown" }, times: Infinity });
+    // Expired by A's own clock: renewals keep failing.
+    await waitStatus(a.configPath, spec.bucket, (b) => (leaseOf(b)?.fenceLeftMs ?? 1) <= 0, "the fence to close");
+    const expired = await timedSync(a);
+    expect(expired.code).toBe(1);
+    expect(expired.out).toContain("can no longer be relied on");
+    expect(expired.ms).toBeLessThan(2_000);
+    // Lost: B takes over after the expiry, and A's next renewal (answered again) finds B.
+    const expires = (await lease(spec.bucket)).expiresMs;
+    await Bun.sleep(Math.max(0, expires - Date.now() + 300));
+    const b = await node(spec);
+    pa.clear();
+    await waitStatus(a.configPath, spec.bucket, (s) => leaseOf(s)?.state === "lost", "A to find its lease lost");
+    const lost = await timedSync(a);
+    expect(lost.code).toBe(1);
+    expect(lost.out).toContain("lost");
+    expect(lost.ms).toBeLessThan(2_000);
+    const runs = (await statusJson(a.configPath))[0]?.runs.filter((r) => r.kind === "sync" && r.outcome === "refused") ?? [];
+    expect(runs.length).toBe(2);
+    expect(await a.stop()).toBe(2);
+    expect(await b.stop()).toBe(0);
+  }, SLOW);
+
+  test("a sync while the stop's upload runs is refused at once (wrong phase)", async () => {
+    const spec = await freshBucket();
+    const pa = await proxy();
+    const a = await node(spec, { via: pa });
+    writeFileSync(`${wd(a, spec)}/slow.txt`, "slow\n");
+    const held = pa.add({ op: "PutObject", path: `/${spec.bucket}/wd/slow.txt`, action: { stall: 5_000 } });
+    const exit = a.stop();
+    await waitStatus(a.configPath, spec.bucket, (b) => b.phase === "uploading" && held.fired === 1, "the stop's upload to run");
+    const r = await timedSync(a);
+    expect(r.code).toBe(1);
+    expect(r.out).toContain("bucketfs is stopping");
+    expect(r.ms).toBeLessThan(2_000);
+    expect(await exit).toBe(0);
   }, SLOW);
 });
