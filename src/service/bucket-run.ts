@@ -341,7 +341,7 @@ export class BucketRun {
     await owner.claim(this.cancelStart.signal);
     this.leaseClaimed = true;
     const report = await prefetchWorkdir(this.held.store, w.journal, w.spec, log, this.cancelStart.signal); // logs its own summary
-    owner.adoptRecord(report.record);
+    owner.adoptRecord(report.record, report.unreadable.map(({ key, etag }) => ({ key, etag })));
     if (this.stopAsked) throw new Error("stop requested during the prefetch");
     if (w.journal.pending(w.spec.localDir).length > 0) {
       // Changes an earlier run could not upload (crash, failed upload): try now, markers last.

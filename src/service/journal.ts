@@ -229,6 +229,13 @@ interface FailureRow {
  * (e.g. `workdir/`); rows of other scopes in the same index are invisible, so changing the
  * configured workdir never lets an old baseline vouch for unrelated files.
  */
+/** Lists kept per workdir for `status --json`. */
+export type WorkdirNote = "unreadable" | "unuploadable";
+
+const WD_NOTES_DDL = `CREATE TABLE IF NOT EXISTS wd_notes (
+  scope TEXT NOT NULL, name TEXT NOT NULL, value TEXT NOT NULL, updated_ms INTEGER NOT NULL,
+  PRIMARY KEY (scope, name)) WITHOUT ROWID`;
+
 export class WorkdirJournal {
   readonly scope: string;
   private readonly db: Database;
@@ -250,6 +257,32 @@ export class WorkdirJournal {
       last_attempt_ms INTEGER NOT NULL, last_error TEXT NOT NULL,
       PRIMARY KEY (scope, path)) WITHOUT ROWID`);
     db.run(WD_LEASE_DDL);
+    try {
+      db.run(WD_NOTES_DDL);
+    } catch {
+      /* a read-only index (status) of an older bucketfs: notes() reads none */
+    }
+  }
+
+  /**
+   * A named list the daemon keeps for `status --json` (e.g. keys prefetch could not read,
+   * files that cannot be uploaded). Replaced whole; best effort like the lease.
+   */
+  saveNote(name: WorkdirNote, value: unknown[]): void {
+    bestEffort(this.db, () =>
+      this.db.query("INSERT OR REPLACE INTO wd_notes (scope, name, value, updated_ms) VALUES (?, ?, ?, ?)").run(this.scope, name, JSON.stringify(value), Date.now()),
+    );
+  }
+
+  /** The list saved under `name`, or [] (none, or an index without notes). */
+  note<T>(name: WorkdirNote): T[] {
+    try {
+      const row = this.db.query<{ value: string }, [string, string]>("SELECT value FROM wd_notes WHERE scope = ? AND name = ?").get(this.scope, name);
+      const v = row ? (JSON.parse(row.value) as unknown) : [];
+      return Array.isArray(v) ? (v as T[]) : [];
+    } catch {
+      return [];
+    }
   }
 
   /** Records the workdir lease's state for `status` (best effort: a full disk only loses the display). */

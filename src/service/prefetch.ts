@@ -4,9 +4,13 @@
  *
  * Is: list → decide per key → parallel download into same-directory temp files → restore
  * mtime/mode → atomic rename → record the baseline. All-or-nothing in the sense that
- * matters: any download failure cancels the rest, removes temp files and throws (the mount
+ * matters: a download failure that puts the workdir's content in doubt (auth, 5xx after the
+ * store's retries, the local disk) cancels the rest, removes temp files and throws (the mount
  * must not start); files already complete stay complete, nothing half-written is ever
- * visible under its real name.
+ * visible under its real name. One exception: a key the listing showed but the server
+ * answers 404 for, twice (a server that lists a key under another name than it serves, e.g.
+ * one that ignores `encoding-type=url`), is skipped with one line and reported as
+ * `unreadable` (report, `status --json`, the next commit record).
  * Is not: a sync. It never deletes local files, and it never overwrites a local change that
  * has not been uploaded yet (a dirty file, e.g. after a crash or a failed upload).
  *
@@ -26,7 +30,7 @@ import { basename, dirname, join } from "node:path";
 import { containedPath, describeProblem, keyProblem } from "../cache/keys.ts";
 import { CacheRootError, mkdirsUnder, tempNameFor } from "../cache/cache-root.ts";
 import { objectMode, storedMtimeS } from "../store/meta.ts";
-import type { ObjectInfo, ObjectStore } from "../store/types.ts";
+import { StoreError, type ObjectInfo, type ObjectStore } from "../store/types.ts";
 import { errMsg, fmtBytes, type Logger } from "../util/log.ts";
 import { isReservedPath, prefetchPlan, type CommitRecord } from "./commit-record.ts";
 import { isErrno, lstatBig, stampOf, walkWorkdir, type WorkdirJournal } from "./journal.ts";
@@ -50,6 +54,13 @@ export interface SkippedKey {
   reason: string;
 }
 
+export interface UnreadableKey {
+  key: string;
+  /** The ETag the listing showed. */
+  etag: string;
+  error: string;
+}
+
 export interface PrefetchReport {
   /** Remote regular objects considered (after skipping unusable keys). */
   remoteFiles: number;
@@ -61,6 +72,8 @@ export interface PrefetchReport {
   keptLocal: string[];
   /** Keys that were not written: unsafe names, file/directory clashes, blocked paths. */
   skipped: SkippedKey[];
+  /** Keys the listing showed but the server answered 404 for, twice: not in the workdir. */
+  unreadable: UnreadableKey[];
   directories: number;
   /** Stale temp files of an earlier crash that were removed. */
   staleTempFilesRemoved: number;
@@ -185,6 +198,7 @@ export async function prefetchWorkdir(
     upToDate: 0,
     keptLocal: [],
     skipped: [],
+    unreadable: [],
     directories: 0,
     staleTempFilesRemoved,
     record: null,
@@ -323,16 +337,35 @@ export async function prefetchWorkdir(
     };
     const ticker = setInterval(() => progress(false), PROGRESS_LOG_INTERVAL_MS);
 
+    const notFound = (err: unknown): boolean => err instanceof StoreError && err.kind === "not-found";
+    /** The download; a 404 for a listed key is tried once more, then reported and skipped (null). */
+    const downloadListed = async (job: DownloadJob, tmp: string): Promise<ObjectInfo | null> => {
+      const opts = { signal: ac.signal, onProgress: (b: number) => inflight.set(job.rel, b) };
+      for (let attempt = 1; ; attempt++) {
+        try {
+          return await store.download(job.obj.key, tmp, opts);
+        } catch (err) {
+          if (!notFound(err) || ac.signal.aborted) throw err;
+          rmSync(tmp, { force: true });
+          if (attempt < 2) continue;
+          report.unreadable.push({ key: job.obj.key, etag: job.obj.etag, error: errMsg(err) });
+          log.warn(
+            `skipping s3://${store.bucket}/${job.obj.key}: listed under the prefix, but the server answers 404 for it ` +
+              `(twice); it is not in the workdir and is reported as unreadable (status --json, commit record)`,
+          );
+          return null;
+        }
+      }
+    };
+
     const downloadOne = async (job: DownloadJob): Promise<void> => {
       const abs = containedPath(localDir, job.rel);
       const tmp = join(dirname(abs), tempNameFor(basename(abs)));
       inflight.set(job.rel, 0);
       let renamed = false;
       try {
-        const info = await store.download(job.obj.key, tmp, {
-          signal: ac.signal,
-          onProgress: (b) => inflight.set(job.rel, b),
-        });
+        const info = await downloadListed(job, tmp);
+        if (info === null) return;
         const tmpSt = lstatSync(tmp);
         if (tmpSt.size !== info.size) throw new Error(`downloaded ${tmpSt.size} bytes, object has ${info.size}`);
         chmodSync(tmp, (objectMode(info) ?? DEFAULT_FILE_MODE) & APPLIED_MODE_MASK);
@@ -389,9 +422,14 @@ export async function prefetchWorkdir(
     log.info(
       `prefetch ${where} done: ${report.downloaded} downloaded (${fmtBytes(report.downloadedBytes)}, ${rate(report.downloadedBytes, report.seconds)}), ` +
         `${report.upToDate} up to date, ${report.keptLocal.length} kept local, ${report.skipped.length} skipped, ` +
+        `${report.unreadable.length} unreadable, ` +
         `${report.skippedDeleted.length} deleted since the last commit, ${report.restoredSymlinks} symlinks restored, ${report.seconds.toFixed(1)} s`,
     );
-    journal.finishRun(runId, "ok", { files: report.downloaded, bytes: report.downloadedBytes, failed: 0 });
+    journal.saveNote("unreadable", report.unreadable);
+    journal.finishRun(runId, "ok", {
+      files: report.downloaded, bytes: report.downloadedBytes, failed: 0,
+      ...(report.unreadable.length > 0 ? { message: `${report.unreadable.length} listed keys unreadable (404), e.g. ${report.unreadable[0]!.key}` } : {}),
+    });
     return report;
   } catch (err) {
     const e = err instanceof PrefetchError ? err : new PrefetchError(`prefetch of ${where} failed: ${errMsg(err)}`, { cause: err });

@@ -17,6 +17,7 @@ import { EVENTS, cacheLayout, workdirOf, type Phase } from "./bucket-run.ts";
 import type { OwnerStatus } from "./workdir-owner.ts";
 import { livePid, FSTYPE } from "./mounts.ts";
 import { walkWorkdir, type PendingFile, type UploadFailureRecord } from "./journal.ts";
+import type { UnreadableKey } from "./prefetch.ts";
 import { mountAt } from "../util/mountinfo.ts";
 import { fuseLine, fuseStatus, type FuseStatus } from "./fuse-counters.ts";
 import { errMsg, fmtBytes } from "../util/log.ts";
@@ -49,6 +50,8 @@ export interface BucketStatus {
     pendingBytes: number;
     /** Entries the upload could not handle (unreadable, names that cannot be keys): never "clean". */
     problems: { path: string; error: string }[];
+    /** Keys the last prefetch could not read (listed, but 404 twice): not in the workdir. */
+    unreadable: UnreadableKey[];
     failures: UploadFailureRecord[];
     /** The workdir lease as the daemon last recorded it (null before any daemon took it). */
     lease: (OwnerStatus & { updatedMs: number }) | null;
@@ -195,6 +198,7 @@ export function bucketStatus(b: BucketConfig): BucketStatus {
         target: w.target, localDir: w.spec.localDir, pending,
         pendingBytes: pending.reduce((n, p) => n + p.size, 0),
         problems: walk.problems.map((p) => ({ path: p.rel, error: p.error })),
+        unreadable: w.journal.note<UnreadableKey>("unreadable"),
         failures: w.journal.failures(),
         lease: leaseOf(w.journal.lease()),
       };
@@ -246,6 +250,7 @@ export function printStatus(config: Config, json = false): number {
       for (const p of w.pending.slice(0, 10)) console.log(`    ${p.path} (${fmtBytes(p.size)})`);
       if (w.pending.length > 10) console.log(`    ... and ${w.pending.length - 10} more`);
       for (const p of w.problems.slice(0, 5)) console.log(`  cannot upload ${p.path}: ${p.error}`);
+      for (const u of w.unreadable.slice(0, 5)) console.log(`  unreadable in S3 (listed, answered 404): ${u.key}`);
       for (const f of w.failures.slice(0, 5)) console.log(`  last error for ${f.path}: ${f.lastError}`);
       if (w.lease) console.log(`  ${describeLease(w.lease)}`);
     }

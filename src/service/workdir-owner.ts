@@ -53,6 +53,8 @@ export class WorkdirOwner {
   private readonly node: string;
   private timer: Timer | undefined;
   private prev: CommitRecord | null = null;
+  /** Keys the prefetch could not read: carried in every record this run writes. */
+  private unreadable: { key: string; etag: string }[] = [];
   private renewing: Promise<unknown> | undefined;
   /** Fences of uploads running now: fired at once when a renewal finds the lease lost. */
   private readonly fences = new Set<() => void>();
@@ -127,9 +129,10 @@ export class WorkdirOwner {
     this.o.journal.saveLease(this.status());
   }
 
-  /** The latest record prefetch read: the base of the next one. */
-  adoptRecord(rec: CommitRecord | null): void {
+  /** The latest record prefetch read (the base of the next one), and the keys it could not read. */
+  adoptRecord(rec: CommitRecord | null, unreadable: { key: string; etag: string }[] = []): void {
     if (rec !== null && (this.prev === null || rec.seq > this.prev.seq)) this.prev = rec;
+    this.unreadable = unreadable;
   }
 
   /**
@@ -196,7 +199,7 @@ export class WorkdirOwner {
   /** The upload's commit hook: writes the next record unless it would say what the last one says. */
   async commit(walk: WalkResult, kind: CommitRecord["kind"], signal?: AbortSignal): Promise<string | null> {
     const content = recordFromWorkdir(walk, this.o.journal, this.o.lastUploadFile, this.o.log);
-    const next = buildRecord({ prev: this.prev, prefix: this.o.prefix, runId: this.runId, node: this.node, kind, ...content });
+    const next = buildRecord({ prev: this.prev, prefix: this.o.prefix, runId: this.runId, node: this.node, kind, ...content, unreadable: this.unreadable });
     if (this.prev !== null && sameContent(this.prev, next)) return null;
     const fenced = this.lease.fenceReason();
     if (fenced !== null) throw new Error(fenced);
@@ -233,6 +236,6 @@ export class WorkdirOwner {
 }
 
 function sameContent(a: CommitRecord, b: CommitRecord): boolean {
-  const strip = (r: CommitRecord) => JSON.stringify([r.files, r.symlinks, r.dirs, r.deleted]);
+  const strip = (r: CommitRecord) => JSON.stringify([r.files, r.symlinks, r.dirs, r.deleted, r.unreadable ?? []]);
   return strip(a) === strip(b);
 }

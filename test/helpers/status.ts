@@ -37,6 +37,9 @@ export interface BucketJson {
     pending: { path: string; size: number }[];
     pendingBytes: number;
     failures: { path: string }[];
+    problems: { path: string; error: string }[];
+    /** Keys the last prefetch could not read (listed, then 404 twice). */
+    unreadable: { key: string; etag: string; error: string }[];
     lease: null | {
       runId: string;
       lastRecord: number | null;

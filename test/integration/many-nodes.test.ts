@@ -426,3 +426,25 @@ describe("refused syncs", () => {
     expect(await exit).toBe(0);
   }, SLOW);
 });
+
+describe("prefetch", () => {
+  test("a listed key the server answers 404 for is tried twice, skipped, and reported; the start succeeds", async () => {
+    const spec = await freshBucket();
+    await s3.put(spec.bucket, "wd/ok.txt", { text: "ok" });
+    await s3.put(spec.bucket, "wd/ghost.txt", { text: "listed but never served" });
+    const pa = await proxy();
+    const ghost = pa.add({ op: "GetObject", path: `/${spec.bucket}/wd/ghost.txt`, action: { status: 404, code: "NoSuchKey" }, times: Infinity });
+    const a = await node(spec, { via: pa });
+    expect(ghost.fired).toBe(2);
+    expect(readFileSync(`${wd(a, spec)}/ok.txt`, "utf8")).toBe("ok");
+    expect(existsSync(`${wd(a, spec)}/ghost.txt`)).toBe(false);
+    const st = (await statusJson(a.configPath))[0];
+    expect(st?.workdir?.unreadable.map((u) => u.key)).toEqual(["wd/ghost.txt"]);
+    expect(st?.runs.find((r) => r.kind === "prefetch")).toMatchObject({ outcome: "ok" });
+    expect(await a.stop()).toBe(0);
+    // The record names it as unreadable, not as a deletion.
+    const rec = JSON.parse(new TextDecoder().decode(await s3.getBytes(spec.bucket, "wd/.bucketfs/commits/000000000001.json")));
+    expect(rec.unreadable.map((u: { key: string }) => u.key)).toEqual(["wd/ghost.txt"]);
+    expect(rec.deleted).toEqual([]);
+  }, SLOW);
+});

@@ -48,6 +48,17 @@ describe("buildRecord", () => {
     expect(r4.deleted).toEqual([]);
   });
 
+  test("keys prefetch could not read are carried as unreadable, never as deleted, and parse back", () => {
+    const r1 = buildRecord({ prev: null, prefix: "wd/", runId: "r", node: "n", kind: "sync", files: [file("a", "ea"), file("ghost", "eg")], symlinks: [], dirs: [] });
+    const r2 = buildRecord({
+      prev: r1, prefix: "wd/", runId: "r2", node: "n", kind: "stop", files: [file("a", "ea")], symlinks: [], dirs: [], unreadable: [{ key: "wd/ghost", etag: "eg" }],
+    });
+    expect(r2.deleted).toEqual([]);
+    expect(r2.unreadable).toEqual([{ key: "wd/ghost", etag: "eg" }]);
+    expect(parseRecord(new TextEncoder().encode(JSON.stringify(r2)), "wd/").unreadable).toEqual([{ key: "wd/ghost", etag: "eg" }]);
+    expect("unreadable" in buildRecord({ prev: r2, prefix: "wd/", runId: "r3", node: "n", kind: "stop", files: [], symlinks: [], dirs: [] })).toBe(false);
+  });
+
   test("markers (no ETag yet) are never recorded as deleted", () => {
     const r1 = buildRecord({ prev: null, prefix: "wd/", runId: "r", node: "n", kind: "stop", files: [{ ...file(".exitcode", ""), marker: true }], symlinks: [], dirs: [] });
     const r2 = buildRecord({ prev: r1, prefix: "wd/", runId: "r", node: "n", kind: "stop", files: [], symlinks: [], dirs: [] });
