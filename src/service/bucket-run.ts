@@ -123,6 +123,7 @@ export function workdirOf(cfg: BucketConfig, db: Database): Workdir | undefined 
       localDir: `${cacheLayout(cfg).root}/${cfg.workdir}`,
       lastUploadFile: cfg.lastUploadFile,
       concurrency: cfg.transferConcurrency,
+      unuploadableHoldsMarkers: cfg.unuploadableHoldsMarkers,
     },
     journal: new WorkdirJournal(db, prefix),
     target: `${cfg.mountpoint}/${cfg.workdir}`,
@@ -165,6 +166,7 @@ function summarize(r: UploadReport): string {
   ];
   if (r.skipped.length) parts.push(`${r.skipped.length} non-regular skipped`);
   if (r.failed.length) parts.push(`${r.failed.length} FAILED`);
+  if (r.unuploadable.length) parts.push(`${r.unuploadable.length} cannot be uploaded`);
   if (r.markersHeldBack.length) parts.push(`${r.markersHeldBack.length} markers held back`);
   if (r.aborted) parts.push("ABORTED");
   return parts.join(", ");
@@ -523,7 +525,7 @@ export class BucketRun {
       for (const f of r.failed) log.error(`  not uploaded: ${w.spec.prefix}${f.path}: ${f.error}`);
       for (const k of r.markersHeldBack) log.error(`  marker held back: ${w.spec.prefix}${k}`);
       if (r.fenced !== null) log.error(`upload ${why} stopped: ${r.fenced}. The files stay in ${w.spec.localDir}; a later start that holds the lease uploads them`);
-      else log.error(`the files stay in ${w.spec.localDir} and are uploaded at the next start or stop`);
+      else if (r.failed.length > 0) log.error(`the files stay in ${w.spec.localDir} and are uploaded at the next start or stop`);
     }
     return r.ok;
   }

@@ -35,6 +35,7 @@ import { errMsg, fmtBytes, type Logger } from "../util/log.ts";
 import { isReservedPath, prefetchPlan, type CommitRecord } from "./commit-record.ts";
 import { isErrno, lstatBig, stampOf, walkWorkdir, type WorkdirJournal } from "./journal.ts";
 import { loadLatestRecord } from "./workdir-record.ts";
+import { LocalNames } from "./names.ts";
 import { linkSignals, runAll } from "../util/async.ts";
 
 /** What the lead passes for one bucket's workdir. */
@@ -47,6 +48,8 @@ export interface WorkdirSpec {
   lastUploadFile: string;
   /** Parallel transfers. */
   concurrency: number;
+  /** Whether a file S3 cannot take holds back the markers (`unuploadable_holds_markers`, default true). */
+  unuploadableHoldsMarkers?: boolean;
 }
 
 export interface SkippedKey {
@@ -127,8 +130,11 @@ function removeStaleTemps(localDir: string, log: Logger): number {
 /**
  * Make `relDir` (possibly "") a real directory under root, component by component, never
  * through a symlink or a non-directory. Returns null on success, or the reason it cannot.
+ * A directory whose name needed the name mapping is made under its original bytes.
  */
-function ensureRealDir(root: string, relDir: string, created: Set<string>): string | null {
+function ensureRealDir(root: string, relDir: string, created: Set<string>, names?: LocalNames): string | null {
+  const local = names?.local(relDir) ?? relDir;
+  if (typeof local !== "string") return ensureRawDir(root, local, relDir, created);
   try {
     mkdirsUnder(root, relDir, { known: created });
     return null;
@@ -138,22 +144,39 @@ function ensureRealDir(root: string, relDir: string, created: Set<string>): stri
   }
 }
 
+/** `ensureRealDir` for a path given as bytes (lstat each component; mkdir what is missing). */
+function ensureRawDir(root: string, raw: Buffer, relDir: string, created: Set<string>): string | null {
+  const rootBytes = Buffer.from(`${root}/`, "utf8");
+  let end = 0;
+  while (end <= raw.length) {
+    let next = raw.indexOf(0x2f, end);
+    if (next < 0) next = raw.length;
+    const p = Buffer.concat([rootBytes, raw.subarray(0, next)]);
+    const st = lstatBig(p);
+    if (st === null) mkdirSync(p, { mode: 0o755 });
+    else if (!st.isDirectory()) return `${JSON.stringify(relDir)} has a ${st.isSymbolicLink() ? "symlink" : "non-directory"} in its path; not writing through it`;
+    end = next + 1;
+  }
+  created.add(relDir);
+  return null;
+}
+
 /**
  * Recreates the record's symlinks where nothing is in their place (a local entry always wins),
  * under real directories only. The target is stored as it was; nothing is written through it.
  */
 function restoreSymlinks(
-  localDir: string, links: { path: string; target: string }[], created: Set<string>, report: PrefetchReport, log: Logger,
+  localDir: string, links: { path: string; target: string }[], created: Set<string>, report: PrefetchReport, log: Logger, names: LocalNames,
 ): void {
   for (const l of links) {
     if (keyProblem(l.path) !== null) continue;
     const parent = l.path.includes("/") ? l.path.slice(0, l.path.lastIndexOf("/")) : "";
-    const reason = ensureRealDir(localDir, parent, created);
+    const reason = ensureRealDir(localDir, parent, created, names);
     if (reason !== null) {
       log.warn(`not restoring symlink ${l.path}: ${reason}`);
       continue;
     }
-    const abs = containedPath(localDir, l.path);
+    const abs = localPath(localDir, l.path, names);
     if (lstatBig(abs) !== null) continue;
     try {
       symlinkSync(l.target, abs);
@@ -166,7 +189,16 @@ function restoreSymlinks(
 
 interface DownloadJob {
   rel: string;
+  /** Where the file goes (a Buffer for a name restored from the record's `names`). */
+  abs: string | Buffer;
   obj: ObjectInfo;
+}
+
+/** The checked local path of `rel`: its original bytes when the record maps it (names.ts). */
+function localPath(localDir: string, rel: string, names: LocalNames): string | Buffer {
+  const checked = containedPath(localDir, rel);
+  const local = names.local(rel);
+  return typeof local === "string" ? checked : names.join(localDir, rel);
 }
 
 function rate(bytes: number, seconds: number): string {
@@ -249,6 +281,7 @@ export async function prefetchWorkdir(
       throw new PrefetchError(`prefetch of ${where} failed: reading the commit record failed: ${errMsg(err)}`, { cause: err });
     }
     const plan = prefetchPlan(report.record, files.values());
+    const names = new LocalNames(report.record?.names ?? []);
     for (const rel of plan.dirs) {
       if (keyProblem(rel) === null) dirs.add(rel);
     }
@@ -269,7 +302,7 @@ export async function prefetchWorkdir(
         blockedDirs.set(d, parentBlock);
         continue;
       }
-      const reason = ensureRealDir(localDir, d, created);
+      const reason = ensureRealDir(localDir, d, created, names);
       if (reason !== null) {
         blockedDirs.set(d, reason);
         log.warn(`cannot create directory ${d}: ${reason}; remote objects under ${prefix}${d}/ are skipped`);
@@ -287,7 +320,7 @@ export async function prefetchWorkdir(
         report.skipped.push({ key: obj.key, reason: block });
         continue;
       }
-      const abs = containedPath(localDir, rel);
+      const abs = localPath(localDir, rel, names);
       const st = lstatBig(abs);
       if (st === null && plan.skipDeleted.has(rel)) {
         report.skippedDeleted.push(rel);
@@ -312,7 +345,7 @@ export async function prefetchWorkdir(
           continue;
         }
       }
-      jobs.push({ rel, obj });
+      jobs.push({ rel, abs, obj });
       plannedBytes += obj.size;
     }
     log.info(
@@ -359,8 +392,9 @@ export async function prefetchWorkdir(
     };
 
     const downloadOne = async (job: DownloadJob): Promise<void> => {
-      const abs = containedPath(localDir, job.rel);
-      const tmp = join(dirname(abs), tempNameFor(basename(abs)));
+      const abs = job.abs;
+      // A name kept as bytes cannot be a string path: its temp file sits at the top, renamed across.
+      const tmp = typeof abs === "string" ? join(dirname(abs), tempNameFor(basename(abs))) : join(localDir, tempNameFor("mapped-name"));
       inflight.set(job.rel, 0);
       let renamed = false;
       try {
@@ -414,7 +448,7 @@ export async function prefetchWorkdir(
     }
     if (firstError !== null) throw firstError;
 
-    restoreSymlinks(localDir, plan.symlinks, created, report, log);
+    restoreSymlinks(localDir, plan.symlinks, created, report, log, names);
     report.restoredDirs = plan.dirs.filter((d) => created.has(d)).length;
     report.seconds = (performance.now() - t0) / 1000;
     report.bytesPerSec = report.seconds > 0 ? report.downloadedBytes / report.seconds : 0;

@@ -18,6 +18,7 @@ import type { OwnerStatus } from "./workdir-owner.ts";
 import { livePid, FSTYPE } from "./mounts.ts";
 import { walkWorkdir, type PendingFile, type UploadFailureRecord } from "./journal.ts";
 import type { UnreadableKey } from "./prefetch.ts";
+import type { Unuploadable } from "./upload.ts";
 import { mountAt } from "../util/mountinfo.ts";
 import { fuseLine, fuseStatus, type FuseStatus } from "./fuse-counters.ts";
 import { errMsg, fmtBytes } from "../util/log.ts";
@@ -52,6 +53,8 @@ export interface BucketStatus {
     problems: { path: string; error: string }[];
     /** Keys the last prefetch could not read (listed, but 404 twice): not in the workdir. */
     unreadable: UnreadableKey[];
+    /** Files the last upload could not give S3 under their names (key too long, name refused). */
+    unuploadable: Unuploadable[];
     failures: UploadFailureRecord[];
     /** The workdir lease as the daemon last recorded it (null before any daemon took it). */
     lease: (OwnerStatus & { updatedMs: number }) | null;
@@ -199,6 +202,7 @@ export function bucketStatus(b: BucketConfig): BucketStatus {
         pendingBytes: pending.reduce((n, p) => n + p.size, 0),
         problems: walk.problems.map((p) => ({ path: p.rel, error: p.error })),
         unreadable: w.journal.note<UnreadableKey>("unreadable"),
+        unuploadable: w.journal.note<Unuploadable>("unuploadable"),
         failures: w.journal.failures(),
         lease: leaseOf(w.journal.lease()),
       };
@@ -251,6 +255,7 @@ export function printStatus(config: Config, json = false): number {
       if (w.pending.length > 10) console.log(`    ... and ${w.pending.length - 10} more`);
       for (const p of w.problems.slice(0, 5)) console.log(`  cannot upload ${p.path}: ${p.error}`);
       for (const u of w.unreadable.slice(0, 5)) console.log(`  unreadable in S3 (listed, answered 404): ${u.key}`);
+      for (const u of w.unuploadable.slice(0, 5)) console.log(`  cannot be uploaded: ${u.path}: ${u.reason}`);
       for (const f of w.failures.slice(0, 5)) console.log(`  last error for ${f.path}: ${f.lastError}`);
       if (w.lease) console.log(`  ${describeLease(w.lease)}`);
     }

@@ -16,12 +16,14 @@
  * `mode` = octal st_mode (`0100644`; s3fs parses with strtol base 0, rclone as octal),
  * `uid`, `gid` = decimal.
  */
+import { closeSync, openSync } from "node:fs";
 import { basename } from "node:path";
 import { StoreError, type ObjectStore } from "../store/types.ts";
 import { linkSignals, runAll } from "../util/async.ts";
 import { errMsg, fmtBytes, type Logger } from "../util/log.ts";
 import { lstatBig, sameStamp, stampOf, walkWorkdir, type EntryKind, type FileStamp, type TransferKind, type WalkResult, type WorkdirJournal } from "./journal.ts";
 import { RESERVED_DIR } from "./lease.ts";
+import { keyTooLong } from "./names.ts";
 import { MAX_CONCURRENCY, PROGRESS_LOG_INTERVAL_MS, type WorkdirSpec } from "./prefetch.ts";
 
 /**
@@ -78,6 +80,15 @@ export interface UploadFailure {
   error: string;
 }
 
+/** A file S3 cannot take under its name (key too long, name refused by the server). */
+export interface Unuploadable {
+  path: string;
+  reason: string;
+}
+
+/** S3 error codes that refuse the key itself: sending the file again cannot help. */
+const NAME_REFUSED_CODES = new Set(["KeyTooLongError", "InvalidObjectName", "XMinioInvalidObjectName"]);
+
 export interface UploadReport {
   /** Files uploaded (markers included). */
   uploaded: number;
@@ -91,6 +102,11 @@ export interface UploadReport {
   /** Non-regular entries (not uploaded), and files that vanished before their upload. */
   skipped: SkippedEntry[];
   failed: UploadFailure[];
+  /**
+   * Files S3 cannot take under their names. They hold back the markers (and make the upload
+   * incomplete) unless `unuploadableHoldsMarkers` is false; listed either way.
+   */
+  unuploadable: Unuploadable[];
   markersUploaded: string[];
   /** Dirty markers not uploaded because something else failed (or the run was aborted). */
   markersHeldBack: string[];
@@ -118,14 +134,27 @@ export function formatMode(mode: number): string {
 
 interface Candidate {
   rel: string;
-  abs: string;
+  /** The path on disk (a Buffer for names that needed the mapping, see names.ts). */
+  abs: string | Buffer;
   size: number;
 }
 
 type Outcome =
   | { ok: true; bytes: number }
   | { ok: false; error: string; exhausted?: boolean }
-  | { ok: "vanished"; kind: SkippedEntry["kind"] };
+  | { ok: "vanished"; kind: SkippedEntry["kind"] }
+  | { ok: "unuploadable"; reason: string };
+
+/**
+ * A path the store can open for `abs`: the path itself, or for a name that is not valid UTF-8
+ * (a Buffer, which the store's string paths cannot carry) `/proc/self/fd/N` of an fd held open
+ * until `close`. The stamp is taken through the same inode, so nothing changes its ctime.
+ */
+function openable(abs: string | Buffer): { path: string; close(): void } {
+  if (typeof abs === "string") return { path: abs, close: () => undefined };
+  const fd = openSync(abs, "r");
+  return { path: `/proc/self/fd/${fd}`, close: () => closeSync(fd) };
+}
 
 export async function uploadWorkdir(
   store: ObjectStore,
@@ -151,6 +180,7 @@ export async function uploadWorkdir(
     unchanged: 0,
     skipped: [],
     failed: [],
+    unuploadable: [],
     markersUploaded: [],
     markersHeldBack: [],
     record: null,
@@ -173,6 +203,16 @@ export async function uploadWorkdir(
   if (walk.reserved) log.warn(`not uploading ${localDir}/${RESERVED_DIR}: the name is reserved for bucketfs' lease and commit records`);
   const files: Candidate[] = [];
   const markers: Candidate[] = [];
+  const holds = spec.unuploadableHoldsMarkers !== false;
+  const cannotUpload = (path: string, reason: string): void => {
+    report.unuploadable.push({ path, reason });
+    journal.noteFailure(path, `cannot be uploaded: ${reason}`, false);
+    // Said once per upload, with the way out.
+    log.error(
+      `cannot upload ${path}: ${reason}. ${holds ? "It holds back the markers and the lease" : "Left out (unuploadable_holds_markers = no)"}; ` +
+        `rename or remove it in ${localDir}${holds ? ", or set unuploadable_holds_markers = no" : ""} (docs/SEMANTICS.md "Names")`,
+    );
+  };
   for (const e of walk.entries) {
     if (e.kind !== "file") {
       report.skipped.push({ path: e.rel, kind: e.kind });
@@ -180,6 +220,11 @@ export async function uploadWorkdir(
     }
     if (!journal.isDirty(e.rel, e.stamp)) {
       report.unchanged++;
+      continue;
+    }
+    const tooLong = keyTooLong(prefix + e.rel);
+    if (tooLong !== null) {
+      cannotUpload(e.rel, tooLong);
       continue;
     }
     (basename(e.rel) === spec.lastUploadFile ? markers : files).push({ rel: e.rel, abs: e.abs, size: e.stamp.size });
@@ -250,8 +295,9 @@ export async function uploadWorkdir(
       gid: before.gid.toString(),
     };
     inflight.set(c.rel, 0);
+    const src = openable(c.abs);
     try {
-      const etag = await store.upload(key, c.abs, {
+      const etag = await store.upload(key, src.path, {
         meta,
         ...(signal ? { signal } : {}),
         onProgress: (b) => {
@@ -272,6 +318,9 @@ export async function uploadWorkdir(
       return { ok: false, error };
     } catch (err) {
       const error = errMsg(err);
+      if (err instanceof StoreError && err.code !== undefined && NAME_REFUSED_CODES.has(err.code)) {
+        return { ok: "unuploadable", reason: `S3 refuses the key (${err.code})` };
+      }
       journal.noteFailure(c.rel, error);
       if (fence?.signal.aborted) {
         report.fenced ??= fence.reason() ?? errMsg(fence.signal.reason);
@@ -280,6 +329,7 @@ export async function uploadWorkdir(
       if (aborted()) return { ok: false, error: `aborted: ${error}` };
       return { ok: false, error, exhausted: err instanceof StoreError && err.retryable };
     } finally {
+      src.close();
       inflight.delete(c.rel);
     }
   };
@@ -301,6 +351,8 @@ export async function uploadWorkdir(
         doneBytes += r.bytes;
         report.order.push(c.rel);
         log.debug(`uploaded ${prefix}${c.rel} (${fmtBytes(r.bytes)})`);
+      } else if (r.ok === "unuploadable") {
+        cannotUpload(c.rel, r.reason);
       } else if (r.ok === "vanished") {
         report.skipped.push({ path: c.rel, kind: r.kind });
         log.info(`not uploading ${c.rel}: ${r.kind === "vanished" ? "it was removed" : `it became a ${r.kind}`} before its upload`);
@@ -316,10 +368,11 @@ export async function uploadWorkdir(
   };
 
   // 4. Everything else first, markers only if all of it made it.
+  const blocking = (): number => report.failed.length + (holds ? report.unuploadable.length : 0);
   try {
     await runPhase(files);
     report.aborted = aborted();
-    if (opts?.commit !== undefined && report.failed.length === 0 && !report.aborted) {
+    if (opts?.commit !== undefined && blocking() === 0 && !report.aborted) {
       try {
         report.record = await opts.commit(walkWorkdir(localDir), signal);
       } catch (err) {
@@ -329,7 +382,7 @@ export async function uploadWorkdir(
       }
     }
     if (markers.length > 0) {
-      if (report.failed.length === 0 && !report.aborted) {
+      if (blocking() === 0 && !report.aborted) {
         phase = "markers";
         const before = report.order.length;
         await runPhase(markers);
@@ -338,7 +391,7 @@ export async function uploadWorkdir(
       } else {
         report.markersHeldBack = markers.map((m) => m.rel);
         for (const m of report.markersHeldBack) journal.noteFailure(m, "held back: other files failed to upload", false);
-        log.warn(`holding back ${markers.length} marker file(s) (${spec.lastUploadFile}): ${report.failed.length} other file(s) failed`);
+        log.warn(`holding back ${markers.length} marker file(s) (${spec.lastUploadFile}): ${blocking()} other file(s) not uploaded`);
       }
     }
   } finally {
@@ -348,21 +401,24 @@ export async function uploadWorkdir(
   report.aborted = aborted();
   report.seconds = (performance.now() - t0) / 1000;
   report.bytesPerSec = report.seconds > 0 ? report.uploadedBytes / report.seconds : 0;
-  report.ok = report.failed.length === 0 && report.markersHeldBack.length === 0 && !report.aborted && report.fenced === null;
+  report.ok = blocking() === 0 && report.markersHeldBack.length === 0 && !report.aborted && report.fenced === null;
+  journal.saveNote("unuploadable", report.unuploadable);
 
   const summary =
     `upload ${where} ${report.ok ? "done" : "INCOMPLETE"}: ${report.uploaded} uploaded (${fmtBytes(report.uploadedBytes)} in ${report.seconds.toFixed(1)} s, ` +
     `${fmtBytes(Math.round(report.bytesPerSec))}/s), ${report.unchanged} unchanged, ${report.skipped.length} skipped, ${report.failed.length} failed, ` +
+    `${report.unuploadable.length} cannot be uploaded, ` +
     `markers ${report.markersUploaded.length} uploaded / ${report.markersHeldBack.length} held back`;
   if (report.ok) log.info(summary);
   else log.error(summary);
   journal.finishRun(runId, report.ok ? "ok" : report.aborted ? "aborted" : "failed", {
     files: report.uploaded,
     bytes: report.uploadedBytes,
-    failed: report.failed.length + report.markersHeldBack.length,
+    failed: blocking() + report.markersHeldBack.length,
     ...(report.fenced !== null
       ? { message: `stopped by the lease's fence: ${report.fenced}` }
-      : report.failed[0] ? { message: `${report.failed[0].path}: ${report.failed[0].error}` } : {}),
+      : report.failed[0] ? { message: `${report.failed[0].path}: ${report.failed[0].error}` }
+      : report.unuploadable[0] ? { message: `${report.unuploadable[0].path}: cannot be uploaded: ${report.unuploadable[0].reason}` } : {}),
   });
   return report;
 }

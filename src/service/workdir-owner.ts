@@ -236,6 +236,6 @@ export class WorkdirOwner {
 }
 
 function sameContent(a: CommitRecord, b: CommitRecord): boolean {
-  const strip = (r: CommitRecord) => JSON.stringify([r.files, r.symlinks, r.dirs, r.deleted, r.unreadable ?? []]);
+  const strip = (r: CommitRecord) => JSON.stringify([r.files, r.symlinks, r.dirs, r.deleted, r.unreadable ?? [], r.names ?? []]);
   return strip(a) === strip(b);
 }

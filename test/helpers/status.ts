@@ -40,6 +40,8 @@ export interface BucketJson {
     problems: { path: string; error: string }[];
     /** Keys the last prefetch could not read (listed, then 404 twice). */
     unreadable: { key: string; etag: string; error: string }[];
+    /** Files the last upload could not give S3 under their names. */
+    unuploadable: { path: string; reason: string }[];
     lease: null | {
       runId: string;
       lastRecord: number | null;

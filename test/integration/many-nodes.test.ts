@@ -10,7 +10,7 @@
  * symlinks and empty directories come back on the second node). S3 state is read with boto3.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, lstatSync, readFileSync, readlinkSync, writeFileSync } from "node:fs";
+import { existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, writeFileSync } from "node:fs";
 import { bucketfsCommand, removeDir, sh, startDaemon, type BucketSpec, type DaemonHandle } from "../helpers/daemon.ts";
 import { startS3Server, type S3Server } from "../helpers/s3server.ts";
 import { startFaultProxy, type FaultProxy, type ProxyLogEntry } from "../helpers/fault-proxy.ts";
@@ -446,5 +446,70 @@ describe("prefetch", () => {
     const rec = JSON.parse(new TextDecoder().decode(await s3.getBytes(spec.bucket, "wd/.bucketfs/commits/000000000001.json")));
     expect(rec.unreadable.map((u: { key: string }) => u.key)).toEqual(["wd/ghost.txt"]);
     expect(rec.deleted).toEqual([]);
+  }, SLOW);
+});
+
+describe("names", () => {
+  const Q = "\u201b"; // the mapping's quote character (src/service/names.ts)
+  const raw = (dir: string, ...parts: (string | number[])[]) =>
+    Buffer.concat([Buffer.from(`${dir}/`), ...parts.map((p) => (typeof p === "string" ? Buffer.from(p) : Buffer.from(p)))]);
+
+  test("a name that is not UTF-8 and a name with a newline round-trip through stop, an empty-cache start and verify", async () => {
+    const spec = await freshBucket();
+    const a = await node(spec);
+    const w = wd(a, spec);
+    writeFileSync(raw(w, "a", [0xff], ".txt"), "ff");
+    mkdirSync(raw(w, "d", [0xfe]));
+    writeFileSync(raw(w, "d", [0xfe], "/inner.txt"), "in");
+    writeFileSync(`${w}/new\nline.txt`, "nl");
+    expect(await a.stop()).toBe(0);
+    expect((await s3.head(spec.bucket, `wd/a${Q}FF.txt`))?.size).toBe(2);
+    expect((await s3.head(spec.bucket, `wd/d${Q}FE/inner.txt`))?.size).toBe(2);
+    expect((await s3.head(spec.bucket, "wd/new\nline.txt"))?.size).toBe(2);
+    const rec = JSON.parse(new TextDecoder().decode(await s3.getBytes(spec.bucket, "wd/.bucketfs/commits/000000000001.json")));
+    expect(rec.names.map((n: { path: string }) => n.path)).toEqual([`a${Q}FF.txt`, `d${Q}FE/inner.txt`]);
+
+    const b = await node(spec); // another node, empty cache: the original bytes come back
+    const wb = wd(b, spec);
+    expect(readFileSync(raw(wb, "a", [0xff], ".txt"), "utf8")).toBe("ff");
+    expect(readFileSync(raw(wb, "d", [0xfe], "/inner.txt"), "utf8")).toBe("in");
+    expect(readFileSync(`${wb}/new\nline.txt`, "utf8")).toBe("nl");
+    expect(existsSync(`${wb}/a${Q}FF.txt`)).toBe(false);
+    expect((await statusJson(b.configPath))[0]?.workdir?.pending).toEqual([]); // restored files are clean
+    expect(await b.stop()).toBe(0);
+    const upload = (await statusJson(b.configPath))[0]?.runs.find((r) => r.kind === "upload");
+    expect(upload).toMatchObject({ outcome: "ok", files: 0 }); // nothing uploaded again
+    const v = cli(["verify", "--config", b.configPath]);
+    expect(v.code).toBe(0);
+  }, SLOW);
+
+  test("a 1,100-byte path is reported (status --json) and holds back the markers; unuploadable_holds_markers = no is the way out", async () => {
+    const spec = await freshBucket();
+    const a = await node(spec);
+    const w = wd(a, spec);
+    const dirs = Array.from({ length: 5 }, (_, i) => `${i}`.repeat(200));
+    mkdirSync(`${w}/${dirs.join("/")}`, { recursive: true });
+    const long = `${dirs.join("/")}/${"f".repeat(92)}`;
+    expect(Buffer.byteLength(`wd/${long}`)).toBe(1100);
+    writeFileSync(`${w}/${long}`, "long");
+    writeFileSync(`${w}/ok.txt`, "ok");
+    writeFileSync(`${w}/.exitcode`, "0");
+    expect(await a.stop()).toBe(2);
+    let st = (await statusJson(a.configPath))[0];
+    expect(st?.workdir?.unuploadable.map((u) => u.path)).toEqual([long]);
+    expect(st?.workdir?.unuploadable[0]?.reason).toContain("1100 bytes");
+    expect(await s3.head(spec.bucket, "wd/.exitcode")).toBeNull(); // held back
+    expect((await s3.head(spec.bucket, "wd/ok.txt"))?.size).toBe(2);
+    expect((await lease(spec.bucket)).state).toBe("held"); // kept: not everything is in S3
+
+    // The way out: let the markers go without it (the file stays listed).
+    const spec2 = { ...spec, extra: { unuploadable_holds_markers: "no" } };
+    const a2 = await node(spec2, { dir: a.dir });
+    expect(await a2.stop()).toBe(0);
+    st = (await statusJson(a2.configPath))[0];
+    expect(st?.workdir?.unuploadable.map((u) => u.path)).toEqual([long]);
+    expect((await s3.head(spec.bucket, "wd/.exitcode"))?.size).toBe(1);
+    expect((await lease(spec.bucket)).state).toBe("released");
+    expect(cli(["verify", "--config", a2.configPath]).code).toBe(0);
   }, SLOW);
 });

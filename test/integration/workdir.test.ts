@@ -64,7 +64,7 @@ function fresh(concurrency = 8): { spec: WorkdirSpec; journal: WorkdirJournal; P
   return { spec, journal: new WorkdirJournal(openIndex(join(base, "index.db")), PREFIX), PREFIX };
 }
 
-function sha256File(path: string): string {
+function sha256File(path: string | Buffer): string {
   const h = new Bun.CryptoHasher("sha256");
   h.update(readFileSync(path));
   return h.digest("hex");
