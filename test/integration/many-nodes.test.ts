@@ -11,7 +11,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, writeFileSync } from "node:fs";
-import { bucketfsCommand, removeDir, sh, startDaemon, type BucketSpec, type DaemonHandle } from "../helpers/daemon.ts";
+import { bucketfsCommand, daemonDir, removeDir, sh, startDaemon, type BucketSpec, type DaemonHandle } from "../helpers/daemon.ts";
 import { startS3Server, type S3Server } from "../helpers/s3server.ts";
 import { startFaultProxy, type FaultProxy, type ProxyLogEntry } from "../helpers/fault-proxy.ts";
 import { statusJson, waitStatus } from "../helpers/status.ts";
@@ -511,5 +511,37 @@ describe("names", () => {
     expect((await s3.head(spec.bucket, "wd/.exitcode"))?.size).toBe(1);
     expect((await lease(spec.bucket)).state).toBe("released");
     expect(cli(["verify", "--config", a2.configPath]).code).toBe(0);
+  }, SLOW);
+});
+
+describe("messages that name the real cause", () => {
+  test("a holder whose clock is behind is not taken over: the start is refused naming the clocks", async () => {
+    const spec = await freshBucket();
+    const now = Date.now();
+    // A live holder whose clock is a minute behind: its expiry is past by ours, but S3 wrote it just now.
+    const rec = { v: 1, state: "held", holder: "slow-node:/cache", node: "slow-node", pid: 4242, bootId: "b", runId: "r", startedMs: now - 90_000, renewedMs: now - 60_000, expiresMs: now - 30_000 };
+    await s3.put(spec.bucket, "wd/.bucketfs/lease", { text: JSON.stringify(rec) });
+    const b = await node(spec, { expectFailure: true });
+    expect(await exitCode(b)).toBe(1);
+    expect(b.log()).toContain("node slow-node (pid 4242");
+    expect(b.log()).toMatch(/its clock is about 6\d s behind/);
+    expect(b.log()).not.toContain("stopped renewing");
+    expect((await lease(spec.bucket)).node).toBe("slow-node"); // not taken
+  }, SLOW);
+
+  test("two daemons started at once on one cache: one serves, the other is refused naming it", async () => {
+    const spec = await freshBucket();
+    const dir = daemonDir(spec.bucket);
+    const x = await node(spec, { dir, noWait: true });
+    await Bun.sleep(5); // distinct log file names; still within each other's start-up
+    const y = await node(spec, { dir, noWait: true });
+    const first = await Promise.race([x.proc.exited.then(() => x), y.proc.exited.then(() => y)]);
+    const winner = first === x ? y : x;
+    expect(await first.proc.exited).toBe(1);
+    const log = first.log();
+    expect(log).toMatch(new RegExp(`already served by (bucketfs pid ${winner.proc.pid}|another bucketfs)`));
+    expect(log).not.toContain("database is locked");
+    await waitStatus(winner.configPath, spec.bucket, (b) => b.phase === "serving", "the winner to serve");
+    expect(await winner.stop()).toBe(0);
   }, SLOW);
 });
