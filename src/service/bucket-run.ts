@@ -41,6 +41,7 @@ import { uploadWorkdir, type UploadReport } from "./upload.ts";
 import type { CommitRecord } from "./commit-record.ts";
 import { WorkdirOwner } from "./workdir-owner.ts";
 import { bindMount, busyProcesses, claimPidFile, prepareMountpoint, releasePidFile, unbind } from "./mounts.ts";
+import { adoptStrays, listHidden } from "./strays.ts";
 import { errMsg, fmtBytes, logger, type Logger } from "../util/log.ts";
 
 export type Phase =
@@ -324,6 +325,14 @@ export class BucketRun {
     }
     prepareMountpoint(cfg.mountpoint, log);
     const w = this.held.workdir;
+    // Mounting hides what the plain directory holds: say what (the workdir's path is adopted below).
+    const hidden = listHidden(cfg.mountpoint, cfg.workdir?.split("/")[0]);
+    if (hidden.length > 0) {
+      log.warn(
+        `${cfg.mountpoint} is not empty: it holds ${hidden.slice(0, 10).map((n) => JSON.stringify(n)).join(", ")}` +
+          `${hidden.length > 10 ? ` and ${hidden.length - 10} more` : ""}, hidden while bucketfs is mounted there (move them elsewhere to use them)`,
+      );
+    }
     if (!w) return;
     if (cfg.cachePath === "/tmp" || cfg.cachePath.startsWith("/tmp/")) {
       log.warn(
@@ -345,11 +354,34 @@ export class BucketRun {
     const report = await prefetchWorkdir(this.held.store, w.journal, w.spec, log, this.cancelStart.signal); // logs its own summary
     owner.adoptRecord(report.record, report.unreadable.map(({ key, etag }) => ({ key, etag })));
     if (this.stopAsked) throw new Error("stop requested during the prefetch");
+    this.adoptStrays(w);
     if (w.journal.pending(w.spec.localDir).length > 0) {
       // Changes an earlier run could not upload (crash, failed upload): try now, markers last.
       // A stop now lets this upload finish (it is the stop's upload); only abort cuts it.
       this.enter("recovering");
       await this.upload("recovery", "of changes left by an earlier run", this.abortUploads.signal);
+    }
+  }
+
+  /**
+   * Files written at the workdir's path while bucketfs was stopped (an engine still running)
+   * would be hidden by the mount: they become local changes of the workdir, or the start is
+   * refused when one conflicts with what the workdir has (nothing moved, nothing hidden).
+   */
+  private adoptStrays(w: Workdir): void {
+    const r = adoptStrays(w.target, w.spec.localDir);
+    if (r.conflicts.length > 0) {
+      throw new Error(
+        `${w.target} holds files written while bucketfs was stopped that conflict with the workdir: ` +
+          `${r.conflicts.slice(0, 10).join(", ")}${r.conflicts.length > 10 ? ` and ${r.conflicts.length - 10} more` : ""}. ` +
+          `Mounting would hide them: move them away (or merge them into ${w.spec.localDir} by hand) and start again`,
+      );
+    }
+    if (r.moved.length > 0) {
+      this.log.warn(
+        `${r.moved.length} entries were written to ${w.target} while bucketfs was stopped (${r.moved.slice(0, 5).join(", ")}` +
+          `${r.moved.length > 5 ? ", ..." : ""}); moved into the workdir as local changes, they are uploaded like any other`,
+      );
     }
   }
 

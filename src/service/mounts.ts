@@ -45,7 +45,15 @@ export function claimPidFile(pidFile: string, bucket: string): void {
         `${starting ? " that is starting at this moment" : ""} on the same cache (${pidFile}); stop it first, or give this one another cachepath`,
     );
   for (let attempt = 0; ; attempt++) {
-    const fd = openSync(pidFile, constants.O_RDWR | constants.O_CREAT | constants.O_NOFOLLOW, 0o600);
+    let fd: number;
+    try {
+      fd = openSync(pidFile, constants.O_RDWR | constants.O_CREAT | constants.O_NOFOLLOW, 0o600);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ELOOP") {
+        throw new Error(`${pidFile} is a symlink; bucketfs never follows symlinks in its cache. Fix: remove it (rm ${pidFile})`);
+      }
+      throw err;
+    }
     if (!fstatSync(fd).isFile()) {
       closeSync(fd);
       throw new Error(`${pidFile} is not a regular file; remove it`);

@@ -13,7 +13,7 @@ import type { BucketConfig, Config } from "../config/types.ts";
 import { openIndex } from "../cache/db.ts";
 import { fsSpace, readCacheUse } from "../cache/evictor.ts";
 import { RunLog, type RunRecord } from "../cache/runs.ts";
-import { EVENTS, cacheLayout, workdirOf, type Phase } from "./bucket-run.ts";
+import { EVENTS, cacheLayout, workdirOf } from "./bucket-run.ts";
 import type { OwnerStatus } from "./workdir-owner.ts";
 import { livePid, FSTYPE } from "./mounts.ts";
 import { walkWorkdir, type PendingFile, type UploadFailureRecord } from "./journal.ts";
@@ -22,10 +22,6 @@ import type { Unuploadable } from "./upload.ts";
 import { mountAt } from "../util/mountinfo.ts";
 import { fuseLine, fuseStatus, type FuseStatus } from "./fuse-counters.ts";
 import { errMsg, fmtBytes } from "../util/log.ts";
-
-function isPhase(p: string): p is Phase {
-  return Object.hasOwn(EVENTS, p);
-}
 
 /** Runs listed per bucket. */
 const STATUS_RUNS = 10;
@@ -284,12 +280,16 @@ export async function requestSync(config: Config, timeoutMs: number): Promise<nu
     console.log("no bucket has a workdir; nothing to upload");
     return 0;
   }
-  // A daemon that cannot take a sync now (starting, stopping) is refused here at once: before
-  // its index is open it could not even record the refusal.
+  // A daemon that could not record a refusal is refused here at once: one still starting (its
+  // run row is not there yet) or one already finished. Any other phase records its own verdict.
   let refusedNow = false;
   for (const b of withWorkdir) {
-    const phase = withIndex(b, (db) => new RunLog(db).lastDaemon()?.phase) ?? null;
-    const verdict = phase !== null && isPhase(phase) ? EVENTS[phase].sync : true;
+    const run = withIndex(b, (db) => new RunLog(db).lastDaemon());
+    const pid = livePid(cacheLayout(b).pid);
+    const phase = run?.phase ?? null;
+    let verdict: true | string = true;
+    if (pid !== undefined && (run === undefined || run.pid !== pid)) verdict = `bucketfs pid ${pid} is starting (not serving yet)`;
+    else if (phase === "closed" || phase === "failed") verdict = EVENTS[phase].sync;
     if (verdict !== true) {
       console.error(`${b.bucket}: sync refused: ${verdict}`);
       refusedNow = true;

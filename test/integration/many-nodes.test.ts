@@ -545,3 +545,34 @@ describe("messages that name the real cause", () => {
     expect(await winner.stop()).toBe(0);
   }, SLOW);
 });
+
+describe("nothing hidden under the mount", () => {
+  test("files written at the workdir's path while bucketfs was stopped become local changes and are uploaded; a conflict refuses the start", async () => {
+    const spec = await freshBucket();
+    const a = await node(spec);
+    writeFileSync(`${wd(a, spec)}/kept.txt`, "from the mount\n");
+    expect(await a.stop()).toBe(0);
+    // An engine still running writes into the plain directories where the mount was.
+    const under = wd(a, spec);
+    mkdirSync(`${under}/.snakemake/metadata`, { recursive: true });
+    writeFileSync(`${under}/.snakemake/metadata/job1`, "meta\n");
+    writeFileSync(`${under}/late.txt`, "late\n");
+    writeFileSync(`${a.mnt[spec.bucket]}/outside.txt`, "outside\n");
+    const a2 = await node(spec, { dir: a.dir });
+    expect(readFileSync(`${wd(a2, spec)}/.snakemake/metadata/job1`, "utf8")).toBe("meta\n");
+    expect(readFileSync(`${wd(a2, spec)}/late.txt`, "utf8")).toBe("late\n");
+    expect(a2.log()).toContain("outside.txt"); // reported: the mount hides it
+    expect(await a2.stop()).toBe(0);
+    expect((await s3.head(spec.bucket, "wd/.snakemake/metadata/job1"))?.size).toBe(5);
+    expect((await s3.head(spec.bucket, "wd/late.txt"))?.size).toBe(5);
+    expect(existsSync(`${under}/late.txt`)).toBe(false); // moved, not copied
+
+    // A stray file where the workdir already has one: the start is refused, nothing moved or hidden.
+    writeFileSync(`${under}/kept.txt`, "a different kept.txt\n");
+    const a3 = await node(spec, { dir: a.dir, expectFailure: true });
+    expect(await exitCode(a3)).toBe(1);
+    expect(a3.log()).toContain("conflict with the workdir: kept.txt");
+    expect(readFileSync(`${under}/kept.txt`, "utf8")).toBe("a different kept.txt\n");
+    await a3.cleanup();
+  }, SLOW);
+});
