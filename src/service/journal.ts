@@ -239,7 +239,7 @@ interface FailureRow {
  * configured workdir never lets an old baseline vouch for unrelated files.
  */
 /** Lists kept per workdir for `status --json`. */
-export type WorkdirNote = "unreadable" | "unuploadable";
+export type WorkdirNote = "unreadable" | "unuploadable" | "lastUpload" | "lastPrefetch";
 
 const WD_NOTES_DDL = `CREATE TABLE IF NOT EXISTS wd_notes (
   scope TEXT NOT NULL, name TEXT NOT NULL, value TEXT NOT NULL, updated_ms INTEGER NOT NULL,
@@ -274,24 +274,29 @@ export class WorkdirJournal {
   }
 
   /**
-   * A named list the daemon keeps for `status --json` (e.g. keys prefetch could not read,
-   * files that cannot be uploaded). Replaced whole; best effort like the lease.
+   * A named value the daemon keeps for `status --json` (keys prefetch could not read, files
+   * that cannot be uploaded, the last upload's outcome). Replaced whole; best effort like the lease.
    */
-  saveNote(name: WorkdirNote, value: unknown[]): void {
+  saveNote(name: WorkdirNote, value: unknown): void {
     bestEffort(this.db, () =>
       this.db.query("INSERT OR REPLACE INTO wd_notes (scope, name, value, updated_ms) VALUES (?, ?, ?, ?)").run(this.scope, name, JSON.stringify(value), Date.now()),
     );
   }
 
-  /** The list saved under `name`, or [] (none, or an index without notes). */
-  note<T>(name: WorkdirNote): T[] {
+  /** The value saved under `name`, or null (none, or an index without notes). */
+  note(name: WorkdirNote): unknown {
     try {
       const row = this.db.query<{ value: string }, [string, string]>("SELECT value FROM wd_notes WHERE scope = ? AND name = ?").get(this.scope, name);
-      const v = row ? (JSON.parse(row.value) as unknown) : [];
-      return Array.isArray(v) ? (v as T[]) : [];
+      return row ? (JSON.parse(row.value) as unknown) : null;
     } catch {
-      return [];
+      return null;
     }
+  }
+
+  /** The list saved under `name`, or []. */
+  noteList<T>(name: WorkdirNote): T[] {
+    const v = this.note(name);
+    return Array.isArray(v) ? (v as T[]) : [];
   }
 
   /** Records the workdir lease's state for `status` (best effort: a full disk only loses the display). */

@@ -2,8 +2,10 @@
  * Workdir prefetch: makes the workdir cache dir hold every object under the workdir prefix
  * before anything is mounted.
  *
- * Is: list → decide per key → parallel download into same-directory temp files → restore
- * mtime/mode → atomic rename → record the baseline. All-or-nothing in the sense that
+ * Is: one `PrefetchRun` in named steps: list → read the commit record → directories →
+ * decide per key → parallel download into same-directory temp files (restore mtime/mode,
+ * atomic rename, record the baseline) → restore symlinks → finish (the run row and
+ * `status --json`'s `lastPrefetch`). Names the record maps (names.ts) get their original bytes back. All-or-nothing in the sense that
  * matters: a download failure that puts the workdir's content in doubt (auth, 5xx after the
  * store's retries, the local disk) cancels the rest, removes temp files and throws (the mount
  * must not start); files already complete stay complete, nothing half-written is ever
@@ -32,7 +34,7 @@ import { CacheRootError, mkdirsUnder, tempNameFor } from "../cache/cache-root.ts
 import { objectMode, storedMtimeS } from "../store/meta.ts";
 import { StoreError, type ObjectInfo, type ObjectStore } from "../store/types.ts";
 import { errMsg, fmtBytes, type Logger } from "../util/log.ts";
-import { isReservedPath, prefetchPlan, type CommitRecord } from "./commit-record.ts";
+import { isReservedPath, prefetchPlan, type CommitRecord, type PrefetchPlan } from "./commit-record.ts";
 import { isErrno, lstatBig, stampOf, walkWorkdir, type WorkdirJournal } from "./journal.ts";
 import { loadLatestRecord } from "./workdir-record.ts";
 import { LocalNames } from "./names.ts";
@@ -67,6 +69,8 @@ export interface UnreadableKey {
 export interface PrefetchReport {
   /** Remote regular objects considered (after skipping unusable keys). */
   remoteFiles: number;
+  /** Of those, how many were to be downloaded (missing locally, or changed in S3). */
+  toDownload: number;
   downloaded: number;
   downloadedBytes: number;
   /** Clean local files whose remote ETag is unchanged. */
@@ -90,6 +94,12 @@ export interface PrefetchReport {
   seconds: number;
   bytesPerSec: number;
 }
+
+/** What `status --json` shows of the last successful prefetch (`workdir.lastPrefetch`). */
+export type LastPrefetch = { finishedMs: number } & Pick<
+  PrefetchReport,
+  "remoteFiles" | "toDownload" | "downloaded" | "upToDate" | "keptLocal" | "skipped" | "skippedDeleted" | "unreadable" | "restoredSymlinks" | "restoredDirs"
+>;
 
 /** Log a progress line at most this often. */
 export const PROGRESS_LOG_INTERVAL_MS = 5000;
@@ -205,6 +215,10 @@ function rate(bytes: number, seconds: number): string {
   return seconds > 0 ? `${fmtBytes(Math.round(bytes / seconds))}/s` : "-";
 }
 
+/**
+ * Makes the workdir cache dir hold every object under the prefix (see the header). Throws
+ * PrefetchError when the start must not go on.
+ */
 export async function prefetchWorkdir(
   store: ObjectStore,
   journal: WorkdirJournal,
@@ -212,115 +226,159 @@ export async function prefetchWorkdir(
   log: Logger,
   signal?: AbortSignal,
 ): Promise<PrefetchReport> {
-  const { prefix, localDir } = spec;
+  const { prefix } = spec;
   if (!prefix.endsWith("/") || keyProblem(prefix) !== null) throw new PrefetchError(`invalid workdir prefix ${JSON.stringify(prefix)}`);
   if (journal.scope !== prefix) throw new PrefetchError(`journal scope ${JSON.stringify(journal.scope)} does not match workdir prefix ${JSON.stringify(prefix)}`);
-  const concurrency = Math.max(1, Math.min(MAX_CONCURRENCY, Math.floor(spec.concurrency)));
-  const where = `s3://${store.bucket}/${prefix}`;
-  const t0 = performance.now();
+  return new PrefetchRun(store, journal, spec, log, signal).run();
+}
 
-  mkdirSync(localDir, { recursive: true });
-  const staleTempFilesRemoved = removeStaleTemps(localDir, log);
-  const runId = journal.startRun("prefetch");
+/** What the listing found under the prefix. */
+interface Listed {
+  files: Map<string, ObjectInfo>;
+  dirs: Set<string>;
+  reservedKeys: string[];
+}
 
-  const report: PrefetchReport = {
-    remoteFiles: 0,
-    downloaded: 0,
-    downloadedBytes: 0,
-    upToDate: 0,
-    keptLocal: [],
-    skipped: [],
-    unreadable: [],
-    directories: 0,
-    staleTempFilesRemoved,
-    record: null,
-    skippedDeleted: [],
-    restoredSymlinks: 0,
-    restoredDirs: 0,
-    seconds: 0,
-    bytesPerSec: 0,
-  };
-  const skip = (key: string, reason: string): void => {
-    report.skipped.push({ key, reason });
-    log.warn(`skipping s3://${store.bucket}/${key}: ${reason}`);
-  };
+/** One prefetch, step by step: list → record → directories → decide → download → restore → finish. */
+class PrefetchRun {
+  private readonly report: PrefetchReport;
+  private readonly prefix: string;
+  private readonly localDir: string;
+  private readonly where: string;
+  private readonly t0 = performance.now();
+  private readonly concurrency: number;
+  private names = new LocalNames();
+  /** Directories made (or found) real, and those that cannot be (with why). */
+  private readonly created = new Set<string>();
+  private readonly blockedDirs = new Map<string, string>();
 
-  try {
-    // 1. List and classify.
-    log.info(`prefetch ${where} -> ${localDir}: listing`);
-    const files = new Map<string, ObjectInfo>();
-    const dirs = new Set<string>();
-    const reservedKeys: string[] = [];
+  constructor(
+    private readonly store: ObjectStore,
+    private readonly journal: WorkdirJournal,
+    private readonly spec: WorkdirSpec,
+    private readonly log: Logger,
+    private readonly signal: AbortSignal | undefined,
+  ) {
+    this.prefix = spec.prefix;
+    this.localDir = spec.localDir;
+    this.where = `s3://${store.bucket}/${spec.prefix}`;
+    this.concurrency = Math.max(1, Math.min(MAX_CONCURRENCY, Math.floor(spec.concurrency)));
+    this.report = {
+      remoteFiles: 0, toDownload: 0, downloaded: 0, downloadedBytes: 0, upToDate: 0, keptLocal: [], skipped: [], unreadable: [], directories: 0,
+      staleTempFilesRemoved: 0, record: null, skippedDeleted: [], restoredSymlinks: 0, restoredDirs: 0, seconds: 0, bytesPerSec: 0,
+    };
+  }
+
+  async run(): Promise<PrefetchReport> {
+    const { report, journal, localDir, log } = this;
+    mkdirSync(localDir, { recursive: true });
+    report.staleTempFilesRemoved = removeStaleTemps(localDir, log);
+    const runId = journal.startRun("prefetch");
     try {
-      for await (const obj of store.listAll(prefix, signal)) {
+      const listed = await this.list();
+      const plan = await this.readRecord(listed);
+      this.makeDirs(listed.dirs);
+      const { jobs, plannedBytes } = this.decide(listed.files, plan);
+      await this.download(jobs, plannedBytes);
+      restoreSymlinks(localDir, plan.symlinks, this.created, report, log, this.names);
+      report.restoredDirs = plan.dirs.filter((d) => this.created.has(d)).length;
+      this.finish(runId);
+      return report;
+    } catch (err) {
+      throw this.failed(runId, err);
+    }
+  }
+
+  private skip(key: string, reason: string): void {
+    this.report.skipped.push({ key, reason });
+    this.log.warn(`skipping s3://${this.store.bucket}/${key}: ${reason}`);
+  }
+
+  /** Step 1: list the prefix; keys that cannot be local paths are skipped, bucketfs' own set apart. */
+  private async list(): Promise<Listed> {
+    const { prefix, log } = this;
+    log.info(`prefetch ${this.where} -> ${this.localDir}: listing`);
+    const out: Listed = { files: new Map(), dirs: new Set(), reservedKeys: [] };
+    try {
+      for await (const obj of this.store.listAll(prefix, this.signal)) {
         const rel = obj.key.slice(prefix.length);
         if (!obj.key.startsWith(prefix) || rel === "") continue; // the prefix's own marker
         if (isReservedPath(rel)) {
-          reservedKeys.push(obj.key); // bucketfs' lease and commit records, never workdir files
+          out.reservedKeys.push(obj.key); // bucketfs' lease and commit records, never workdir files
           continue;
         }
         const problem = keyProblem(rel);
         if (problem) {
-          skip(obj.key, `unusable as a local path (${describeProblem(problem)})`);
+          this.skip(obj.key, `unusable as a local path (${describeProblem(problem)})`);
           continue;
         }
         if (rel.endsWith("/")) {
-          dirs.add(rel.slice(0, -1));
+          out.dirs.add(rel.slice(0, -1));
           continue;
         }
-        files.set(rel, obj);
+        out.files.set(rel, obj);
         const parts = rel.split("/");
-        for (let i = 1; i < parts.length; i++) dirs.add(parts.slice(0, i).join("/"));
+        for (let i = 1; i < parts.length; i++) out.dirs.add(parts.slice(0, i).join("/"));
       }
     } catch (err) {
-      throw new PrefetchError(`prefetch of ${where} failed: listing failed: ${errMsg(err)}`, { cause: err });
+      throw new PrefetchError(`prefetch of ${this.where} failed: listing failed: ${errMsg(err)}`, { cause: err });
     }
-    try {
-      report.record = await loadLatestRecord(store, prefix, reservedKeys, log, signal);
-    } catch (err) {
-      throw new PrefetchError(`prefetch of ${where} failed: reading the commit record failed: ${errMsg(err)}`, { cause: err });
-    }
-    const plan = prefetchPlan(report.record, files.values());
-    const names = new LocalNames(report.record?.names ?? []);
-    for (const rel of plan.dirs) {
-      if (keyProblem(rel) === null) dirs.add(rel);
-    }
-    for (const rel of [...files.keys()]) {
-      if (dirs.has(rel)) {
-        files.delete(rel);
-        skip(prefix + rel, `both a file and a directory (${prefix}${rel}/...) exist; the directory wins`);
-      }
-    }
+    return out;
+  }
 
-    // 2. Directories (shortest first, so parents exist before children).
-    const created = new Set<string>();
-    const blockedDirs = new Map<string, string>();
+  /** Step 2: the latest commit record: deletions to respect, symlinks, empty dirs, original names. */
+  private async readRecord(listed: Listed): Promise<PrefetchPlan> {
+    const { report, prefix } = this;
+    try {
+      report.record = await loadLatestRecord(this.store, prefix, listed.reservedKeys, this.log, this.signal);
+    } catch (err) {
+      throw new PrefetchError(`prefetch of ${this.where} failed: reading the commit record failed: ${errMsg(err)}`, { cause: err });
+    }
+    const plan = prefetchPlan(report.record, listed.files.values());
+    this.names = new LocalNames(report.record?.names ?? []);
+    for (const rel of plan.dirs) {
+      if (keyProblem(rel) === null) listed.dirs.add(rel);
+    }
+    for (const rel of [...listed.files.keys()]) {
+      if (listed.dirs.has(rel)) {
+        listed.files.delete(rel);
+        this.skip(prefix + rel, `both a file and a directory (${prefix}${rel}/...) exist; the directory wins`);
+      }
+    }
+    return plan;
+  }
+
+  /** Step 3: directories, shortest first (parents before children), never through a symlink. */
+  private makeDirs(dirs: Set<string>): void {
     for (const d of [...dirs].sort((a, b) => a.length - b.length || (a < b ? -1 : 1))) {
       const parent = d.includes("/") ? d.slice(0, d.lastIndexOf("/")) : "";
-      const parentBlock = blockedDirs.get(parent);
+      const parentBlock = this.blockedDirs.get(parent);
       if (parentBlock !== undefined) {
-        blockedDirs.set(d, parentBlock);
+        this.blockedDirs.set(d, parentBlock);
         continue;
       }
-      const reason = ensureRealDir(localDir, d, created, names);
+      const reason = ensureRealDir(this.localDir, d, this.created, this.names);
       if (reason !== null) {
-        blockedDirs.set(d, reason);
-        log.warn(`cannot create directory ${d}: ${reason}; remote objects under ${prefix}${d}/ are skipped`);
-      } else report.directories++;
+        this.blockedDirs.set(d, reason);
+        this.log.warn(`cannot create directory ${d}: ${reason}; remote objects under ${this.prefix}${d}/ are skipped`);
+      } else this.report.directories++;
     }
+  }
 
-    // 3. Decide per file.
+  /** Step 4: per remote file, against the journal baseline (rules (a)-(d) of the header). */
+  private decide(files: Map<string, ObjectInfo>, plan: PrefetchPlan): { jobs: DownloadJob[]; plannedBytes: number } {
+    const { report, journal, log } = this;
     const jobs: DownloadJob[] = [];
     let plannedBytes = 0;
     for (const [rel, obj] of [...files].sort(([a], [b]) => (a < b ? -1 : 1))) {
       report.remoteFiles++;
       const parent = rel.includes("/") ? rel.slice(0, rel.lastIndexOf("/")) : "";
-      const block = blockedDirs.get(parent);
+      const block = this.blockedDirs.get(parent);
       if (block !== undefined) {
         report.skipped.push({ key: obj.key, reason: block });
         continue;
       }
-      const abs = localPath(localDir, rel, names);
+      const abs = localPath(this.localDir, rel, this.names);
       const st = lstatBig(abs);
       if (st === null && plan.skipDeleted.has(rel)) {
         report.skippedDeleted.push(rel);
@@ -348,27 +406,35 @@ export async function prefetchWorkdir(
       jobs.push({ rel, abs, obj });
       plannedBytes += obj.size;
     }
+    report.toDownload = jobs.length;
     log.info(
-      `prefetch ${where}: ${report.remoteFiles} files, ${jobs.length} to download (${fmtBytes(plannedBytes)}), ` +
+      `prefetch ${this.where}: ${report.remoteFiles} files, ${jobs.length} to download (${fmtBytes(plannedBytes)}), ` +
         `${report.upToDate} up to date, ${report.keptLocal.length} kept local, ${report.skipped.length} skipped`,
     );
+    return { jobs, plannedBytes };
+  }
 
-    // 4. Download with bounded concurrency; first failure cancels the rest.
-    const ac = linkSignals(signal);
+  /**
+   * Step 5: download with bounded concurrency; the first failure that puts the content in doubt
+   * cancels the rest and throws. A listed key answered 404 twice is skipped and reported.
+   */
+  private async download(jobs: DownloadJob[], plannedBytes: number): Promise<void> {
+    const { report, journal, log, store, localDir } = this;
+    const ac = linkSignals(this.signal);
     let firstError: PrefetchError | null = null;
     const inflight = new Map<string, number>();
     let doneBytes = 0;
     let lastLog = performance.now();
-    const progress = (final: boolean): void => {
+    const progress = (): void => {
       const now = performance.now();
-      if (!final && now - lastLog < PROGRESS_LOG_INTERVAL_MS) return;
+      if (now - lastLog < PROGRESS_LOG_INTERVAL_MS) return;
       lastLog = now;
       let bytes = doneBytes;
       for (const b of inflight.values()) bytes += b;
-      const secs = (now - t0) / 1000;
-      log.info(`prefetch ${where}: ${report.downloaded}/${jobs.length} files, ${fmtBytes(bytes)}/${fmtBytes(plannedBytes)}, ${rate(bytes, secs)}`);
+      const secs = (now - this.t0) / 1000;
+      log.info(`prefetch ${this.where}: ${report.downloaded}/${jobs.length} files, ${fmtBytes(bytes)}/${fmtBytes(plannedBytes)}, ${rate(bytes, secs)}`);
     };
-    const ticker = setInterval(() => progress(false), PROGRESS_LOG_INTERVAL_MS);
+    const ticker = setInterval(progress, PROGRESS_LOG_INTERVAL_MS);
 
     const notFound = (err: unknown): boolean => err instanceof StoreError && err.kind === "not-found";
     /** The download; a 404 for a listed key is tried once more, then reported and skipped (null). */
@@ -424,8 +490,8 @@ export async function prefetchWorkdir(
         log.debug(`downloaded ${job.obj.key} (${fmtBytes(info.size)})`);
       } catch (err) {
         if (firstError === null) {
-          const cause = ac.signal.aborted && signal?.aborted ? "cancelled" : errMsg(err);
-          firstError = new PrefetchError(`prefetch of ${where} failed: bucket ${store.bucket}, key ${job.obj.key}: ${cause}`, { cause: err });
+          const cause = ac.signal.aborted && this.signal?.aborted ? "cancelled" : errMsg(err);
+          firstError = new PrefetchError(`prefetch of ${this.where} failed: bucket ${store.bucket}, key ${job.obj.key}: ${cause}`, { cause: err });
           ac.abort(firstError);
         }
       } finally {
@@ -436,7 +502,7 @@ export async function prefetchWorkdir(
 
     try {
       // downloadOne never throws; after the first failure (or an abort) the rest are skipped.
-      await runAll(jobs, concurrency, async (job) => {
+      await runAll(jobs, this.concurrency, async (job) => {
         if (firstError === null && !ac.signal.aborted) await downloadOne(job);
       });
     } finally {
@@ -444,43 +510,52 @@ export async function prefetchWorkdir(
       ac.dispose();
     }
     if (firstError === null && ac.signal.aborted) {
-      firstError = new PrefetchError(`prefetch of ${where} cancelled`, { cause: ac.signal.reason });
+      firstError = new PrefetchError(`prefetch of ${this.where} cancelled`, { cause: ac.signal.reason });
     }
     if (firstError !== null) throw firstError;
+  }
 
-    restoreSymlinks(localDir, plan.symlinks, created, report, log, names);
-    report.restoredDirs = plan.dirs.filter((d) => created.has(d)).length;
-    report.seconds = (performance.now() - t0) / 1000;
+  /** Step 7: the summary line, the run row, and the unreadable keys for `status --json`. */
+  private finish(runId: number | undefined): void {
+    const { report, journal, log } = this;
+    report.seconds = (performance.now() - this.t0) / 1000;
     report.bytesPerSec = report.seconds > 0 ? report.downloadedBytes / report.seconds : 0;
-    progress(true);
     log.info(
-      `prefetch ${where} done: ${report.downloaded} downloaded (${fmtBytes(report.downloadedBytes)}, ${rate(report.downloadedBytes, report.seconds)}), ` +
+      `prefetch ${this.where} done: ${report.downloaded} downloaded (${fmtBytes(report.downloadedBytes)}, ${rate(report.downloadedBytes, report.seconds)}), ` +
         `${report.upToDate} up to date, ${report.keptLocal.length} kept local, ${report.skipped.length} skipped, ` +
         `${report.unreadable.length} unreadable, ` +
         `${report.skippedDeleted.length} deleted since the last commit, ${report.restoredSymlinks} symlinks restored, ${report.seconds.toFixed(1)} s`,
     );
     journal.saveNote("unreadable", report.unreadable);
+    const last: LastPrefetch = {
+      finishedMs: Date.now(), remoteFiles: report.remoteFiles, toDownload: report.toDownload, downloaded: report.downloaded,
+      upToDate: report.upToDate, keptLocal: report.keptLocal, skipped: report.skipped, skippedDeleted: report.skippedDeleted,
+      unreadable: report.unreadable, restoredSymlinks: report.restoredSymlinks, restoredDirs: report.restoredDirs,
+    };
+    journal.saveNote("lastPrefetch", last);
     journal.finishRun(runId, "ok", {
       files: report.downloaded, bytes: report.downloadedBytes, failed: 0,
       ...(report.unreadable.length > 0 ? { message: `${report.unreadable.length} listed keys unreadable (404), e.g. ${report.unreadable[0]!.key}` } : {}),
     });
-    return report;
-  } catch (err) {
-    const e = err instanceof PrefetchError ? err : new PrefetchError(`prefetch of ${where} failed: ${errMsg(err)}`, { cause: err });
-    // Belt and braces: no temp file survives a failed prefetch.
+  }
+
+  /** A failed prefetch: no temp file survives, the run row says why; returns the error to throw. */
+  private failed(runId: number | undefined, err: unknown): PrefetchError {
+    const { report, log } = this;
+    const e = err instanceof PrefetchError ? err : new PrefetchError(`prefetch of ${this.where} failed: ${errMsg(err)}`, { cause: err });
     try {
-      removeStaleTemps(localDir, log);
+      removeStaleTemps(this.localDir, log);
     } catch {
       /* already reported by the primary error */
     }
-    journal.finishRun(runId, signal?.aborted ? "aborted" : "failed", {
+    this.journal.finishRun(runId, this.signal?.aborted ? "aborted" : "failed", {
       files: report.downloaded,
       bytes: report.downloadedBytes,
       failed: 1,
       message: e.message,
     });
-    if (signal?.aborted) log.info(`prefetch of ${where} stopped: ${report.downloaded} files downloaded before the stop`);
+    if (this.signal?.aborted) log.info(`prefetch of ${this.where} stopped: ${report.downloaded} files downloaded before the stop`);
     else log.error(e.message);
-    throw e;
+    return e;
   }
 }

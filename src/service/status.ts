@@ -17,8 +17,8 @@ import { EVENTS, cacheLayout, workdirOf } from "./bucket-run.ts";
 import type { OwnerStatus } from "./workdir-owner.ts";
 import { livePid, FSTYPE } from "./mounts.ts";
 import { walkWorkdir, type PendingFile, type UploadFailureRecord } from "./journal.ts";
-import type { UnreadableKey } from "./prefetch.ts";
-import type { Unuploadable } from "./upload.ts";
+import type { LastPrefetch, UnreadableKey } from "./prefetch.ts";
+import type { LastUpload, Unuploadable } from "./upload.ts";
 import { mountAt } from "../util/mountinfo.ts";
 import { fuseLine, fuseStatus, type FuseStatus } from "./fuse-counters.ts";
 import { errMsg, fmtBytes } from "../util/log.ts";
@@ -51,6 +51,10 @@ export interface BucketStatus {
     unreadable: UnreadableKey[];
     /** Files the last upload could not give S3 under their names (key too long, name refused). */
     unuploadable: Unuploadable[];
+    /** The last upload run (stop, sync, recovery) file by file: failed, held back, skipped; null before any. */
+    lastUpload: LastUpload | null;
+    /** The last successful prefetch: counts, kept local changes, skipped keys; null before any. */
+    lastPrefetch: LastPrefetch | null;
     failures: UploadFailureRecord[];
     /** The workdir lease as the daemon last recorded it (null before any daemon took it). */
     lease: (OwnerStatus & { updatedMs: number }) | null;
@@ -197,8 +201,10 @@ export function bucketStatus(b: BucketConfig): BucketStatus {
         target: w.target, localDir: w.spec.localDir, pending,
         pendingBytes: pending.reduce((n, p) => n + p.size, 0),
         problems: walk.problems.map((p) => ({ path: p.rel, error: p.error })),
-        unreadable: w.journal.note<UnreadableKey>("unreadable"),
-        unuploadable: w.journal.note<Unuploadable>("unuploadable"),
+        unreadable: w.journal.noteList<UnreadableKey>("unreadable"),
+        unuploadable: w.journal.noteList<Unuploadable>("unuploadable"),
+        lastUpload: (w.journal.note("lastUpload") as LastUpload | null) ?? null,
+        lastPrefetch: (w.journal.note("lastPrefetch") as LastPrefetch | null) ?? null,
         failures: w.journal.failures(),
         lease: leaseOf(w.journal.lease()),
       };

@@ -1,12 +1,16 @@
 /**
  * Workdir upload: pushes local changes of the workdir cache dir back to S3 (at shutdown).
  *
- * Is: walk (lstat, never following symlinks) → keep regular files whose stamp differs from
- * the journal baseline → parallel uploads (one attempt per file: the store's request path
- * retries every S3 request, the only retry policy in bucketfs) → baseline update per
- * success. Marker files (`spec.lastUploadFile`, e.g. Nextflow's `.exitcode`) go only after
- * EVERY other file succeeded, so a marker in S3 proves its outputs are there; if anything
- * failed, all markers are held back and stay dirty for the next run.
+ * Is: one `UploadRun` in named steps: classify (walk with lstat, never following symlinks;
+ * regular files whose stamp differs from the journal baseline; names mapped by names.ts, keys
+ * over S3's limit set apart as unuploadable) → upload the files (parallel, one attempt per
+ * file: the store's request path retries every S3 request, the only retry policy in
+ * bucketfs; baseline update per success) → the commit record → the markers → finish (the run
+ * row and `status --json`'s `lastUpload`). Every file and the record run under the lease's
+ * fence (`UploadFence`): once it fires nothing more is sent. Marker files
+ * (`spec.lastUploadFile`, e.g. Nextflow's `.exitcode`) go only after EVERY other file
+ * succeeded, so a marker in S3 proves its outputs are there; if anything failed, all
+ * markers are held back and stay dirty for the next run.
  * Is not: a sync. It never deletes anything remotely, never uploads symlinks, fifos,
  * sockets or devices (they are listed as skipped), and never throws for a per-file failure:
  * failures are in the report, the caller picks the exit code.
@@ -156,134 +160,219 @@ function openable(abs: string | Buffer): { path: string; close(): void } {
   return { path: `/proc/self/fd/${fd}`, close: () => closeSync(fd) };
 }
 
+/** Paths of `LastUpload.order` kept (the first ones and the last 1,000, where the markers are). */
+export const LAST_UPLOAD_ORDER_MAX = 10_000;
+
+/** What `status --json` shows of the last upload run (`workdir.lastUpload`). */
+export interface LastUpload {
+  kind: Exclude<TransferKind, "prefetch">;
+  finishedMs: number;
+  ok: boolean;
+  uploaded: number;
+  /** Regular files equal to their baseline (not uploaded). */
+  unchanged: number;
+  /** Paths in the order their uploads completed, markers last (the first LAST_UPLOAD_ORDER_MAX). */
+  order: string[];
+  failed: UploadFailure[];
+  unuploadable: Unuploadable[];
+  markersUploaded: string[];
+  markersHeldBack: string[];
+  /** Non-regular entries and files gone before their upload (not uploaded). */
+  skipped: SkippedEntry[];
+  aborted: boolean;
+  fenced: string | null;
+  record: string | null;
+}
+
+/**
+ * Pushes the workdir's local changes to S3 (see the header). Never throws for a per-file
+ * failure: the report says what happened, the caller picks the exit code.
+ */
 export async function uploadWorkdir(
   store: ObjectStore,
   journal: WorkdirJournal,
   spec: WorkdirSpec,
   log: Logger,
-  opts?: UploadOptions,
+  opts: UploadOptions = {},
 ): Promise<UploadReport> {
-  const { prefix, localDir } = spec;
-  const fence = opts?.fence;
-  const link = linkSignals(opts?.signal, fence?.signal);
-  const signal = link.signal;
-  const aborted = (): boolean => opts?.signal?.aborted === true;
-  const concurrency = Math.max(1, Math.min(MAX_CONCURRENCY, Math.floor(spec.concurrency)));
-  const where = `s3://${store.bucket}/${prefix}`;
-  const t0 = performance.now();
-  const report: UploadReport = {
-    uploaded: 0,
-    uploadedBytes: 0,
-    seconds: 0,
-    bytesPerSec: 0,
-    order: [],
-    unchanged: 0,
-    skipped: [],
-    failed: [],
-    unuploadable: [],
-    markersUploaded: [],
-    markersHeldBack: [],
-    record: null,
-    aborted: false,
-    fenced: null,
-    ok: false,
+  return new UploadRun(store, journal, spec, log, opts).run();
+}
+
+/** One upload run, step by step: classify → files → commit record → markers → finish. */
+class UploadRun {
+  private readonly report: UploadReport = {
+    uploaded: 0, uploadedBytes: 0, seconds: 0, bytesPerSec: 0, order: [], unchanged: 0, skipped: [], failed: [],
+    unuploadable: [], markersUploaded: [], markersHeldBack: [], record: null, aborted: false, fenced: null, ok: false,
   };
-  if (journal.scope !== prefix) {
-    report.failed.push({ path: ".", error: `journal scope ${JSON.stringify(journal.scope)} does not match workdir prefix ${JSON.stringify(prefix)}` });
-    log.error(report.failed[0]?.error ?? "");
-    link.dispose();
+  private readonly prefix: string;
+  private readonly where: string;
+  private readonly t0 = performance.now();
+  private readonly link: ReturnType<typeof linkSignals>;
+  private readonly concurrency: number;
+  /** Files S3 cannot take hold back the markers (`unuploadable_holds_markers`). */
+  private readonly holds: boolean;
+  private files: Candidate[] = [];
+  private markers: Candidate[] = [];
+  // Progress.
+  private phase: UploadProgress["phase"] = "files";
+  private doneBytes = 0;
+  private filesDone = 0;
+  private bytesTotal = 0;
+  private readonly inflight = new Map<string, number>();
+  private lastCb = 0;
+  private lastLog = performance.now();
+  // "S3 looks unreachable": after this many exhausted files in a row, the rest are not attempted.
+  private exhaustedInARow = 0;
+  private unreachable = "";
+
+  constructor(
+    private readonly store: ObjectStore,
+    private readonly journal: WorkdirJournal,
+    private readonly spec: WorkdirSpec,
+    private readonly log: Logger,
+    private readonly opts: UploadOptions,
+  ) {
+    this.prefix = spec.prefix;
+    this.where = `s3://${store.bucket}/${spec.prefix}`;
+    this.link = linkSignals(opts.signal, opts.fence?.signal);
+    this.concurrency = Math.max(1, Math.min(MAX_CONCURRENCY, Math.floor(spec.concurrency)));
+    this.holds = spec.unuploadableHoldsMarkers !== false;
+  }
+
+  async run(): Promise<UploadReport> {
+    const { report, journal, prefix } = this;
+    if (journal.scope !== prefix) {
+      report.failed.push({ path: ".", error: `journal scope ${JSON.stringify(journal.scope)} does not match workdir prefix ${JSON.stringify(prefix)}` });
+      this.log.error(report.failed[0]?.error ?? "");
+      this.link.dispose();
+      return report;
+    }
+    const runId = journal.startRun(this.opts.kind ?? "upload");
+    const ticker = setInterval(() => this.logProgress(), PROGRESS_LOG_INTERVAL_MS);
+    try {
+      this.classify();
+      await this.uploadAll(this.files);
+      report.aborted = this.aborted();
+      if (this.blocking() === 0 && !report.aborted) await this.writeCommitRecord();
+      await this.uploadMarkers();
+    } finally {
+      clearInterval(ticker);
+      this.link.dispose();
+    }
+    this.finish(runId);
     return report;
   }
-  const runId = journal.startRun(opts?.kind ?? "upload");
 
-  // 1. Walk and classify.
-  const walk = walkWorkdir(localDir);
-  for (const p of walk.problems) report.failed.push({ path: p.rel, error: p.error });
-  for (const t of walk.tempFiles) log.debug(`skipping prefetch temp file ${t}`);
-  if (walk.reserved) log.warn(`not uploading ${localDir}/${RESERVED_DIR}: the name is reserved for bucketfs' lease and commit records`);
-  const files: Candidate[] = [];
-  const markers: Candidate[] = [];
-  const holds = spec.unuploadableHoldsMarkers !== false;
-  const cannotUpload = (path: string, reason: string): void => {
-    report.unuploadable.push({ path, reason });
-    journal.noteFailure(path, `cannot be uploaded: ${reason}`, false);
-    // Said once per upload, with the way out.
-    log.error(
-      `cannot upload ${path}: ${reason}. ${holds ? "It holds back the markers and the lease" : "Left out (unuploadable_holds_markers = no)"}; ` +
-        `rename or remove it in ${localDir}${holds ? ", or set unuploadable_holds_markers = no" : ""} (docs/SEMANTICS.md "Names")`,
+  private get signal(): AbortSignal {
+    return this.link.signal;
+  }
+
+  private aborted(): boolean {
+    return this.opts.signal?.aborted === true;
+  }
+
+  /** Files that keep the markers back (and the upload incomplete). */
+  private blocking(): number {
+    return this.report.failed.length + (this.holds ? this.report.unuploadable.length : 0);
+  }
+
+  /** Step 1: walk the workdir; changed regular files (markers apart) are the candidates. */
+  private classify(): void {
+    const { report, journal, spec, log, prefix } = this;
+    const walk = walkWorkdir(spec.localDir);
+    for (const p of walk.problems) report.failed.push({ path: p.rel, error: p.error });
+    for (const t of walk.tempFiles) log.debug(`skipping prefetch temp file ${t}`);
+    if (walk.reserved) log.warn(`not uploading ${spec.localDir}/${RESERVED_DIR}: the name is reserved for bucketfs' lease and commit records`);
+    for (const e of walk.entries) {
+      if (e.kind !== "file") {
+        report.skipped.push({ path: e.rel, kind: e.kind });
+        continue;
+      }
+      if (!journal.isDirty(e.rel, e.stamp)) {
+        report.unchanged++;
+        continue;
+      }
+      const tooLong = keyTooLong(prefix + e.rel);
+      if (tooLong !== null) {
+        this.cannotUpload(e.rel, tooLong);
+        continue;
+      }
+      (basename(e.rel) === spec.lastUploadFile ? this.markers : this.files).push({ rel: e.rel, abs: e.abs, size: e.stamp.size });
+    }
+    if (report.skipped.length > 0) {
+      const byKind = new Map<string, number>();
+      for (const s of report.skipped) byKind.set(s.kind, (byKind.get(s.kind) ?? 0) + 1);
+      log.info(`not uploading ${report.skipped.length} non-regular entries (${[...byKind].map(([k, n]) => `${n} ${k}`).join(", ")})`);
+      for (const s of report.skipped) log.debug(`not uploading ${s.kind} ${s.path}`);
+    }
+    for (const p of walk.problems) log.error(`cannot upload ${p.rel}: ${p.error}`);
+    this.bytesTotal = [...this.files, ...this.markers].reduce((n, c) => n + c.size, 0);
+    log.info(
+      `upload ${spec.localDir} -> ${this.where}: ${this.filesTotal} changed files (${fmtBytes(this.bytesTotal)}, ${this.markers.length} markers), ` +
+        `${report.unchanged} unchanged, concurrency ${this.concurrency}`,
     );
-  };
-  for (const e of walk.entries) {
-    if (e.kind !== "file") {
-      report.skipped.push({ path: e.rel, kind: e.kind });
-      continue;
-    }
-    if (!journal.isDirty(e.rel, e.stamp)) {
-      report.unchanged++;
-      continue;
-    }
-    const tooLong = keyTooLong(prefix + e.rel);
-    if (tooLong !== null) {
-      cannotUpload(e.rel, tooLong);
-      continue;
-    }
-    (basename(e.rel) === spec.lastUploadFile ? markers : files).push({ rel: e.rel, abs: e.abs, size: e.stamp.size });
   }
-  if (report.skipped.length > 0) {
-    const byKind = new Map<string, number>();
-    for (const s of report.skipped) byKind.set(s.kind, (byKind.get(s.kind) ?? 0) + 1);
-    log.info(`not uploading ${report.skipped.length} non-regular entries (${[...byKind].map(([k, n]) => `${n} ${k}`).join(", ")})`);
-    for (const s of report.skipped) log.debug(`not uploading ${s.kind} ${s.path}`);
+
+  private get filesTotal(): number {
+    return this.files.length + this.markers.length;
   }
-  for (const p of walk.problems) log.error(`cannot upload ${p.rel}: ${p.error}`);
-  const bytesTotal = [...files, ...markers].reduce((n, c) => n + c.size, 0);
-  const filesTotal = files.length + markers.length;
-  log.info(
-    `upload ${localDir} -> ${where}: ${filesTotal} changed files (${fmtBytes(bytesTotal)}, ${markers.length} markers), ` +
-      `${report.unchanged} unchanged, concurrency ${concurrency}`,
-  );
 
-  // 2. Progress plumbing.
-  let phase: UploadProgress["phase"] = "files";
-  let doneBytes = 0;
-  let filesDone = 0;
-  const inflight = new Map<string, number>();
-  let lastCb = 0;
-  let lastLog = performance.now();
-  const currentBytes = (): number => {
-    let b = doneBytes;
-    for (const v of inflight.values()) b += v;
-    return b;
-  };
-  const emit = (force: boolean): void => {
-    const now = performance.now();
-    if (opts?.onProgress && (force || now - lastCb >= PROGRESS_CALLBACK_INTERVAL_MS)) {
-      lastCb = now;
-      opts.onProgress({ phase, filesDone, filesTotal, bytesDone: currentBytes(), bytesTotal, failed: report.failed.length });
-    }
-  };
-  const logProgress = (): void => {
-    const now = performance.now();
-    if (now - lastLog < PROGRESS_LOG_INTERVAL_MS) return;
-    lastLog = now;
-    const b = currentBytes();
-    const secs = (now - t0) / 1000;
-    log.info(`upload ${where}: ${filesDone}/${filesTotal} files, ${fmtBytes(b)}/${fmtBytes(bytesTotal)}, ${secs > 0 ? fmtBytes(Math.round(b / secs)) : "-"}/s`);
-  };
-  const ticker = setInterval(logProgress, PROGRESS_LOG_INTERVAL_MS);
+  /** A file S3 cannot take under its name: said once per upload, with the way out. */
+  private cannotUpload(path: string, reason: string): void {
+    this.report.unuploadable.push({ path, reason });
+    this.journal.noteFailure(path, `cannot be uploaded: ${reason}`, false);
+    this.log.error(
+      `cannot upload ${path}: ${reason}. ${this.holds ? "It holds back the markers and the lease" : "Left out (unuploadable_holds_markers = no)"}; ` +
+        `rename or remove it in ${this.spec.localDir}${this.holds ? ", or set unuploadable_holds_markers = no" : ""} (docs/SEMANTICS.md "Names")`,
+    );
+  }
 
-  // 3. One file, one attempt (the store retried each of its requests).
-  let exhaustedInARow = 0;
-  let unreachable = "";
-  const uploadOne = async (c: Candidate): Promise<Outcome> => {
-    const key = prefix + c.rel;
-    if (unreachable !== "") return { ok: false, error: `not attempted: ${unreachable}` };
+  /** Steps 2 and 4: upload `items` with bounded concurrency, each outcome into the report. */
+  private async uploadAll(items: Candidate[]): Promise<void> {
+    const { report, journal, log, prefix } = this;
+    await runAll(items, this.concurrency, async (c) => {
+      const r = await this.uploadOne(c);
+      this.filesDone++;
+      if (r.ok === false && r.exhausted === true) {
+        this.exhaustedInARow++;
+        if (this.exhaustedInARow >= UNREACHABLE_AFTER_FILES && this.unreachable === "") {
+          this.unreachable = `S3 looks unreachable (${this.exhaustedInARow} files in a row failed after all retries)`;
+          log.error(`${this.unreachable}; not attempting the remaining files, they stay pending`);
+        }
+      } else if (r.ok === true) this.exhaustedInARow = 0;
+      if (r.ok === true) {
+        report.uploaded++;
+        report.uploadedBytes += r.bytes;
+        this.doneBytes += r.bytes;
+        report.order.push(c.rel);
+        log.debug(`uploaded ${prefix}${c.rel} (${fmtBytes(r.bytes)})`);
+      } else if (r.ok === "unuploadable") {
+        this.cannotUpload(c.rel, r.reason);
+      } else if (r.ok === "vanished") {
+        report.skipped.push({ path: c.rel, kind: r.kind });
+        log.info(`not uploading ${c.rel}: ${r.kind === "vanished" ? "it was removed" : `it became a ${r.kind}`} before its upload`);
+      } else {
+        report.failed.push({ path: c.rel, error: r.error });
+        if (r.error.startsWith("not attempted")) journal.noteFailure(c.rel, r.error, false);
+        // One line for the fence (it said why), not one per file.
+        if (report.fenced === null) log.error(`upload of ${this.where}${c.rel} failed: ${r.error}`);
+        else log.debug(`not uploaded ${prefix}${c.rel}: ${r.error}`);
+      }
+      this.emit(true);
+    });
+  }
+
+  /** One file, one attempt (the store retried each of its requests), under the fence. */
+  private async uploadOne(c: Candidate): Promise<Outcome> {
+    const { journal, log, report } = this;
+    const fence = this.opts.fence;
+    if (this.unreachable !== "") return { ok: false, error: `not attempted: ${this.unreachable}` };
     const fenced = fence?.reason() ?? null;
     if (fenced !== null) {
       report.fenced ??= fenced;
       return { ok: false, error: `not attempted: ${fenced}` };
     }
-    if (aborted()) return { ok: false, error: "not attempted: upload aborted" };
+    if (this.aborted()) return { ok: false, error: "not attempted: upload aborted" };
     const before = lstatBig(c.abs);
     if (before === null) return { ok: "vanished", kind: "vanished" };
     if (!before.isFile()) return { ok: "vanished", kind: before.isSymbolicLink() ? "symlink" : "other" };
@@ -294,15 +383,15 @@ export async function uploadWorkdir(
       uid: before.uid.toString(),
       gid: before.gid.toString(),
     };
-    inflight.set(c.rel, 0);
+    this.inflight.set(c.rel, 0);
     const src = openable(c.abs);
     try {
-      const etag = await store.upload(key, src.path, {
+      const etag = await this.store.upload(this.prefix + c.rel, src.path, {
         meta,
-        ...(signal ? { signal } : {}),
+        signal: this.signal,
         onProgress: (b) => {
-          inflight.set(c.rel, b);
-          emit(false);
+          this.inflight.set(c.rel, b);
+          this.emit(false);
         },
       });
       const after = lstatBig(c.abs);
@@ -326,99 +415,101 @@ export async function uploadWorkdir(
         report.fenced ??= fence.reason() ?? errMsg(fence.signal.reason);
         return { ok: false, error: `stopped: ${report.fenced}` };
       }
-      if (aborted()) return { ok: false, error: `aborted: ${error}` };
+      if (this.aborted()) return { ok: false, error: `aborted: ${error}` };
       return { ok: false, error, exhausted: err instanceof StoreError && err.retryable };
     } finally {
       src.close();
-      inflight.delete(c.rel);
+      this.inflight.delete(c.rel);
     }
-  };
-
-  const runPhase = async (items: Candidate[]): Promise<void> => {
-    await runAll(items, concurrency, async (c) => {
-      const r = await uploadOne(c);
-      filesDone++;
-      if (r.ok === false && r.exhausted === true) {
-        exhaustedInARow++;
-        if (exhaustedInARow >= UNREACHABLE_AFTER_FILES && unreachable === "") {
-          unreachable = `S3 looks unreachable (${exhaustedInARow} files in a row failed after all retries)`;
-          log.error(`${unreachable}; not attempting the remaining files, they stay pending`);
-        }
-      } else if (r.ok === true) exhaustedInARow = 0;
-      if (r.ok === true) {
-        report.uploaded++;
-        report.uploadedBytes += r.bytes;
-        doneBytes += r.bytes;
-        report.order.push(c.rel);
-        log.debug(`uploaded ${prefix}${c.rel} (${fmtBytes(r.bytes)})`);
-      } else if (r.ok === "unuploadable") {
-        cannotUpload(c.rel, r.reason);
-      } else if (r.ok === "vanished") {
-        report.skipped.push({ path: c.rel, kind: r.kind });
-        log.info(`not uploading ${c.rel}: ${r.kind === "vanished" ? "it was removed" : `it became a ${r.kind}`} before its upload`);
-      } else {
-        report.failed.push({ path: c.rel, error: r.error });
-        if (r.error.startsWith("not attempted")) journal.noteFailure(c.rel, r.error, false);
-        // One line for the fence (it said why), not one per file.
-        if (report.fenced === null) log.error(`upload of s3://${store.bucket}/${prefix}${c.rel} failed: ${r.error}`);
-        else log.debug(`not uploaded ${prefix}${c.rel}: ${r.error}`);
-      }
-      emit(true);
-    });
-  };
-
-  // 4. Everything else first, markers only if all of it made it.
-  const blocking = (): number => report.failed.length + (holds ? report.unuploadable.length : 0);
-  try {
-    await runPhase(files);
-    report.aborted = aborted();
-    if (opts?.commit !== undefined && blocking() === 0 && !report.aborted) {
-      try {
-        report.record = await opts.commit(walkWorkdir(localDir), signal);
-      } catch (err) {
-        if (fence?.signal.aborted || fence?.reason()) report.fenced ??= fence.reason() ?? errMsg(fence.signal.reason);
-        report.failed.push({ path: RESERVED_DIR, error: `commit record not written: ${errMsg(err)}` });
-        log.error(`commit record for ${where} not written: ${errMsg(err)}`);
-      }
-    }
-    if (markers.length > 0) {
-      if (blocking() === 0 && !report.aborted) {
-        phase = "markers";
-        const before = report.order.length;
-        await runPhase(markers);
-        report.markersUploaded = report.order.slice(before);
-        report.markersHeldBack = markers.map((m) => m.rel).filter((m) => !report.markersUploaded.includes(m));
-      } else {
-        report.markersHeldBack = markers.map((m) => m.rel);
-        for (const m of report.markersHeldBack) journal.noteFailure(m, "held back: other files failed to upload", false);
-        log.warn(`holding back ${markers.length} marker file(s) (${spec.lastUploadFile}): ${blocking()} other file(s) not uploaded`);
-      }
-    }
-  } finally {
-    clearInterval(ticker);
-    link.dispose();
   }
-  report.aborted = aborted();
-  report.seconds = (performance.now() - t0) / 1000;
-  report.bytesPerSec = report.seconds > 0 ? report.uploadedBytes / report.seconds : 0;
-  report.ok = blocking() === 0 && report.markersHeldBack.length === 0 && !report.aborted && report.fenced === null;
-  journal.saveNote("unuploadable", report.unuploadable);
 
-  const summary =
-    `upload ${where} ${report.ok ? "done" : "INCOMPLETE"}: ${report.uploaded} uploaded (${fmtBytes(report.uploadedBytes)} in ${report.seconds.toFixed(1)} s, ` +
-    `${fmtBytes(Math.round(report.bytesPerSec))}/s), ${report.unchanged} unchanged, ${report.skipped.length} skipped, ${report.failed.length} failed, ` +
-    `${report.unuploadable.length} cannot be uploaded, ` +
-    `markers ${report.markersUploaded.length} uploaded / ${report.markersHeldBack.length} held back`;
-  if (report.ok) log.info(summary);
-  else log.error(summary);
-  journal.finishRun(runId, report.ok ? "ok" : report.aborted ? "aborted" : "failed", {
-    files: report.uploaded,
-    bytes: report.uploadedBytes,
-    failed: blocking() + report.markersHeldBack.length,
-    ...(report.fenced !== null
-      ? { message: `stopped by the lease's fence: ${report.fenced}` }
-      : report.failed[0] ? { message: `${report.failed[0].path}: ${report.failed[0].error}` }
-      : report.unuploadable[0] ? { message: `${report.unuploadable[0].path}: cannot be uploaded: ${report.unuploadable[0].reason}` } : {}),
-  });
-  return report;
+  /** Step 3: every other file is in S3, so the commit record goes before the markers. */
+  private async writeCommitRecord(): Promise<void> {
+    const { report, opts } = this;
+    if (opts.commit === undefined) return;
+    try {
+      report.record = await opts.commit(walkWorkdir(this.spec.localDir), this.signal);
+    } catch (err) {
+      const fence = opts.fence;
+      if (fence?.signal.aborted || fence?.reason()) report.fenced ??= fence.reason() ?? errMsg(fence.signal.reason);
+      report.failed.push({ path: RESERVED_DIR, error: `commit record not written: ${errMsg(err)}` });
+      this.log.error(`commit record for ${this.where} not written: ${errMsg(err)}`);
+    }
+  }
+
+  /** Step 4: the markers, only when everything else (and the record) made it; else held back. */
+  private async uploadMarkers(): Promise<void> {
+    const { report, markers } = this;
+    if (markers.length === 0) return;
+    if (this.blocking() === 0 && !report.aborted) {
+      this.phase = "markers";
+      const before = report.order.length;
+      await this.uploadAll(markers);
+      report.markersUploaded = report.order.slice(before);
+      report.markersHeldBack = markers.map((m) => m.rel).filter((m) => !report.markersUploaded.includes(m));
+      return;
+    }
+    report.markersHeldBack = markers.map((m) => m.rel);
+    for (const m of report.markersHeldBack) this.journal.noteFailure(m, "held back: other files failed to upload", false);
+    this.log.warn(`holding back ${markers.length} marker file(s) (${this.spec.lastUploadFile}): ${this.blocking()} other file(s) not uploaded`);
+  }
+
+  /** Step 5: the verdict, one summary line, the run row and what `status --json` shows. */
+  private finish(runId: number | undefined): void {
+    const { report, journal, log } = this;
+    report.aborted = this.aborted();
+    report.seconds = (performance.now() - this.t0) / 1000;
+    report.bytesPerSec = report.seconds > 0 ? report.uploadedBytes / report.seconds : 0;
+    report.ok = this.blocking() === 0 && report.markersHeldBack.length === 0 && !report.aborted && report.fenced === null;
+    journal.saveNote("unuploadable", report.unuploadable);
+    const last: LastUpload = {
+      kind: this.opts.kind ?? "upload", finishedMs: Date.now(), ok: report.ok, uploaded: report.uploaded, unchanged: report.unchanged,
+      order: report.order.length <= LAST_UPLOAD_ORDER_MAX ? report.order : [...report.order.slice(0, LAST_UPLOAD_ORDER_MAX - 1000), ...report.order.slice(-1000)],
+      failed: report.failed,
+      unuploadable: report.unuploadable, markersUploaded: report.markersUploaded, markersHeldBack: report.markersHeldBack,
+      skipped: report.skipped, aborted: report.aborted, fenced: report.fenced, record: report.record,
+    };
+    journal.saveNote("lastUpload", last);
+    const summary =
+      `upload ${this.where} ${report.ok ? "done" : "INCOMPLETE"}: ${report.uploaded} uploaded (${fmtBytes(report.uploadedBytes)} in ${report.seconds.toFixed(1)} s, ` +
+      `${fmtBytes(Math.round(report.bytesPerSec))}/s), ${report.unchanged} unchanged, ${report.skipped.length} skipped, ${report.failed.length} failed, ` +
+      `${report.unuploadable.length} cannot be uploaded, ` +
+      `markers ${report.markersUploaded.length} uploaded / ${report.markersHeldBack.length} held back`;
+    if (report.ok) log.info(summary);
+    else log.error(summary);
+    journal.finishRun(runId, report.ok ? "ok" : report.aborted ? "aborted" : "failed", {
+      files: report.uploaded,
+      bytes: report.uploadedBytes,
+      failed: this.blocking() + report.markersHeldBack.length,
+      ...(report.fenced !== null
+        ? { message: `stopped by the lease's fence: ${report.fenced}` }
+        : report.failed[0] ? { message: `${report.failed[0].path}: ${report.failed[0].error}` }
+        : report.unuploadable[0] ? { message: `${report.unuploadable[0].path}: cannot be uploaded: ${report.unuploadable[0].reason}` } : {}),
+    });
+  }
+
+  // Progress: a coalesced callback for the service manager, a log line every few seconds.
+  private currentBytes(): number {
+    let b = this.doneBytes;
+    for (const v of this.inflight.values()) b += v;
+    return b;
+  }
+
+  private emit(force: boolean): void {
+    const now = performance.now();
+    const cb = this.opts.onProgress;
+    if (cb && (force || now - this.lastCb >= PROGRESS_CALLBACK_INTERVAL_MS)) {
+      this.lastCb = now;
+      cb({ phase: this.phase, filesDone: this.filesDone, filesTotal: this.filesTotal, bytesDone: this.currentBytes(), bytesTotal: this.bytesTotal, failed: this.report.failed.length });
+    }
+  }
+
+  private logProgress(): void {
+    const now = performance.now();
+    if (now - this.lastLog < PROGRESS_LOG_INTERVAL_MS) return;
+    this.lastLog = now;
+    const b = this.currentBytes();
+    const secs = (now - this.t0) / 1000;
+    this.log.info(`upload ${this.where}: ${this.filesDone}/${this.filesTotal} files, ${fmtBytes(b)}/${fmtBytes(this.bytesTotal)}, ${secs > 0 ? fmtBytes(Math.round(b / secs)) : "-"}/s`);
+  }
 }

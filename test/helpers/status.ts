@@ -36,12 +36,23 @@ export interface BucketJson {
   workdir: null | {
     pending: { path: string; size: number }[];
     pendingBytes: number;
-    failures: { path: string }[];
+    failures: { path: string; attempts: number; lastError: string }[];
     problems: { path: string; error: string }[];
     /** Keys the last prefetch could not read (listed, then 404 twice). */
     unreadable: { key: string; etag: string; error: string }[];
     /** Files the last upload could not give S3 under their names. */
     unuploadable: { path: string; reason: string }[];
+    /** The last upload run, file by file (src/service/upload.ts LastUpload). */
+    lastUpload: null | {
+      kind: string; ok: boolean; uploaded: number; unchanged: number; order: string[]; failed: { path: string; error: string }[];
+      unuploadable: { path: string; reason: string }[]; markersUploaded: string[]; markersHeldBack: string[];
+      skipped: { path: string; kind: string }[]; aborted: boolean; fenced: string | null; record: string | null;
+    };
+    /** The last successful prefetch (src/service/prefetch.ts LastPrefetch). */
+    lastPrefetch: null | {
+      remoteFiles: number; toDownload: number; downloaded: number; upToDate: number; keptLocal: string[];
+      skipped: { key: string; reason: string }[]; skippedDeleted: string[]; restoredSymlinks: number; restoredDirs: number;
+    };
     lease: null | {
       runId: string;
       lastRecord: number | null;
