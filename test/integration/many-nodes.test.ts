@@ -259,6 +259,36 @@ function isDataWrite(e: ProxyLogEntry, bucket: string): boolean {
 }
 
 describe("fencing", () => {
+  test("the renewal runs through an upload longer than lease_time: no fence, exit 0", async () => {
+    const spec = await freshBucket({ lease_time: "3", transfer_concurrency: "1" });
+    const pa = await proxy();
+    const a = await node(spec, { via: pa });
+    for (let i = 0; i < 5; i++) writeFileSync(`${wd(a, spec)}/slow${i}.txt`, `slow ${i}\n`);
+    pa.add({ op: "PutObject", path: new RegExp(`^/${spec.bucket}/wd/slow`), action: { stall: 1500 }, times: Infinity });
+    const t0 = Date.now();
+    expect(await a.stop()).toBe(0);
+    expect(Date.now() - t0).toBeGreaterThan(3 * 1000 * 2); // the upload took twice the lease time
+    const path = `/${spec.bucket}/wd/.bucketfs/lease`;
+    expect(pa.log().filter((e) => e.path === path && e.method === "PUT" && e.arrivedMs > t0 && e.status === 200).length).toBeGreaterThan(2);
+    expect((await statusJson(a.configPath))[0]?.workdir?.lastUpload).toMatchObject({ ok: true, fenced: null, uploaded: 5 });
+  }, SLOW);
+
+  test("renewals failing for less than lease_time - margin do not fence: the stop uploads everything and writes its record (exit 0)", async () => {
+    const spec = await freshBucket({ lease_time: "20" }); // fence 15 s after the last renewal sent
+    const pa = await proxy();
+    const a = await node(spec, { via: pa });
+    for (let i = 0; i < 3; i++) writeFileSync(`${wd(a, spec)}/ok${i}.txt`, `ok ${i}\n`);
+    writeFileSync(`${wd(a, spec)}/.exitcode`, "0");
+    const failing = pa.add({ op: "PutObject", path: `/${spec.bucket}/wd/.bucketfs/lease`, action: { status: 503, code: "SlowDown" }, times: Infinity });
+    expect(await a.stop()).toBe(0);
+    expect(failing.fired).toBeGreaterThan(0); // the stop's renewal (and the release) did fail
+    for (let i = 0; i < 3; i++) expect((await s3.head(spec.bucket, `wd/ok${i}.txt`))?.size).toBe(5);
+    expect((await s3.head(spec.bucket, "wd/.exitcode"))?.size).toBe(1);
+    expect(await s3.head(spec.bucket, "wd/.bucketfs/commits/000000000001.json")).not.toBeNull();
+    const st = (await statusJson(a.configPath))[0];
+    expect(st?.workdir?.lastUpload).toMatchObject({ ok: true, fenced: null, uploaded: 4 });
+  }, SLOW);
+
   test("a stale writer (renewals failing, uploads stalled) starts no PUT after another node took over, and exits 2 with its files pending", async () => {
     const LEASE_S = 10;
     const spec = await freshBucket({ lease_time: String(LEASE_S), transfer_concurrency: "1" });
