@@ -369,7 +369,7 @@ export class BucketRun {
    * refused when one conflicts with what the workdir has (nothing moved, nothing hidden).
    */
   private adoptStrays(w: Workdir): void {
-    const r = adoptStrays(w.target, w.spec.localDir);
+    const r = adoptStrays(w.target, w.spec.localDir, this.cfg.mountpoint);
     if (r.conflicts.length > 0) {
       throw new Error(
         `${w.target} holds files written while bucketfs was stopped that conflict with the workdir: ` +

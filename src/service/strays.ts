@@ -6,8 +6,9 @@
  * Is: `listHidden` (what a mount point holds before it is mounted over, for one warning) and
  * `adoptStrays` (move everything at the workdir's path into the workdir cache as local
  * changes, which the next upload sends: refused as a whole, moving nothing, when any entry
- * conflicts with one the cache already has). Never follows a symlink; a move across file
- * systems copies (bytes, mode, mtime) and then removes the original.
+ * conflicts with one the cache already has, or when the path there is a symlink). Never
+ * follows a symlink; a move across file systems copies (bytes, mode, mtime) and then removes
+ * the original.
  * Is not: the mount (bucket-run.ts), or a merge: a conflict is the operator's to resolve.
  */
 import {
@@ -39,8 +40,21 @@ export interface StrayResult {
  * `to` (the workdir cache dir). Only regular files, symlinks and directories; anything else
  * is a conflict. `.bucketfs` at the top is never adopted (reserved).
  */
-export function adoptStrays(from: string, to: string): StrayResult {
+export function adoptStrays(from: string, to: string, base?: string): StrayResult {
   const out: StrayResult = { moved: [], conflicts: [] };
+  // Never through a symlink: `from` and every directory between `base` (the mount point) and it
+  // must be real directories, or nothing is adopted (a link could point at anyone's files).
+  const chain = base !== undefined && from.startsWith(`${base}/`) ? from.slice(base.length + 1).split("/") : [];
+  let at = base ?? from;
+  for (const part of ["", ...chain]) {
+    at = part === "" ? at : `${at}/${part}`;
+    const st = lstatSync(at, { throwIfNoEntry: false });
+    if (st === undefined) return out;
+    if (!st.isDirectory()) {
+      out.conflicts.push(`${at} is ${st.isSymbolicLink() ? "a symlink" : "not a directory"} (never followed)`);
+      return out;
+    }
+  }
   const plan: { rel: string; kind: "dir" | "file" | "symlink" }[] = [];
   const walk = (rel: string): void => {
     let names: string[];
