@@ -15,8 +15,8 @@ import {
   chmodSync, copyFileSync, lstatSync, mkdirSync, readdirSync, readlinkSync, renameSync, rmdirSync, symlinkSync, unlinkSync, utimesSync,
 } from "node:fs";
 import { join } from "node:path";
-import { isErrno, lstatBig } from "./journal.ts";
-import { RESERVED_DIR } from "./lease.ts";
+import { isErrno, lstatBig } from "./workdir/journal.ts";
+import { RESERVED_DIR } from "./workdir/lease.ts";
 
 /** Names directly under `dir` (a plain directory, not mounted yet), except `skip`; [] when absent. */
 export function listHidden(dir: string, skip?: string): string[] {

@@ -42,13 +42,13 @@ export interface BucketJson {
     unreadable: { key: string; etag: string; error: string }[];
     /** Files the last upload could not give S3 under their names. */
     unuploadable: { path: string; reason: string }[];
-    /** The last upload run, file by file (src/service/upload.ts LastUpload). */
+    /** The last upload run, file by file (src/service/workdir/upload.ts LastUpload). */
     lastUpload: null | {
       kind: string; ok: boolean; uploaded: number; unchanged: number; order: string[]; failed: { path: string; error: string }[];
       unuploadable: { path: string; reason: string }[]; markersUploaded: string[]; markersHeldBack: string[];
       skipped: { path: string; kind: string }[]; aborted: boolean; fenced: string | null; record: string | null;
     };
-    /** The last successful prefetch (src/service/prefetch.ts LastPrefetch). */
+    /** The last successful prefetch (src/service/workdir/prefetch.ts LastPrefetch). */
     lastPrefetch: null | {
       remoteFiles: number; toDownload: number; downloaded: number; upToDate: number; keptLocal: string[];
       skipped: { key: string; reason: string }[]; skippedDeleted: string[]; restoredSymlinks: number; restoredDirs: number;

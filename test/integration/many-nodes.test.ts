@@ -480,7 +480,7 @@ describe("prefetch", () => {
 });
 
 describe("names", () => {
-  const Q = "\u201b"; // the mapping's quote character (src/service/names.ts)
+  const Q = "\u201b"; // the mapping's quote character (src/service/workdir/names.ts)
   const raw = (dir: string, ...parts: (string | number[])[]) =>
     Buffer.concat([Buffer.from(`${dir}/`), ...parts.map((p) => (typeof p === "string" ? Buffer.from(p) : Buffer.from(p)))]);
 

@@ -9,7 +9,7 @@ import {
   seqOfKey,
   verifyRecord,
   type CommitRecord,
-} from "../../src/service/commit-record.ts";
+} from "../../src/service/workdir/commit-record.ts";
 
 const file = (path: string, etag: string, size = 3) => ({ path, size, mtimeMs: 1000, mode: 0o644, etag });
 const enc = (v: unknown) => new TextEncoder().encode(JSON.stringify(v));

@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { LeaseHeldError, WorkdirLease, fenceMarginMs, leaseKey, parseLease, type LeaseStore } from "../../src/service/lease.ts";
+import { LeaseHeldError, WorkdirLease, fenceMarginMs, leaseKey, parseLease, type LeaseStore } from "../../src/service/workdir/lease.ts";
 import { StoreError } from "../../src/store/types.ts";
 
 /** Conditional PUT semantics of S3 on a map (pure logic; the real store is tested against MinIO). */

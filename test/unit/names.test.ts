@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { LocalNames, QUOTE, decodeName, encodeName, isUtf8, keyTooLong } from "../../src/service/names.ts";
+import { LocalNames, QUOTE, decodeName, encodeName, isUtf8, keyTooLong } from "../../src/service/workdir/names.ts";
 
 const b = (...parts: (string | number[])[]) => Buffer.concat(parts.map((p) => (typeof p === "string" ? Buffer.from(p, "utf8") : Buffer.from(p))));
 

@@ -29,16 +29,16 @@
  */
 import { chmodSync, lstatSync, mkdirSync, renameSync, rmSync, symlinkSync, unlinkSync, utimesSync, type BigIntStats } from "node:fs";
 import { basename, dirname, join } from "node:path";
-import { containedPath, describeProblem, keyProblem } from "../cache/keys.ts";
-import { CacheRootError, mkdirsUnder, tempNameFor } from "../cache/cache-root.ts";
-import { objectMode, storedMtimeS } from "../store/meta.ts";
-import { StoreError, type ObjectInfo, type ObjectStore } from "../store/types.ts";
-import { errMsg, fmtBytes, type Logger } from "../util/log.ts";
+import { containedPath, describeProblem, keyProblem } from "../../cache/keys.ts";
+import { CacheRootError, mkdirsUnder, tempNameFor } from "../../cache/cache-root.ts";
+import { objectMode, storedMtimeS } from "../../store/meta.ts";
+import { StoreError, type ObjectInfo, type ObjectStore } from "../../store/types.ts";
+import { errMsg, fmtBytes, type Logger } from "../../util/log.ts";
 import { isReservedPath, prefetchPlan, type CommitRecord, type PrefetchPlan } from "./commit-record.ts";
 import { isErrno, lstatBig, stampOf, walkWorkdir, type WorkdirJournal } from "./journal.ts";
 import { loadLatestRecord } from "./workdir-record.ts";
 import { LocalNames } from "./names.ts";
-import { linkSignals, runAll } from "../util/async.ts";
+import { linkSignals, runAll } from "../../util/async.ts";
 
 /** What the lead passes for one bucket's workdir. */
 export interface WorkdirSpec {

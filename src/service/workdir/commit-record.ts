@@ -15,8 +15,8 @@
  * writer added or changed is fetched as before. `deleted` entries are carried from record to
  * record until the path exists again.
  */
-import { keyProblem } from "../cache/keys.ts";
-import type { ObjectInfo } from "../store/types.ts";
+import { keyProblem } from "../../cache/keys.ts";
+import type { ObjectInfo } from "../../store/types.ts";
 import { RESERVED_DIR } from "./lease.ts";
 import type { MappedName } from "./names.ts";
 

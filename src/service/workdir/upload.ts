@@ -22,9 +22,9 @@
  */
 import { closeSync, openSync } from "node:fs";
 import { basename } from "node:path";
-import { StoreError, type ObjectStore } from "../store/types.ts";
-import { linkSignals, runAll } from "../util/async.ts";
-import { errMsg, fmtBytes, type Logger } from "../util/log.ts";
+import { StoreError, type ObjectStore } from "../../store/types.ts";
+import { linkSignals, runAll } from "../../util/async.ts";
+import { errMsg, fmtBytes, type Logger } from "../../util/log.ts";
 import { lstatBig, sameStamp, stampOf, walkWorkdir, type EntryKind, type FileStamp, type TransferKind, type WalkResult, type WorkdirJournal } from "./journal.ts";
 import { RESERVED_DIR } from "./lease.ts";
 import { keyTooLong } from "./names.ts";

@@ -15,8 +15,8 @@
  */
 import { hostname } from "node:os";
 import { randomBytes } from "node:crypto";
-import type { ObjectStore } from "../store/types.ts";
-import { errMsg, type Logger } from "../util/log.ts";
+import type { ObjectStore } from "../../store/types.ts";
+import { errMsg, type Logger } from "../../util/log.ts";
 import { buildRecord, type CommitRecord } from "./commit-record.ts";
 import type { WalkResult, WorkdirJournal } from "./journal.ts";
 import { LeaseHeldError, WorkdirLease, describeHolder, type LeaseStatus } from "./lease.ts";

@@ -32,8 +32,8 @@
  * less than a lease time ago is still being renewed by a node whose clock is behind: it is
  * refused with that cause named, not taken over.
  */
-import { StoreError, type ObjectInfo } from "../store/types.ts";
-import { singleFlight } from "../util/async.ts";
+import { StoreError, type ObjectInfo } from "../../store/types.ts";
+import { singleFlight } from "../../util/async.ts";
 
 /** The two store operations a lease needs (a narrow view of the ObjectStore port). */
 export interface LeaseStore {

@@ -22,13 +22,13 @@
 import type { Database } from "bun:sqlite";
 import { lstatSync, readdirSync, type BigIntStats } from "node:fs";
 import { join } from "node:path";
-import { describeProblem, keyProblem } from "../cache/keys.ts";
+import { describeProblem, keyProblem } from "../../cache/keys.ts";
 import { RESERVED_DIR } from "./lease.ts";
 import { encodeName, type MappedName } from "./names.ts";
-import { TEMP_FILE_RE } from "../cache/cache-root.ts";
-import { WD_LEASE_DDL } from "../cache/db.ts";
-import { bestEffort } from "../cache/full-disk.ts";
-import { RunLog, type RunKind, type RunOutcome, type RunRecord, type RunSummary } from "../cache/runs.ts";
+import { TEMP_FILE_RE } from "../../cache/cache-root.ts";
+import { WD_LEASE_DDL } from "../../cache/db.ts";
+import { bestEffort } from "../../cache/full-disk.ts";
+import { RunLog, type RunKind, type RunOutcome, type RunRecord, type RunSummary } from "../../cache/runs.ts";
 
 export type { RunKind, RunOutcome, RunRecord, RunSummary };
 export type TransferKind = Exclude<RunKind, "daemon">;

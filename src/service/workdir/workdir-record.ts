@@ -12,9 +12,9 @@
  */
 import { readlinkSync } from "node:fs";
 import { basename } from "node:path";
-import type { ObjectStore } from "../store/types.ts";
-import { StoreError } from "../store/types.ts";
-import { errMsg, type Logger } from "../util/log.ts";
+import type { ObjectStore } from "../../store/types.ts";
+import { StoreError } from "../../store/types.ts";
+import { errMsg, type Logger } from "../../util/log.ts";
 import { latestRecordKey, parseRecord, recordKey, type CommitRecord, type RecordFile } from "./commit-record.ts";
 import type { WalkResult, WorkdirJournal } from "./journal.ts";
 
