@@ -144,7 +144,7 @@ const verify = defineCommand({
   args: { ...common, json: { type: "boolean" as const, description: "machine-readable output" } },
   run: ({ args }) =>
     guarded(async () => {
-      const { runVerify } = await import("../service/verify.ts");
+      const { runVerify } = await import("../service/workdir/verify.ts");
       return runVerify(load(args), { json: args.json });
     }),
 });

@@ -199,6 +199,16 @@ function isHttpUrl(v: string): boolean {
 // ---- the table ---------------------------------------------------------------------------
 
 /** Every key, in parsing order (a key may read the fields parsed before it). */
+/** A `yes`/`no` key (also true/false, on/off, 1/0). */
+function parseYesNo(dflt: "yes" | "no") {
+  return (v: string, c: ParseCtx): boolean => {
+    const l = v.toLowerCase();
+    if (["yes", "true", "on", "1"].includes(l)) return true;
+    if (["no", "false", "off", "0"].includes(l)) return false;
+    return c.fail(`${quote(v)} is not valid; use yes or no (default ${dflt})`);
+  };
+}
+
 export const KEYS = [
   def({
     key: "bucket", field: "bucket", dflt: REQUIRED, docDefault: "(required)",
@@ -320,13 +330,17 @@ export const KEYS = [
       "`yes`/`no`: let the kernel read complete cached files directly (FUSE passthrough, Linux 6.9+ with " +
       "`CONFIG_FUSE_PASSTHROUGH`, daemon with `CAP_SYS_ADMIN`); where it is not available bucketfs says so in one " +
       "log line and serves reads itself. `no` turns it off",
-    parse: (v: string, c: ParseCtx): boolean => {
-      const l = v.toLowerCase();
-      if (["yes", "true", "on", "1"].includes(l)) return true;
-      if (["no", "false", "off", "0"].includes(l)) return false;
-      return c.fail(`${quote(v)} is not valid; use yes or no (default yes)`);
-    },
+    parse: parseYesNo("yes"),
     show: (v: boolean) => ["passthrough", v ? "yes" : "no"],
+  }),
+  def({
+    key: "unuploadable_holds_markers", field: "unuploadableHoldsMarkers", dflt: true as boolean, docDefault: "`yes`",
+    doc:
+      "`yes`/`no`: whether a workdir file that S3 cannot take (its key is over 1,024 bytes, or the server refuses the name) " +
+      "holds back the markers and the lease like a failed upload. Either way it is reported once per upload and listed in " +
+      "`status --json` (`workdir.unuploadable`); `no` lets the markers go without it (the way out, see \"Names\" in docs/SEMANTICS.md)",
+    parse: parseYesNo("yes"),
+    show: (v: boolean) => ["unuploadable_holds_markers", v ? "yes" : "no"],
   }),
   // The two cache limits are for the whole cachepath: load.ts shares them across its sections.
   def({

@@ -35,12 +35,13 @@ import { FuseSession, MAX_READ_BYTES } from "../fuse/session.ts";
 import { libc, MNT_DETACH } from "../sys/libc.ts";
 import { createS3Store } from "../store/s3.ts";
 import type { ObjectStore } from "../store/types.ts";
-import { WorkdirJournal, type TransferKind } from "./journal.ts";
-import { prefetchWorkdir, type WorkdirSpec } from "./prefetch.ts";
-import { uploadWorkdir, type UploadReport } from "./upload.ts";
-import type { CommitRecord } from "./commit-record.ts";
-import { WorkdirOwner } from "./workdir-owner.ts";
+import { WorkdirJournal, type TransferKind } from "./workdir/journal.ts";
+import { prefetchWorkdir, type WorkdirSpec } from "./workdir/prefetch.ts";
+import { uploadWorkdir, type UploadReport } from "./workdir/upload.ts";
+import type { CommitRecord } from "./workdir/commit-record.ts";
+import { WorkdirOwner } from "./workdir/workdir-owner.ts";
 import { bindMount, busyProcesses, claimPidFile, prepareMountpoint, releasePidFile, unbind } from "./mounts.ts";
+import { adoptStrays, listHidden } from "./strays.ts";
 import { errMsg, fmtBytes, logger, type Logger } from "../util/log.ts";
 
 export type Phase =
@@ -123,6 +124,7 @@ export function workdirOf(cfg: BucketConfig, db: Database): Workdir | undefined 
       localDir: `${cacheLayout(cfg).root}/${cfg.workdir}`,
       lastUploadFile: cfg.lastUploadFile,
       concurrency: cfg.transferConcurrency,
+      unuploadableHoldsMarkers: cfg.unuploadableHoldsMarkers,
     },
     journal: new WorkdirJournal(db, prefix),
     target: `${cfg.mountpoint}/${cfg.workdir}`,
@@ -165,6 +167,7 @@ function summarize(r: UploadReport): string {
   ];
   if (r.skipped.length) parts.push(`${r.skipped.length} non-regular skipped`);
   if (r.failed.length) parts.push(`${r.failed.length} FAILED`);
+  if (r.unuploadable.length) parts.push(`${r.unuploadable.length} cannot be uploaded`);
   if (r.markersHeldBack.length) parts.push(`${r.markersHeldBack.length} markers held back`);
   if (r.aborted) parts.push("ABORTED");
   return parts.join(", ");
@@ -322,6 +325,14 @@ export class BucketRun {
     }
     prepareMountpoint(cfg.mountpoint, log);
     const w = this.held.workdir;
+    // Mounting hides what the plain directory holds: say what (the workdir's path is adopted below).
+    const hidden = listHidden(cfg.mountpoint, cfg.workdir?.split("/")[0]);
+    if (hidden.length > 0) {
+      log.warn(
+        `${cfg.mountpoint} is not empty: it holds ${hidden.slice(0, 10).map((n) => JSON.stringify(n)).join(", ")}` +
+          `${hidden.length > 10 ? ` and ${hidden.length - 10} more` : ""}, hidden while bucketfs is mounted there (move them elsewhere to use them)`,
+      );
+    }
     if (!w) return;
     if (cfg.cachePath === "/tmp" || cfg.cachePath.startsWith("/tmp/")) {
       log.warn(
@@ -341,13 +352,36 @@ export class BucketRun {
     await owner.claim(this.cancelStart.signal);
     this.leaseClaimed = true;
     const report = await prefetchWorkdir(this.held.store, w.journal, w.spec, log, this.cancelStart.signal); // logs its own summary
-    owner.adoptRecord(report.record);
+    owner.adoptRecord(report.record, report.unreadable.map(({ key, etag }) => ({ key, etag })));
     if (this.stopAsked) throw new Error("stop requested during the prefetch");
+    this.adoptStrays(w);
     if (w.journal.pending(w.spec.localDir).length > 0) {
       // Changes an earlier run could not upload (crash, failed upload): try now, markers last.
       // A stop now lets this upload finish (it is the stop's upload); only abort cuts it.
       this.enter("recovering");
       await this.upload("recovery", "of changes left by an earlier run", this.abortUploads.signal);
+    }
+  }
+
+  /**
+   * Files written at the workdir's path while bucketfs was stopped (an engine still running)
+   * would be hidden by the mount: they become local changes of the workdir, or the start is
+   * refused when one conflicts with what the workdir has (nothing moved, nothing hidden).
+   */
+  private adoptStrays(w: Workdir): void {
+    const r = adoptStrays(w.target, w.spec.localDir, this.cfg.mountpoint);
+    if (r.conflicts.length > 0) {
+      throw new Error(
+        `${w.target} holds files written while bucketfs was stopped that conflict with the workdir: ` +
+          `${r.conflicts.slice(0, 10).join(", ")}${r.conflicts.length > 10 ? ` and ${r.conflicts.length - 10} more` : ""}. ` +
+          `Mounting would hide them: move them away (or merge them into ${w.spec.localDir} by hand) and start again`,
+      );
+    }
+    if (r.moved.length > 0) {
+      this.log.warn(
+        `${r.moved.length} entries were written to ${w.target} while bucketfs was stopped (${r.moved.slice(0, 5).join(", ")}` +
+          `${r.moved.length > 5 ? ", ..." : ""}); moved into the workdir as local changes, they are uploaded like any other`,
+      );
     }
   }
 
@@ -489,22 +523,32 @@ export class BucketRun {
     log.info(`uploading workdir ${w.spec.prefix} (${why})`);
     if (owner) {
       try {
-        await owner.beforeUpload(signal);
+        // A sync is refused at once when the fence is down (the timer keeps renewing); a stop or
+        // a recovery tries one more renewal first.
+        await owner.beforeUpload(signal, { renewWhenFenced: kind !== "sync" });
       } catch (err) {
         log.error(`upload ${why} refused: ${errMsg(err)}`);
         log.error(`the files stay in ${w.spec.localDir}; they are uploaded by a later start that holds the lease`);
+        // The refusal is a run row, so `bucketfs sync` (and status) see it at once.
+        this.held.runs.refused(kind, errMsg(err), { scope: w.spec.prefix, ...(this.held.runId === undefined ? {} : { daemonRun: this.held.runId }) });
         this.complete = false;
         return false;
       }
     }
     const recordKind: CommitRecord["kind"] = kind === "upload" ? "stop" : kind;
-    const r = await uploadWorkdir(this.held.store, w.journal, w.spec, log, {
-      signal,
-      kind,
-      ...(owner ? { commit: (walk) => owner.commit(walk, recordKind, signal) } : {}),
-      onProgress: (p) =>
-        onStatus?.(`${this.cfg.bucket}: uploading ${p.filesDone}/${p.filesTotal} files, ${fmtBytes(p.bytesDone)}/${fmtBytes(p.bytesTotal)}`),
-    });
+    const fence = owner?.fence();
+    let r: UploadReport;
+    try {
+      r = await uploadWorkdir(this.held.store, w.journal, w.spec, log, {
+        signal,
+        kind,
+        ...(owner && fence ? { fence, commit: (walk, s) => owner.commit(walk, recordKind, s) } : {}),
+        onProgress: (p) =>
+          onStatus?.(`${this.cfg.bucket}: uploading ${p.filesDone}/${p.filesTotal} files, ${fmtBytes(p.bytesDone)}/${fmtBytes(p.bytesTotal)}`),
+      });
+    } finally {
+      fence?.dispose();
+    }
     this.complete = r.ok;
     const line = `upload ${why}: ${summarize(r)}`;
     if (r.ok) log.info(line);
@@ -512,7 +556,8 @@ export class BucketRun {
       log.error(line);
       for (const f of r.failed) log.error(`  not uploaded: ${w.spec.prefix}${f.path}: ${f.error}`);
       for (const k of r.markersHeldBack) log.error(`  marker held back: ${w.spec.prefix}${k}`);
-      log.error(`the files stay in ${w.spec.localDir} and are uploaded at the next start or stop`);
+      if (r.fenced !== null) log.error(`upload ${why} stopped: ${r.fenced}. The files stay in ${w.spec.localDir}; a later start that holds the lease uploads them`);
+      else if (r.failed.length > 0) log.error(`the files stay in ${w.spec.localDir} and are uploaded at the next start or stop`);
     }
     return r.ok;
   }

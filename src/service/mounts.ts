@@ -7,9 +7,9 @@
  * mount from the JS thread would deadlock: that thread is the one that answers LOOKUPs.
  * Is not: the lifecycle order (daemon.ts).
  */
-import { mkdirSync, readFileSync, readdirSync, readlinkSync, rmSync } from "node:fs";
+import { closeSync, constants, fstatSync, openSync, ftruncateSync, lstatSync, mkdirSync, readFileSync, readdirSync, readlinkSync, rmSync, writeSync } from "node:fs";
 import { readFileNoFollow, writeFileNoFollow } from "../cache/cache-root.ts";
-import { libc, lastErrno, MNT_DETACH, strerror } from "../sys/libc.ts";
+import { EWOULDBLOCK, libc, lastErrno, LOCK_EX, LOCK_NB, MNT_DETACH, strerror } from "../sys/libc.ts";
 import { mountAt, readMounts } from "../util/mountinfo.ts";
 import type { Logger } from "../util/log.ts";
 
@@ -29,17 +29,71 @@ export function livePid(pidFile: string): number | undefined {
   }
 }
 
-/** Write our pid file (0600, never through a symlink); refuse when another live bucketfs owns it. */
+/** Pid files this process holds, with the fd that keeps their lock. */
+const heldPidFiles = new Map<string, number>();
+
+/**
+ * Write our pid file (0600, never through a symlink) under an exclusive flock held until
+ * `releasePidFile` or exit; refuse when another live bucketfs holds it. The lock makes two
+ * daemons started at the same moment on one cache a clean refusal naming the other, instead of
+ * a race that one loses inside the index ("database is locked").
+ */
 export function claimPidFile(pidFile: string, bucket: string): void {
-  const other = livePid(pidFile);
-  if (other !== undefined) {
-    throw new Error(`bucket ${bucket} is already served by bucketfs pid ${other} (${pidFile}); stop it first`);
+  const refuse = (other: number | undefined, starting: boolean): Error =>
+    new Error(
+      `bucket ${bucket} is already served by ${other !== undefined ? `bucketfs pid ${other}` : "another bucketfs"}` +
+        `${starting ? " that is starting at this moment" : ""} on the same cache (${pidFile}); stop it first, or give this one another cachepath`,
+    );
+  for (let attempt = 0; ; attempt++) {
+    let fd: number;
+    try {
+      fd = openSync(pidFile, constants.O_RDWR | constants.O_CREAT | constants.O_NOFOLLOW, 0o600);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ELOOP") {
+        throw new Error(`${pidFile} is a symlink; bucketfs never follows symlinks in its cache. Fix: remove it (rm ${pidFile})`);
+      }
+      throw err;
+    }
+    if (!fstatSync(fd).isFile()) {
+      closeSync(fd);
+      throw new Error(`${pidFile} is not a regular file; remove it`);
+    }
+    if (libc().flock(fd, LOCK_EX | LOCK_NB) !== 0) {
+      const errno = lastErrno();
+      closeSync(fd);
+      if (errno === EWOULDBLOCK) throw refuse(livePid(pidFile), true);
+      // No locks here (an odd filesystem): the pid check alone, as before the lock.
+      const other = livePid(pidFile);
+      if (other !== undefined) throw refuse(other, false);
+      writeFileNoFollow(pidFile, `${process.pid}\n`, 0o600);
+      return;
+    }
+    // Locked, but the file may have been removed (a daemon stopping) after we opened it: retry.
+    const path = lstatSync(pidFile, { throwIfNoEntry: false });
+    if (path === undefined || path.ino !== fstatSync(fd).ino) {
+      closeSync(fd);
+      if (attempt < 3) continue;
+      throw new Error(`cannot claim ${pidFile}: it keeps being replaced`);
+    }
+    const other = livePid(pidFile); // a bucketfs without the lock (older version)
+    if (other !== undefined) {
+      closeSync(fd);
+      throw refuse(other, false);
+    }
+    ftruncateSync(fd, 0);
+    writeSync(fd, `${process.pid}\n`, 0);
+    heldPidFiles.set(pidFile, fd);
+    return;
   }
-  writeFileNoFollow(pidFile, `${process.pid}\n`, 0o600);
 }
 
 export function releasePidFile(pidFile: string): void {
   if (readFileNoFollow(pidFile)?.trim() === String(process.pid)) rmSync(pidFile, { force: true });
+  const fd = heldPidFiles.get(pidFile);
+  if (fd !== undefined) {
+    heldPidFiles.delete(pidFile);
+    closeSync(fd); // after the removal: a starter that locks the old inode sees it gone and retries
+  }
 }
 
 /**

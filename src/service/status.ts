@@ -13,10 +13,12 @@ import type { BucketConfig, Config } from "../config/types.ts";
 import { openIndex } from "../cache/db.ts";
 import { fsSpace, readCacheUse } from "../cache/evictor.ts";
 import { RunLog, type RunRecord } from "../cache/runs.ts";
-import { cacheLayout, workdirOf } from "./bucket-run.ts";
-import type { OwnerStatus } from "./workdir-owner.ts";
+import { EVENTS, cacheLayout, workdirOf } from "./bucket-run.ts";
+import type { OwnerStatus } from "./workdir/workdir-owner.ts";
 import { livePid, FSTYPE } from "./mounts.ts";
-import { walkWorkdir, type PendingFile, type UploadFailureRecord } from "./journal.ts";
+import { walkWorkdir, type PendingFile, type UploadFailureRecord } from "./workdir/journal.ts";
+import type { LastPrefetch, UnreadableKey } from "./workdir/prefetch.ts";
+import type { LastUpload, Unuploadable } from "./workdir/upload.ts";
 import { mountAt } from "../util/mountinfo.ts";
 import { fuseLine, fuseStatus, type FuseStatus } from "./fuse-counters.ts";
 import { errMsg, fmtBytes } from "../util/log.ts";
@@ -45,6 +47,14 @@ export interface BucketStatus {
     pendingBytes: number;
     /** Entries the upload could not handle (unreadable, names that cannot be keys): never "clean". */
     problems: { path: string; error: string }[];
+    /** Keys the last prefetch could not read (listed, but 404 twice): not in the workdir. */
+    unreadable: UnreadableKey[];
+    /** Files the last upload could not give S3 under their names (key too long, name refused). */
+    unuploadable: Unuploadable[];
+    /** The last upload run (stop, sync, recovery) file by file: failed, held back, skipped; null before any. */
+    lastUpload: LastUpload | null;
+    /** The last successful prefetch: counts, kept local changes, skipped keys; null before any. */
+    lastPrefetch: LastPrefetch | null;
     failures: UploadFailureRecord[];
     /** The workdir lease as the daemon last recorded it (null before any daemon took it). */
     lease: (OwnerStatus & { updatedMs: number }) | null;
@@ -191,6 +201,10 @@ export function bucketStatus(b: BucketConfig): BucketStatus {
         target: w.target, localDir: w.spec.localDir, pending,
         pendingBytes: pending.reduce((n, p) => n + p.size, 0),
         problems: walk.problems.map((p) => ({ path: p.rel, error: p.error })),
+        unreadable: w.journal.noteList<UnreadableKey>("unreadable"),
+        unuploadable: w.journal.noteList<Unuploadable>("unuploadable"),
+        lastUpload: (w.journal.note("lastUpload") as LastUpload | null) ?? null,
+        lastPrefetch: (w.journal.note("lastPrefetch") as LastPrefetch | null) ?? null,
         failures: w.journal.failures(),
         lease: leaseOf(w.journal.lease()),
       };
@@ -242,6 +256,8 @@ export function printStatus(config: Config, json = false): number {
       for (const p of w.pending.slice(0, 10)) console.log(`    ${p.path} (${fmtBytes(p.size)})`);
       if (w.pending.length > 10) console.log(`    ... and ${w.pending.length - 10} more`);
       for (const p of w.problems.slice(0, 5)) console.log(`  cannot upload ${p.path}: ${p.error}`);
+      for (const u of w.unreadable.slice(0, 5)) console.log(`  unreadable in S3 (listed, answered 404): ${u.key}`);
+      for (const u of w.unuploadable.slice(0, 5)) console.log(`  cannot be uploaded: ${u.path}: ${u.reason}`);
       for (const f of w.failures.slice(0, 5)) console.log(`  last error for ${f.path}: ${f.lastError}`);
       if (w.lease) console.log(`  ${describeLease(w.lease)}`);
     }
@@ -270,6 +286,22 @@ export async function requestSync(config: Config, timeoutMs: number): Promise<nu
     console.log("no bucket has a workdir; nothing to upload");
     return 0;
   }
+  // A daemon that could not record a refusal is refused here at once: one still starting (its
+  // run row is not there yet) or one already finished. Any other phase records its own verdict.
+  let refusedNow = false;
+  for (const b of withWorkdir) {
+    const run = withIndex(b, (db) => new RunLog(db).lastDaemon());
+    const pid = livePid(cacheLayout(b).pid);
+    const phase = run?.phase ?? null;
+    let verdict: true | string = true;
+    if (pid !== undefined && (run === undefined || run.pid !== pid)) verdict = `bucketfs pid ${pid} is starting (not serving yet)`;
+    else if (phase === "closed" || phase === "failed") verdict = EVENTS[phase].sync;
+    if (verdict !== true) {
+      console.error(`${b.bucket}: sync refused: ${verdict}`);
+      refusedNow = true;
+    }
+  }
+  if (refusedNow) return 1;
   const since = Date.now();
   for (const pid of pids) process.kill(pid, "SIGUSR1");
   const deadline = since + timeoutMs;

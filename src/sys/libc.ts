@@ -1,6 +1,7 @@
 /**
  * The generic libc calls bucketfs makes through bun:ffi: mount/umount2 (bind and stale
- * mounts), execve (threadpool re-exec), syncfs (one sync of the cache at a clean stop), the
+ * mounts), execve (threadpool re-exec), syncfs (one sync of the cache at a clean stop), flock
+ * (the pid file's lock: one daemon per bucket and cache), the
  * AF_UNIX datagram calls of sd_notify, errno access and C-string helpers.
  *
  * Is: the one libc `dlopen` and the only FFI outside fuse/ (a leaf: imports nothing of
@@ -18,7 +19,13 @@ const LIBC_SYMBOLS = {
   sendto: { args: [FFIType.i32, FFIType.ptr, FFIType.u64_fast, FFIType.i32, FFIType.ptr, FFIType.u64_fast], returns: FFIType.i32 },
   close: { args: [FFIType.i32], returns: FFIType.i32 },
   syncfs: { args: [FFIType.i32], returns: FFIType.i32 },
+  flock: { args: [FFIType.i32, FFIType.i32], returns: FFIType.i32 },
 } as const;
+
+/** flock(2) operations. */
+export const LOCK_EX = 2;
+export const LOCK_NB = 4;
+export const EWOULDBLOCK = 11;
 
 const openLibc = () => dlopen("libc.so.6", LIBC_SYMBOLS);
 type LibcLib = ReturnType<typeof openLibc>;

@@ -7,8 +7,10 @@
  * code, reset the connection, stall, cut the answer's body short, or flip one byte of the
  * answer's or the request's body. Each rule fires `times` times (after skipping `after`
  * matches) and counts its hits; the proxy counts requests per S3 operation for every test that
- * wants to wait on or assert request counts. Is not: a mock of S3 (every request that no rule
- * answers itself goes to the real server), and it never listens beyond 127.0.0.1.
+ * wants to wait on or assert request counts, and logs every request with timestamps (arrival,
+ * forwarding to the server, answer) for tests that order events across proxies. Is not: a mock
+ * of S3 (every request that no rule answers itself goes to the real server), and it never
+ * listens beyond 127.0.0.1.
  */
 import { createServer, request as httpRequest, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { Socket } from "node:net";
@@ -20,7 +22,11 @@ export type S3Op =
 export type FaultAction =
   | { status: number; code?: string }
   | { reset: true }
-  /** Hold the request this long (ms) before forwarding it; `Infinity` never answers. */
+  /**
+   * Hold the request this long (ms) before forwarding it; `Infinity` never answers. A request
+   * whose client gave up (closed its connection) while held is dropped, never forwarded: the
+   * stall stands for a server that has not taken the request yet.
+   */
   | { stall: number }
   /** Forward, then send the answer's headers and only this many body bytes, and close. */
   | { truncate: number }
@@ -50,6 +56,29 @@ export interface ActiveRule extends FaultRule {
   readonly fired: number;
 }
 
+/** One request as the proxy saw it (times are Date.now() of the test process). */
+export interface ProxyLogEntry {
+  op: S3Op;
+  method: string;
+  /** Raw path and query, as sent. */
+  path: string;
+  query: string;
+  /** `If-Match` / `If-None-Match` request headers, when sent. */
+  ifMatch?: string;
+  ifNoneMatch?: string;
+  /** When the request reached the proxy (the client started it). */
+  arrivedMs: number;
+  /** When it was forwarded to the server (absent: answered by a fault, or dropped). */
+  forwardedMs?: number;
+  /** When its answer's headers went back, and their status (absent: no answer). */
+  answeredMs?: number;
+  status?: number;
+  /** The fault applied, when one was. */
+  fault?: string;
+  /** The client closed its connection before the answer. */
+  clientGone?: boolean;
+}
+
 export interface FaultProxy {
   /** `http://127.0.0.1:PORT` */
   endpoint: string;
@@ -60,6 +89,8 @@ export interface FaultProxy {
   /** Requests seen per S3 operation (all of them, faulted or not). */
   count(op: S3Op): number;
   counts(): Record<string, number>;
+  /** Every request seen so far, in arrival order (live entries: times fill in as they happen). */
+  log(): readonly ProxyLogEntry[];
   /** Resolves once `count(op)` reaches `n` (or rejects after `timeoutMs`). */
   waitFor(op: S3Op, n: number, timeoutMs?: number): Promise<void>;
   stop(): Promise<void>;
@@ -99,6 +130,7 @@ export async function startFaultProxy(target: { port: number }): Promise<FaultPr
   const counts = new Map<S3Op, number>();
   const waiters: { op: S3Op; n: number; resolve: () => void }[] = [];
   const sockets = new Set<Socket>();
+  const entries: ProxyLogEntry[] = [];
 
   const pick = (op: S3Op, method: string, path: string, query: string): FaultAction | undefined => {
     for (const r of rules) {
@@ -114,11 +146,14 @@ export async function startFaultProxy(target: { port: number }): Promise<FaultPr
     return undefined;
   };
 
-  const forward = (req: IncomingMessage, res: ServerResponse, action: FaultAction | undefined): void => {
+  const forward = (req: IncomingMessage, res: ServerResponse, action: FaultAction | undefined, entry: ProxyLogEntry): void => {
+    entry.forwardedMs = Date.now();
     const up = httpRequest(
       { host: "127.0.0.1", port: target.port, method: req.method, path: req.url, headers: req.headers, agent: false },
       (upRes) => {
         const headers = { ...upRes.headers };
+        entry.answeredMs = Date.now();
+        entry.status = upRes.statusCode ?? 502;
         res.writeHead(upRes.statusCode ?? 502, headers);
         let pos = 0;
         upRes.on("data", (chunk: Buffer) => {
@@ -185,17 +220,31 @@ export async function startFaultProxy(target: { port: number }): Promise<FaultPr
     const query = qi < 0 ? "" : url.slice(qi + 1);
     const method = req.method ?? "GET";
     const op = opOf(method, path, query);
+    const header = (name: string): string | undefined => {
+      const v = req.headers[name];
+      return Array.isArray(v) ? v.join(",") : v;
+    };
+    const entry: ProxyLogEntry = { op, method, path, query, arrivedMs: Date.now() };
+    if (header("if-match") !== undefined) entry.ifMatch = header("if-match");
+    if (header("if-none-match") !== undefined) entry.ifNoneMatch = header("if-none-match");
+    entries.push(entry);
+    res.on("close", () => {
+      if (!res.writableFinished) entry.clientGone = true;
+    });
     counts.set(op, (counts.get(op) ?? 0) + 1);
     for (const w of waiters.splice(0)) {
       if ((counts.get(w.op) ?? 0) >= w.n) w.resolve();
       else waiters.push(w);
     }
     const action = pick(op, method, path, query);
-    if (action === undefined) return forward(req, res, undefined);
+    if (action === undefined) return forward(req, res, undefined, entry);
+    entry.fault = JSON.stringify(action);
     if ("status" in action) {
       req.resume();
       req.on("end", () => {
         const body = method === "HEAD" ? "" : `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${action.code ?? "InternalError"}</Code><Message>injected by the fault proxy</Message></Error>`;
+        entry.answeredMs = Date.now();
+        entry.status = action.status;
         res.writeHead(action.status, { "content-type": "application/xml", "content-length": Buffer.byteLength(body) });
         res.end(body);
       });
@@ -206,10 +255,23 @@ export async function startFaultProxy(target: { port: number }): Promise<FaultPr
       return;
     }
     if ("stall" in action) {
-      if (action.stall !== Infinity) setTimeout(() => forward(req, res, undefined), action.stall);
+      if (action.stall === Infinity) return;
+      let gone = false;
+      const onClose = (): void => {
+        gone = true;
+      };
+      req.socket.once("close", onClose);
+      setTimeout(() => {
+        req.socket.off("close", onClose);
+        if (gone || req.socket.destroyed) {
+          entry.clientGone = true;
+          return;
+        }
+        forward(req, res, undefined, entry);
+      }, action.stall);
       return;
     }
-    forward(req, res, action);
+    forward(req, res, action, entry);
   });
   server.on("connection", (s: Socket) => {
     sockets.add(s);
@@ -232,6 +294,7 @@ export async function startFaultProxy(target: { port: number }): Promise<FaultPr
     },
     count: (op) => counts.get(op) ?? 0,
     counts: () => Object.fromEntries(counts),
+    log: () => entries,
     waitFor(op, n, timeoutMs = 60_000) {
       if ((counts.get(op) ?? 0) >= n) return Promise.resolve();
       return new Promise<void>((resolve, reject) => {

@@ -36,12 +36,34 @@ export interface BucketJson {
   workdir: null | {
     pending: { path: string; size: number }[];
     pendingBytes: number;
-    failures: { path: string }[];
+    failures: { path: string; attempts: number; lastError: string }[];
+    problems: { path: string; error: string }[];
+    /** Keys the last prefetch could not read (listed, then 404 twice). */
+    unreadable: { key: string; etag: string; error: string }[];
+    /** Files the last upload could not give S3 under their names. */
+    unuploadable: { path: string; reason: string }[];
+    /** The last upload run, file by file (src/service/workdir/upload.ts LastUpload). */
+    lastUpload: null | {
+      kind: string; ok: boolean; uploaded: number; unchanged: number; order: string[]; failed: { path: string; error: string }[];
+      unuploadable: { path: string; reason: string }[]; markersUploaded: string[]; markersHeldBack: string[];
+      skipped: { path: string; kind: string }[]; aborted: boolean; fenced: string | null; record: string | null;
+    };
+    /** The last successful prefetch (src/service/workdir/prefetch.ts LastPrefetch). */
+    lastPrefetch: null | {
+      remoteFiles: number; toDownload: number; downloaded: number; upToDate: number; keptLocal: string[];
+      skipped: { key: string; reason: string }[]; skippedDeleted: string[]; restoredSymlinks: number; restoredDirs: number;
+    };
     lease: null | {
       runId: string;
       lastRecord: number | null;
       updatedMs: number;
-      lease: { state: string; how?: string; conditionalWrites: boolean | null; renewFailures: number; lastError?: string; takenBy?: string; expiresMs?: number };
+      lease: {
+        state: string; how?: string; conditionalWrites: boolean | null; renewFailures: number; lastError?: string; takenBy?: string; expiresMs?: number;
+        /** Renewals answered 412 whose lease still named this run (adopted). */
+        adopted?: number;
+        /** Ms this node may still write by its clock (<= 0: fenced), as last saved. */
+        fenceLeftMs?: number;
+      };
     };
   };
   runs: RunJson[];

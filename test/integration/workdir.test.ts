@@ -13,9 +13,9 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { chmodSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { openIndex } from "../../src/cache/db.ts";
-import { lstatBig, walkWorkdir, WorkdirJournal } from "../../src/service/journal.ts";
-import { PrefetchError, prefetchWorkdir, type WorkdirSpec } from "../../src/service/prefetch.ts";
-import { formatMode, formatMtime, uploadWorkdir } from "../../src/service/upload.ts";
+import { lstatBig, walkWorkdir, WorkdirJournal } from "../../src/service/workdir/journal.ts";
+import { PrefetchError, prefetchWorkdir, type WorkdirSpec } from "../../src/service/workdir/prefetch.ts";
+import { formatMode, formatMtime, uploadWorkdir } from "../../src/service/workdir/upload.ts";
 import { createS3Store } from "../../src/store/s3.ts";
 import type { ObjectStore } from "../../src/store/types.ts";
 import { logger, setSink } from "../../src/util/log.ts";
@@ -64,7 +64,7 @@ function fresh(concurrency = 8): { spec: WorkdirSpec; journal: WorkdirJournal; P
   return { spec, journal: new WorkdirJournal(openIndex(join(base, "index.db")), PREFIX), PREFIX };
 }
 
-function sha256File(path: string): string {
+function sha256File(path: string | Buffer): string {
   const h = new Bun.CryptoHasher("sha256");
   h.update(readFileSync(path));
   return h.digest("hex");

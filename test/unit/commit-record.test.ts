@@ -9,7 +9,7 @@ import {
   seqOfKey,
   verifyRecord,
   type CommitRecord,
-} from "../../src/service/commit-record.ts";
+} from "../../src/service/workdir/commit-record.ts";
 
 const file = (path: string, etag: string, size = 3) => ({ path, size, mtimeMs: 1000, mode: 0o644, etag });
 const enc = (v: unknown) => new TextEncoder().encode(JSON.stringify(v));
@@ -46,6 +46,17 @@ describe("buildRecord", () => {
     expect(r3.deleted).toEqual([{ path: "b", etag: "eb" }]);
     const r4 = buildRecord({ prev: r3, prefix: "wd/", runId: "r2", node: "n", kind: "stop", files: [file("a", "ea2"), file("b", "eb2")], symlinks: [], dirs: [], now: 4 });
     expect(r4.deleted).toEqual([]);
+  });
+
+  test("keys prefetch could not read are carried as unreadable, never as deleted, and parse back", () => {
+    const r1 = buildRecord({ prev: null, prefix: "wd/", runId: "r", node: "n", kind: "sync", files: [file("a", "ea"), file("ghost", "eg")], symlinks: [], dirs: [] });
+    const r2 = buildRecord({
+      prev: r1, prefix: "wd/", runId: "r2", node: "n", kind: "stop", files: [file("a", "ea")], symlinks: [], dirs: [], unreadable: [{ key: "wd/ghost", etag: "eg" }],
+    });
+    expect(r2.deleted).toEqual([]);
+    expect(r2.unreadable).toEqual([{ key: "wd/ghost", etag: "eg" }]);
+    expect(parseRecord(new TextEncoder().encode(JSON.stringify(r2)), "wd/").unreadable).toEqual([{ key: "wd/ghost", etag: "eg" }]);
+    expect("unreadable" in buildRecord({ prev: r2, prefix: "wd/", runId: "r3", node: "n", kind: "stop", files: [], symlinks: [], dirs: [] })).toBe(false);
   });
 
   test("markers (no ETag yet) are never recorded as deleted", () => {

@@ -149,6 +149,7 @@ describe("parseConfig", () => {
         readAhead: 64 * MiB,
         leaseTime: 120,
         passthrough: true,
+        unuploadableHoldsMarkers: true,
         cacheSize: undefined,
         cacheMinFree: { percent: 10 },
       },
@@ -176,6 +177,7 @@ describe("parseConfig", () => {
       readAhead: DEFAULTS.readAhead,
       leaseTime: DEFAULTS.leaseTime,
       passthrough: true,
+      unuploadableHoldsMarkers: true,
       cacheSize: undefined,
       cacheMinFree: DEFAULTS.cacheMinFree,
     });

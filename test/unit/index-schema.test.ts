@@ -6,7 +6,7 @@ import { openIndex, SCHEMA_VERSION } from "../../src/cache/db.ts";
 import { RunLog } from "../../src/cache/runs.ts";
 import { MetaIndex } from "../../src/cache/meta-index.ts";
 import { bestEffort, lostWrites } from "../../src/cache/full-disk.ts";
-import { WorkdirJournal } from "../../src/service/journal.ts";
+import { WorkdirJournal } from "../../src/service/workdir/journal.ts";
 
 const dir = mkdtempSync("/tmp/bucketfs-schema-");
 afterAll(() => rmSync(dir, { recursive: true, force: true }));

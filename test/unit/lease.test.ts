@@ -1,18 +1,21 @@
 import { describe, expect, test } from "bun:test";
-import { LeaseHeldError, WorkdirLease, leaseKey, parseLease, type LeaseStore } from "../../src/service/lease.ts";
+import { LeaseHeldError, WorkdirLease, fenceMarginMs, leaseKey, parseLease, type LeaseStore } from "../../src/service/workdir/lease.ts";
 import { StoreError } from "../../src/store/types.ts";
 
 /** Conditional PUT semantics of S3 on a map (pure logic; the real store is tested against MinIO). */
-function conditionalMap(opts: { honour?: boolean } = {}) {
+function conditionalMap(opts: { honour?: boolean; clock?: { t: number } } = {}) {
   const honour = opts.honour ?? true;
-  const objects = new Map<string, { body: Uint8Array; etag: string }>();
+  /** S3's clock (Last-Modified); the test's clock unless told otherwise. */
+  const s3clock = opts.clock ?? { t: 1_000_000 };
+  const objects = new Map<string, { body: Uint8Array; etag: string; lastModifiedMs: number }>();
   let n = 0;
   const store: LeaseStore & { objects: typeof objects; puts: number } = {
     bucket: "b",
     objects,
     puts: 0,
     async getSmall(key) {
-      return objects.get(key) ?? null;
+      const o = objects.get(key);
+      return o ? { body: o.body, etag: o.etag } : null;
     },
     async putSmall(key, body, cond) {
       store.puts++;
@@ -20,8 +23,12 @@ function conditionalMap(opts: { honour?: boolean } = {}) {
       if (honour && cond?.ifNoneMatch && cur !== undefined) throw new StoreError("precondition", "412", { status: 412 });
       if (honour && cond?.ifMatch !== undefined && cur?.etag !== cond.ifMatch) throw new StoreError("precondition", "412", { status: 412 });
       const etag = `e${++n}`;
-      objects.set(key, { body: body.slice(), etag });
+      objects.set(key, { body: body.slice(), etag, lastModifiedMs: Math.floor(s3clock.t / 1000) * 1000 });
       return etag;
+    },
+    async head(key) {
+      const o = objects.get(key);
+      return o ? { key, size: o.body.length, etag: o.etag, lastModifiedMs: o.lastModifiedMs } : null;
     },
   };
   return store;
@@ -30,13 +37,126 @@ function conditionalMap(opts: { honour?: boolean } = {}) {
 function lease(store: LeaseStore, over: Partial<ConstructorParameters<typeof WorkdirLease>[0]> = {}, clock = { t: 1_000_000 }) {
   return new WorkdirLease({
     store, prefix: "wd/", node: "n1", cacheDir: "/c1", pid: 10, bootId: "boot", runId: "r1", leaseMs: 30_000,
-    now: () => clock.t, ...over,
+    now: () => clock.t, mono: () => clock.t, ...over,
   });
 }
 
 const read = (s: ReturnType<typeof conditionalMap>) => parseLease(s.objects.get(leaseKey("wd/"))!.body)!;
 
 describe("WorkdirLease", () => {
+  test("the fence: this node writes until its last sent renewal + lease - margin; another node takes over only after expiry", async () => {
+    const clock = { t: 1_000_000 };
+    const s = conditionalMap({ clock });
+    const a = lease(s, {}, clock); // lease 30 s, margin 7.5 s
+    expect(fenceMarginMs(30_000)).toBe(7_500);
+    await a.acquire();
+    const deadline = 1_000_000 + 30_000 - 7_500;
+    // This side of the boundary: A may still write, and no other node may take the lease.
+    clock.t = deadline - 1;
+    expect(a.fenceReason()).toBeNull();
+    expect(a.fenceLeftMs()).toBe(1);
+    await expect(lease(s, { node: "n2", cacheDir: "/c2", runId: "r2" }, clock).acquire()).rejects.toBeInstanceOf(LeaseHeldError);
+    // The other side: A no longer writes, for the whole margin before another node can take over.
+    clock.t = deadline;
+    expect(a.fenceReason()).toContain("can no longer be relied on by this node's clock");
+    clock.t = 1_000_000 + 30_000; // the expiry itself: still not taken (expiresMs < now is needed)
+    await expect(lease(s, { node: "n2", cacheDir: "/c2", runId: "r2" }, clock).acquire()).rejects.toBeInstanceOf(LeaseHeldError);
+    clock.t += 1;
+    const b = lease(s, { node: "n2", cacheDir: "/c2", runId: "r2" }, clock);
+    expect((await b.acquire()).how).toBe("took-over-expired");
+    expect(b.fenceReason()).toBeNull();
+    expect(await a.renew()).toBe(false);
+    expect(a.fenceReason()).toContain("LOST");
+  });
+
+  test("the fence counts from when the renewal was sent, not from its (slow) answer", async () => {
+    const clock = { t: 1_000_000 };
+    const s = conditionalMap({ clock });
+    const a = lease(s, {}, clock);
+    await a.acquire();
+    const put = s.putSmall;
+    s.putSmall = async (...args) => {
+      const etag = await put(...args);
+      clock.t += 5_000; // the answer takes 5 s to come back
+      return etag;
+    };
+    clock.t = 1_010_000;
+    expect(await a.renew()).toBe(true);
+    expect(clock.t).toBe(1_015_000);
+    expect(a.fenceLeftMs()).toBe(1_010_000 + 30_000 - 7_500 - 1_015_000);
+  });
+
+  test("a renewal S3 applied whose answer was lost (412 on the retry) is adopted, not lost", async () => {
+    const clock = { t: 1_000_000 };
+    const s = conditionalMap({ clock });
+    const a = lease(s, {}, clock);
+    await a.acquire();
+    const put = s.putSmall;
+    s.putSmall = async (...args) => {
+      await put(...args); // applied...
+      s.putSmall = put;
+      throw new StoreError("precondition", "412 (the retry of a write whose answer was lost)", { status: 412 });
+    };
+    clock.t = 1_010_000;
+    expect(await a.renew()).toBe(true);
+    expect(a.status()).toMatchObject({ state: "held", adopted: 1, renewFailures: 0, expiresMs: 1_040_000 });
+    expect(a.fenceLeftMs()).toBe(30_000 - 7_500);
+    expect(await a.renew()).toBe(true); // the adopted ETag is the one S3 has
+    expect(await a.release()).toBe(true);
+  });
+
+  test("a lost answer at the release is adopted: the lease is released, not lost", async () => {
+    const s = conditionalMap();
+    const a = lease(s);
+    await a.acquire();
+    const put = s.putSmall;
+    s.putSmall = async (...args) => {
+      await put(...args);
+      s.putSmall = put;
+      throw new StoreError("precondition", "412", { status: 412 });
+    };
+    expect(await a.release()).toBe(true);
+    expect(a.status().state).toBe("released");
+    expect(read(s).state).toBe("released");
+  });
+
+  test("a 412 whose lease names another run (same holder, restarted) is lost", async () => {
+    const clock = { t: 1_000_000 };
+    const s = conditionalMap({ clock });
+    const a = lease(s, {}, clock);
+    await a.acquire();
+    await lease(s, { pid: 11, runId: "r2" }, clock).acquire(); // same cache dir, a new run resumed it
+    expect(await a.renew()).toBe(false);
+    expect(a.status().state).toBe("lost");
+  });
+
+  test("the timer and the pre-upload renewal share one renewal in flight", async () => {
+    const s = conditionalMap();
+    const a = lease(s);
+    await a.acquire();
+    const before = s.puts;
+    const [x, y] = await Promise.all([a.renew(), a.renew()]);
+    expect([x, y]).toEqual([true, true]);
+    expect(s.puts - before).toBe(1);
+    expect(a.status().state).toBe("held");
+  });
+
+  test("a holder whose clock is behind (expired by its own expiry, but written to S3 just now) is refused, naming the clocks", async () => {
+    const clock = { t: 1_000_000 };
+    const s = conditionalMap({ clock });
+    const behind = { t: clock.t - 60_000 }; // n1's clock is a minute behind
+    const a = lease(s, {}, behind);
+    await a.acquire();
+    const b = lease(s, { node: "n2", cacheDir: "/c2", runId: "r2" }, clock);
+    const err = await b.acquire().catch((e) => e);
+    expect(err).toBeInstanceOf(LeaseHeldError);
+    expect(err.message).toContain("clock is about 60 s behind");
+    expect(err.message).toContain("node n1");
+    // Once S3's copy is older than a lease time, the holder is taken to be dead.
+    clock.t += 31_000;
+    expect((await b.acquire()).how).toBe("took-over-expired");
+  });
+
   test("first start creates the lease; a second holder is refused with the holder and expiry named", async () => {
     const s = conditionalMap();
     const clock = { t: 1_000_000 };
@@ -61,7 +181,7 @@ describe("WorkdirLease", () => {
     expect(read(s).state).toBe("released");
     const b = lease(s, { node: "n2", cacheDir: "/c2", runId: "r2" }, clock);
     expect((await b.acquire()).how).toBe("took-over-released");
-    clock.t += 31_000; // b stops renewing (dead)
+    clock.t += 31_000; // b stops renewing (dead): by its own expiry and by S3's Last-Modified
     const c = lease(s, { node: "n3", cacheDir: "/c3", runId: "r3" }, clock);
     const r = await c.acquire();
     expect(r.how).toBe("took-over-expired");
@@ -83,15 +203,15 @@ describe("WorkdirLease", () => {
   });
 
   test("renewal extends; a renewal after a takeover reports the lease lost and who has it", async () => {
-    const s = conditionalMap();
     const clock = { t: 1_000_000 };
+    const s = conditionalMap({ clock });
     const a = lease(s, {}, clock);
     await a.acquire();
     clock.t += 10_000;
     expect(await a.renew()).toBe(true);
     expect(a.status().expiresMs).toBe(1_040_000);
     clock.t += 60_000;
-    expect(a.expired()).toBe(true);
+    expect(a.fenceReason()).toContain("can no longer be relied on");
     await lease(s, { node: "n2", cacheDir: "/c2", runId: "r2" }, clock).acquire();
     expect(await a.renew()).toBe(false);
     const st = a.status();
@@ -134,7 +254,7 @@ describe("WorkdirLease", () => {
 
   test("an unreadable lease object is not overwritten without force", async () => {
     const s = conditionalMap();
-    s.objects.set(leaseKey("wd/"), { body: new TextEncoder().encode("{not json"), etag: "x" });
+    s.objects.set(leaseKey("wd/"), { body: new TextEncoder().encode("{not json"), etag: "x", lastModifiedMs: 0 });
     await expect(lease(s).acquire()).rejects.toThrow("not a lease bucketfs can read");
     expect((await lease(s).acquire({ force: true })).how).toBe("took-over-forced");
   });

@@ -9,10 +9,10 @@ import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSyn
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { openIndex } from "../../src/cache/db.ts";
-import { walkWorkdir, WorkdirJournal } from "../../src/service/journal.ts";
-import { PrefetchError, prefetchWorkdir, type WorkdirSpec } from "../../src/service/prefetch.ts";
+import { walkWorkdir, WorkdirJournal } from "../../src/service/workdir/journal.ts";
+import { PrefetchError, prefetchWorkdir, type WorkdirSpec } from "../../src/service/workdir/prefetch.ts";
 import { tempNameFor } from "../../src/cache/cache-root.ts";
-import { formatMode, formatMtime, uploadWorkdir } from "../../src/service/upload.ts";
+import { formatMode, formatMtime, uploadWorkdir } from "../../src/service/workdir/upload.ts";
 import { StoreError } from "../../src/store/types.ts";
 import { MemStore } from "../helpers/mem-store.ts";
 import { logger, setSink } from "../../src/util/log.ts";

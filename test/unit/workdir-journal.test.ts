@@ -8,7 +8,7 @@ import { copyFileSync, lstatSync, mkdirSync, mkdtempSync, renameSync, rmSync, sy
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { openIndex } from "../../src/cache/db.ts";
-import { lstatBig, stampOf, walkWorkdir, WorkdirJournal } from "../../src/service/journal.ts";
+import { lstatBig, stampOf, walkWorkdir, WorkdirJournal } from "../../src/service/workdir/journal.ts";
 
 /** Longer than the coarse kernel clock tick, so a later change gets a different ctime. */
 const TICK_MS = 25;

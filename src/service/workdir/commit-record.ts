@@ -15,9 +15,10 @@
  * writer added or changed is fetched as before. `deleted` entries are carried from record to
  * record until the path exists again.
  */
-import { keyProblem } from "../cache/keys.ts";
-import type { ObjectInfo } from "../store/types.ts";
+import { keyProblem } from "../../cache/keys.ts";
+import type { ObjectInfo } from "../../store/types.ts";
 import { RESERVED_DIR } from "./lease.ts";
+import type { MappedName } from "./names.ts";
 
 export interface RecordFile {
   /** Path relative to the workdir, "/"-separated. */
@@ -48,6 +49,17 @@ export interface CommitRecord {
   dirs: string[];
   /** Uploaded by bucketfs in an earlier run, deleted from the workdir since. */
   deleted: { path: string; etag: string }[];
+  /**
+   * Keys S3 listed under the prefix but answered 404 for at prefetch (a server that lists a key
+   * under another name than it serves): never in the workdir, never counted as deleted.
+   * Absent when there are none.
+   */
+  unreadable?: { key: string; etag: string }[];
+  /**
+   * Paths whose bytes on disk are not valid UTF-8, stored under their mapped key (names.ts):
+   * the original bytes (base64), which prefetch restores. Absent when there are none.
+   */
+  names?: MappedName[];
 }
 
 export const COMMITS_DIR = `${RESERVED_DIR}/commits/`;
@@ -93,12 +105,20 @@ export interface BuildInput {
   files: RecordFile[];
   symlinks: { path: string; target: string }[];
   dirs: string[];
+  /** Keys prefetch could not read (kept out of `deleted`). */
+  unreadable?: { key: string; etag: string }[];
+  /** Mapped names of the workdir (only those of the record's paths are kept). */
+  names?: MappedName[];
   now?: number;
 }
 
 /** The next record: sequence after `prev`, deletions carried forward and extended. */
 export function buildRecord(inp: BuildInput): CommitRecord {
   const present = new Set<string>([...inp.files.map((f) => f.path), ...inp.symlinks.map((s) => s.path), ...inp.dirs]);
+  const names = (inp.names ?? []).filter((n) => present.has(n.path));
+  const unreadable = [...(inp.unreadable ?? [])].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  // Never in the workdir because S3 would not serve them: not a deletion by the workdir.
+  for (const u of unreadable) if (u.key.startsWith(inp.prefix)) present.add(u.key.slice(inp.prefix.length));
   const deleted = new Map<string, string>();
   if (inp.prev !== null) {
     for (const d of inp.prev.deleted) if (!present.has(d.path)) deleted.set(d.path, d.etag);
@@ -119,6 +139,8 @@ export function buildRecord(inp: BuildInput): CommitRecord {
     symlinks: [...inp.symlinks].sort(byPath),
     dirs: [...inp.dirs].sort(),
     deleted: [...deleted].map(([path, etag]) => ({ path, etag })).sort(byPath),
+    ...(unreadable.length > 0 ? { unreadable } : {}),
+    ...(names.length > 0 ? { names } : {}),
   };
 }
 
@@ -154,6 +176,18 @@ export function parseRecord(body: Uint8Array, prefix: string): CommitRecord {
   for (const d of dirs) if (!okPath(d)) throw new Error(`bad directory entry ${JSON.stringify(d).slice(0, 200)}`);
   for (const d of deleted) {
     if (!okPath(d?.path) || typeof d.etag !== "string") throw new Error(`bad deleted entry ${JSON.stringify(d).slice(0, 200)}`);
+  }
+  if (r.names !== undefined) {
+    if (!Array.isArray(r.names)) throw new Error("bad names list");
+    for (const n of r.names) {
+      if (!okPath(n?.path) || typeof n.raw !== "string") throw new Error(`bad names entry ${JSON.stringify(n).slice(0, 200)}`);
+    }
+  }
+  if (r.unreadable !== undefined) {
+    if (!Array.isArray(r.unreadable)) throw new Error("bad unreadable list");
+    for (const u of r.unreadable) {
+      if (typeof u?.key !== "string" || typeof u.etag !== "string") throw new Error(`bad unreadable entry ${JSON.stringify(u).slice(0, 200)}`);
+    }
   }
   return r as CommitRecord;
 }

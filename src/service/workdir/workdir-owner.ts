@@ -4,24 +4,27 @@
  * record each upload run writes before its markers.
  *
  * Is: `WorkdirOwner` with four calls at four points of the bucket's lifecycle: `claim()`
- * before prefetch, `adoptRecord()` with what prefetch found, `beforeUpload()` + `commit()`
- * around each upload (stop or sync), `close()` at the end (releasing the lease only after a
- * clean upload). A renew timer in between, whose failures are logged loudly and shown in
- * `status()`.
+ * before prefetch, `adoptRecord()` with what prefetch found, `beforeUpload()` + `fence()` +
+ * `commit()` around each upload (stop or sync), `close()` at the end (releasing the lease only
+ * after a clean upload). A renew timer in between (running through long uploads too), whose
+ * failures are logged loudly and shown in `status()`. The fence is an AbortSignal that fires
+ * the moment the lease can no longer be relied on by this node's clock (or is found lost):
+ * every data request and the commit record of the upload run under it.
  * Is not: the lease or record logic (lease.ts, commit-record.ts) nor the lifecycle that calls
  * it; it never decides to stop the daemon.
  */
 import { hostname } from "node:os";
 import { randomBytes } from "node:crypto";
-import type { ObjectStore } from "../store/types.ts";
-import { errMsg, type Logger } from "../util/log.ts";
+import type { ObjectStore } from "../../store/types.ts";
+import { errMsg, type Logger } from "../../util/log.ts";
 import { buildRecord, type CommitRecord } from "./commit-record.ts";
 import type { WalkResult, WorkdirJournal } from "./journal.ts";
 import { LeaseHeldError, WorkdirLease, describeHolder, type LeaseStatus } from "./lease.ts";
+import type { UploadFence } from "./upload.ts";
 import { recordFromWorkdir, writeRecord } from "./workdir-record.ts";
 
 export interface WorkdirOwnerOptions {
-  store: Pick<ObjectStore, "bucket" | "getSmall" | "putSmall">;
+  store: Pick<ObjectStore, "bucket" | "getSmall" | "putSmall" | "head">;
   prefix: string;
   /** The workdir cache dir: with the host name, who holds the lease. */
   localDir: string;
@@ -50,7 +53,11 @@ export class WorkdirOwner {
   private readonly node: string;
   private timer: Timer | undefined;
   private prev: CommitRecord | null = null;
+  /** Keys the prefetch could not read: carried in every record this run writes. */
+  private unreadable: { key: string; etag: string }[] = [];
   private renewing: Promise<unknown> | undefined;
+  /** Fences of uploads running now: fired at once when a renewal finds the lease lost. */
+  private readonly fences = new Set<() => void>();
 
   constructor(private readonly o: WorkdirOwnerOptions) {
     this.node = o.node ?? hostname();
@@ -100,12 +107,15 @@ export class WorkdirOwner {
         if (!ok && this.lease.status().state === "lost") {
           this.o.log.error(`workdir lease of s3://${this.o.store.bucket}/${this.o.prefix} LOST: ${this.lease.status().lastError}. Uploads of this workdir are refused from now on`);
           clearInterval(this.timer);
+          for (const fire of this.fences) fire();
         }
       })
       .catch((err) => {
         const st = this.lease.status();
-        const level = this.lease.expired() ? "error" : "warn";
-        this.o.log[level](`workdir lease renewal failed (${st.renewFailures} in a row${this.lease.expired() ? ", lease EXPIRED: another node may take it" : ""}): ${errMsg(err)}`);
+        const fenced = this.lease.fenceReason() !== null;
+        this.o.log[fenced ? "error" : "warn"](
+          `workdir lease renewal failed (${st.renewFailures} in a row${fenced ? "; this node no longer writes to the workdir: another node may take it" : `; ${Math.round(this.lease.fenceLeftMs() / 1000)} s of the lease left`}): ${errMsg(err)}`,
+        );
       })
       .finally(() => {
         this.renewing = undefined;
@@ -119,24 +129,31 @@ export class WorkdirOwner {
     this.o.journal.saveLease(this.status());
   }
 
-  /** The latest record prefetch read: the base of the next one. */
-  adoptRecord(rec: CommitRecord | null): void {
+  /** The latest record prefetch read (the base of the next one), and the keys it could not read. */
+  adoptRecord(rec: CommitRecord | null, unreadable: { key: string; etag: string }[] = []): void {
     if (rec !== null && (this.prev === null || rec.seq > this.prev.seq)) this.prev = rec;
+    this.unreadable = unreadable;
   }
 
   /**
    * Throws unless the lease is still ours, renewing it first so an upload starts with a full
-   * lease period ahead. A transient renewal failure is tolerated while the lease has not expired.
+   * lease period ahead (sharing a renewal the timer may have running). A transient renewal
+   * failure is tolerated while the fence still lets this node write. With `renewWhenFenced`
+   * false (a sync), a fence that is down refuses at once instead of waiting out a renewal.
    */
-  async beforeUpload(signal?: AbortSignal): Promise<void> {
+  async beforeUpload(signal?: AbortSignal, opts: { renewWhenFenced?: boolean } = {}): Promise<void> {
     const where = `s3://${this.o.store.bucket}/${this.o.prefix}`;
+    const fencedNow = this.lease.fenceReason();
+    if (this.lease.status().state === "held" && fencedNow !== null && opts.renewWhenFenced === false) {
+      throw new Error(`${fencedNow}; not uploading, the files stay in the cache`);
+    }
     if (this.lease.status().state === "held") {
-      await this.renewing;
       try {
         await this.lease.renew(signal);
       } catch (err) {
-        if (this.lease.expired()) throw new Error(`workdir lease of ${where} expired and cannot be renewed (${errMsg(err)}); not uploading`);
-        this.o.log.warn(`workdir lease renewal before upload failed, lease still valid: ${errMsg(err)}`);
+        const fenced = this.lease.fenceReason();
+        if (fenced !== null) throw new Error(`${fenced}; renewing it failed (${errMsg(err)}); not uploading, the files stay in the cache`);
+        this.o.log.warn(`workdir lease renewal before upload failed, ${Math.round(this.lease.fenceLeftMs() / 1000)} s of the lease left: ${errMsg(err)}`);
       }
     }
     this.save();
@@ -146,11 +163,46 @@ export class WorkdirOwner {
     }
   }
 
+  /**
+   * The fence of one upload: its signal fires (with the reason) when this node may no longer
+   * write, by the lease's monotonic deadline or because a renewal found the lease lost. The
+   * renew timer keeps moving the deadline while renewals succeed. `dispose` when the upload ends.
+   */
+  fence(): UploadFence & { dispose(): void } {
+    const ctl = new AbortController();
+    let timer: Timer | undefined;
+    const reason = () => this.lease.fenceReason();
+    const fire = (): void => {
+      clearTimeout(timer);
+      const why = reason();
+      if (why === null) {
+        timer = setTimeout(fire, Math.max(1, this.lease.fenceLeftMs()));
+        return;
+      }
+      if (ctl.signal.aborted) return;
+      this.o.log.error(`${why}: the upload stops now; files not uploaded stay pending, no commit record is written`);
+      ctl.abort(new Error(why));
+      this.fences.delete(fire);
+    };
+    this.fences.add(fire);
+    fire();
+    return {
+      signal: ctl.signal,
+      reason: () => (ctl.signal.aborted ? errMsg(ctl.signal.reason) : reason()),
+      dispose: () => {
+        clearTimeout(timer);
+        this.fences.delete(fire);
+      },
+    };
+  }
+
   /** The upload's commit hook: writes the next record unless it would say what the last one says. */
   async commit(walk: WalkResult, kind: CommitRecord["kind"], signal?: AbortSignal): Promise<string | null> {
     const content = recordFromWorkdir(walk, this.o.journal, this.o.lastUploadFile, this.o.log);
-    const next = buildRecord({ prev: this.prev, prefix: this.o.prefix, runId: this.runId, node: this.node, kind, ...content });
+    const next = buildRecord({ prev: this.prev, prefix: this.o.prefix, runId: this.runId, node: this.node, kind, ...content, unreadable: this.unreadable });
     if (this.prev !== null && sameContent(this.prev, next)) return null;
+    const fenced = this.lease.fenceReason();
+    if (fenced !== null) throw new Error(fenced);
     const key = await writeRecord(this.o.store, next, signal);
     this.prev = next;
     this.save();
@@ -162,6 +214,7 @@ export class WorkdirOwner {
   async close(clean: boolean): Promise<void> {
     clearInterval(this.timer);
     await this.renewing;
+    await this.lease.renewing?.catch(() => undefined);
     try {
       await this.closeLease(clean);
     } finally {
@@ -183,6 +236,6 @@ export class WorkdirOwner {
 }
 
 function sameContent(a: CommitRecord, b: CommitRecord): boolean {
-  const strip = (r: CommitRecord) => JSON.stringify([r.files, r.symlinks, r.dirs, r.deleted]);
+  const strip = (r: CommitRecord) => JSON.stringify([r.files, r.symlinks, r.dirs, r.deleted, r.unreadable ?? [], r.names ?? []]);
   return strip(a) === strip(b);
 }

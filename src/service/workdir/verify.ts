@@ -8,10 +8,10 @@
  * verified (no record, an unreadable record, S3 errors).
  * Is not: a repair, and not a check of the local cache; it never mounts, writes or deletes.
  */
-import type { Config } from "../config/types.ts";
-import { createS3Store } from "../store/s3.ts";
-import type { ObjectInfo, ObjectStore } from "../store/types.ts";
-import { errMsg, logger } from "../util/log.ts";
+import type { Config } from "../../config/types.ts";
+import { createS3Store } from "../../store/s3.ts";
+import type { ObjectInfo, ObjectStore } from "../../store/types.ts";
+import { errMsg, logger } from "../../util/log.ts";
 import { isReservedPath, verifyRecord, type VerifyDifference } from "./commit-record.ts";
 import { loadLatestRecord } from "./workdir-record.ts";
 

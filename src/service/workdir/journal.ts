@@ -22,12 +22,13 @@
 import type { Database } from "bun:sqlite";
 import { lstatSync, readdirSync, type BigIntStats } from "node:fs";
 import { join } from "node:path";
-import { describeProblem, keyProblem } from "../cache/keys.ts";
+import { describeProblem, keyProblem } from "../../cache/keys.ts";
 import { RESERVED_DIR } from "./lease.ts";
-import { TEMP_FILE_RE } from "../cache/cache-root.ts";
-import { WD_LEASE_DDL } from "../cache/db.ts";
-import { bestEffort } from "../cache/full-disk.ts";
-import { RunLog, type RunKind, type RunOutcome, type RunRecord, type RunSummary } from "../cache/runs.ts";
+import { encodeName, type MappedName } from "./names.ts";
+import { TEMP_FILE_RE } from "../../cache/cache-root.ts";
+import { WD_LEASE_DDL } from "../../cache/db.ts";
+import { bestEffort } from "../../cache/full-disk.ts";
+import { RunLog, type RunKind, type RunOutcome, type RunRecord, type RunSummary } from "../../cache/runs.ts";
 
 export type { RunKind, RunOutcome, RunRecord, RunSummary };
 export type TransferKind = Exclude<RunKind, "daemon">;
@@ -68,7 +69,8 @@ export type EntryKind = "file" | "symlink" | "fifo" | "socket" | "char-device" |
 export interface WorkdirEntry {
   /** Relative path, "/"-separated. */
   rel: string;
-  abs: string;
+  /** The path on disk: a Buffer when some component is not valid UTF-8 (see names.ts). */
+  abs: string | Buffer;
   kind: EntryKind;
   stamp: FileStamp;
   /** Full st_mode, uid, gid (for upload metadata). */
@@ -92,6 +94,8 @@ export interface WalkResult {
   /** Prefetch temp files (skipped, never uploaded). */
   tempFiles: string[];
   problems: WalkProblem[];
+  /** Paths (as stored in S3) whose bytes on disk needed the name mapping, with those bytes. */
+  names: MappedName[];
 }
 
 export interface PendingFile {
@@ -115,7 +119,7 @@ export function sameStamp(a: FileStamp, b: FileStamp): boolean {
 }
 
 /** lstat with bigint times; null when the path does not exist. */
-export function lstatBig(path: string): BigIntStats | null {
+export function lstatBig(path: string | Buffer): BigIntStats | null {
   try {
     return lstatSync(path, { bigint: true });
   } catch (err) {
@@ -146,16 +150,19 @@ function errText(err: unknown): string {
 
 /**
  * Walk the workdir cache dir without following symlinks. Directories are descended,
- * everything else is returned with its lstat. Names that are not valid UTF-8 (they could
- * not be named by an S3 key faithfully) and paths too long for a key are reported as
- * problems, as are unreadable directories.
+ * everything else is returned with its lstat. Names that are not valid UTF-8 get their key
+ * form from the name mapping (names.ts; `rel` is the key form, `abs` the bytes on disk, and
+ * `names` lists them for the commit record). Paths that cannot be local paths are reported
+ * as problems, as are unreadable directories.
  */
 export function walkWorkdir(root: string): WalkResult {
-  const out: WalkResult = { entries: [], emptyDirs: [], reserved: false, tempFiles: [], problems: [] };
-  const stack: string[] = [""];
+  const out: WalkResult = { entries: [], emptyDirs: [], reserved: false, tempFiles: [], problems: [], names: [] };
+  // `raw`: the directory's relative path as bytes, when some component needed the name mapping.
+  const stack: { rel: string; raw: Buffer | null }[] = [{ rel: "", raw: null }];
+  const rootBytes = Buffer.from(`${root}/`, "utf8");
   while (stack.length > 0) {
-    const relDir = stack.pop() as string;
-    const absDir = relDir === "" ? root : join(root, relDir);
+    const { rel: relDir, raw: rawDir } = stack.pop()!;
+    const absDir: string | Buffer = rawDir !== null ? Buffer.concat([rootBytes, rawDir]) : relDir === "" ? root : join(root, relDir);
     let names: Buffer[];
     try {
       names = readdirSync(absDir, { encoding: "buffer" });
@@ -163,19 +170,19 @@ export function walkWorkdir(root: string): WalkResult {
       out.problems.push({ rel: relDir === "" ? "." : relDir, error: `cannot read directory: ${errText(err)}` });
       continue;
     }
-    if (names.length === 0 && relDir !== "") out.emptyDirs.push(relDir);
+    if (names.length === 0 && relDir !== "") {
+      out.emptyDirs.push(relDir);
+      if (rawDir !== null) out.names.push({ path: relDir, raw: rawDir.toString("base64") });
+    }
     for (const raw of names) {
-      const name = raw.toString("utf8");
+      const { name, mapped } = encodeName(raw);
       const rel = relDir === "" ? name : `${relDir}/${name}`;
       if (relDir === "" && name === RESERVED_DIR) {
         out.reserved = true;
         continue;
       }
-      if (!Buffer.from(name, "utf8").equals(raw)) {
-        out.problems.push({ rel, error: "file name is not valid UTF-8; it cannot be stored as an S3 key" });
-        continue;
-      }
-      const abs = join(absDir, name);
+      const rawRel = rawDir === null && !mapped ? null : Buffer.concat(relDir === "" ? [raw] : [rawDir ?? Buffer.from(relDir, "utf8"), Buffer.from("/"), raw]);
+      const abs: string | Buffer = rawRel !== null ? Buffer.concat([rootBytes, rawRel]) : join(root, rel);
       let st: BigIntStats;
       try {
         st = lstatSync(abs, { bigint: true });
@@ -186,7 +193,7 @@ export function walkWorkdir(root: string): WalkResult {
       }
       const kind = kindOf(st);
       if (kind === "dir") {
-        stack.push(rel);
+        stack.push({ rel, raw: rawRel });
         continue;
       }
       if (kind === "file" && TEMP_FILE_RE.test(name)) {
@@ -198,11 +205,13 @@ export function walkWorkdir(root: string): WalkResult {
         out.problems.push({ rel, error: `cannot be an S3 key: ${describeProblem(problem)}` });
         continue;
       }
+      if (rawRel !== null) out.names.push({ path: rel, raw: rawRel.toString("base64") });
       out.entries.push({ rel, abs, kind, stamp: stampOf(st), mode: Number(st.mode), uid: Number(st.uid), gid: Number(st.gid) });
     }
   }
   out.entries.sort((a, b) => (a.rel < b.rel ? -1 : a.rel > b.rel ? 1 : 0));
   out.emptyDirs.sort();
+  out.names.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
   return out;
 }
 
@@ -229,6 +238,13 @@ interface FailureRow {
  * (e.g. `workdir/`); rows of other scopes in the same index are invisible, so changing the
  * configured workdir never lets an old baseline vouch for unrelated files.
  */
+/** Lists kept per workdir for `status --json`. */
+export type WorkdirNote = "unreadable" | "unuploadable" | "lastUpload" | "lastPrefetch";
+
+const WD_NOTES_DDL = `CREATE TABLE IF NOT EXISTS wd_notes (
+  scope TEXT NOT NULL, name TEXT NOT NULL, value TEXT NOT NULL, updated_ms INTEGER NOT NULL,
+  PRIMARY KEY (scope, name)) WITHOUT ROWID`;
+
 export class WorkdirJournal {
   readonly scope: string;
   private readonly db: Database;
@@ -250,6 +266,37 @@ export class WorkdirJournal {
       last_attempt_ms INTEGER NOT NULL, last_error TEXT NOT NULL,
       PRIMARY KEY (scope, path)) WITHOUT ROWID`);
     db.run(WD_LEASE_DDL);
+    try {
+      db.run(WD_NOTES_DDL);
+    } catch {
+      /* a read-only index (status) of an older bucketfs: notes() reads none */
+    }
+  }
+
+  /**
+   * A named value the daemon keeps for `status --json` (keys prefetch could not read, files
+   * that cannot be uploaded, the last upload's outcome). Replaced whole; best effort like the lease.
+   */
+  saveNote(name: WorkdirNote, value: unknown): void {
+    bestEffort(this.db, () =>
+      this.db.query("INSERT OR REPLACE INTO wd_notes (scope, name, value, updated_ms) VALUES (?, ?, ?, ?)").run(this.scope, name, JSON.stringify(value), Date.now()),
+    );
+  }
+
+  /** The value saved under `name`, or null (none, or an index without notes). */
+  note(name: WorkdirNote): unknown {
+    try {
+      const row = this.db.query<{ value: string }, [string, string]>("SELECT value FROM wd_notes WHERE scope = ? AND name = ?").get(this.scope, name);
+      return row ? (JSON.parse(row.value) as unknown) : null;
+    } catch {
+      return null;
+    }
+  }
+
+  /** The list saved under `name`, or []. */
+  noteList<T>(name: WorkdirNote): T[] {
+    const v = this.note(name);
+    return Array.isArray(v) ? (v as T[]) : [];
   }
 
   /** Records the workdir lease's state for `status` (best effort: a full disk only loses the display). */

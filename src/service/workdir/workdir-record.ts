@@ -12,9 +12,9 @@
  */
 import { readlinkSync } from "node:fs";
 import { basename } from "node:path";
-import type { ObjectStore } from "../store/types.ts";
-import { StoreError } from "../store/types.ts";
-import { errMsg, type Logger } from "../util/log.ts";
+import type { ObjectStore } from "../../store/types.ts";
+import { StoreError } from "../../store/types.ts";
+import { errMsg, type Logger } from "../../util/log.ts";
 import { latestRecordKey, parseRecord, recordKey, type CommitRecord, type RecordFile } from "./commit-record.ts";
 import type { WalkResult, WorkdirJournal } from "./journal.ts";
 
@@ -41,7 +41,7 @@ export async function loadLatestRecord(
 /** The next record's content from a walk of the workdir taken after the files were uploaded. */
 export function recordFromWorkdir(
   walk: WalkResult, journal: WorkdirJournal, lastUploadFile: string, log: Logger,
-): Pick<CommitRecord, "files" | "symlinks" | "dirs"> {
+): Pick<CommitRecord, "files" | "symlinks" | "dirs"> & { names: NonNullable<CommitRecord["names"]> } {
   const files: RecordFile[] = [];
   const symlinks: CommitRecord["symlinks"] = [];
   for (const e of walk.entries) {
@@ -65,7 +65,7 @@ export function recordFromWorkdir(
       }
     }
   }
-  return { files, symlinks, dirs: [...walk.emptyDirs] };
+  return { files, symlinks, dirs: [...walk.emptyDirs], names: walk.names };
 }
 
 /** Writes `rec` under its sequence key, only if no record with that sequence exists. */
