@@ -160,6 +160,7 @@ export class ObjectCache {
       utimesSync(path, mtimeMs / 1000, mtimeMs / 1000);
       const object: CachedObject = { key, etag: info.etag, size: info.size, mtimeMs, mode: objectMode(info) };
       this.index.putCached(object);
+      this.counted(key, info.unverified ? "none" : checkKind(info.checkedWith));
       this.hooks.stored(key, info.size);
       const secs = (performance.now() - t0) / 1000;
       this.log.debug(`fetched ${key} (${fmtBytes(info.size)} in ${secs.toFixed(2)} s)`);
@@ -283,6 +284,7 @@ export class ObjectCache {
         p = new PartialObject(key, etag, size, tmp, path, this.roomyStore(), (finished) => {
           utimesSync(path, mtimeMs / 1000, mtimeMs / 1000);
           this.index.putCached(object);
+          this.counted(key, finished.verification?.kind ?? "none");
           this.hooks.stored(key, size);
           this.unreserve(finished);
           if (this.partials.get(key) === finished) this.partials.delete(key);
@@ -341,6 +343,16 @@ export class ObjectCache {
     return freed;
   }
 
+  /** One object fetched, checked by `kind`; `none` (unverified) gets one log line per object. */
+  private counted(key: string, kind: string): void {
+    if (kind === "none") this.log.warn(`${key}: fetched without a check of its bytes (S3 holds nothing usable for it); only its length was checked`);
+    try {
+      this.index.countCheck(kind);
+    } catch (err) {
+      this.log.debug(`cannot count the check of ${key}: ${errMsg(err)}`);
+    }
+  }
+
   /** mkdir -p for the parent, never through a symlink; a stale cached *file* (or symlink) in the way is removed. */
   private makeParent(path: string): void {
     mkdirsUnder(this.root, relative(this.root, dirname(path)), { replace: true });
@@ -354,4 +366,13 @@ export class ObjectCache {
       /* absent: fine */
     }
   }
+}
+
+/** The Verification kind a download's `checkedWith` words name. */
+function checkKind(what: string | undefined): string {
+  if (what === undefined) return "none";
+  if (what.startsWith("composite")) return "composite";
+  if (what.startsWith("multipart")) return "multipart-etag";
+  if (what.startsWith("MD5")) return "md5";
+  return "full";
 }
