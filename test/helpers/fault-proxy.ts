@@ -4,8 +4,8 @@
  * Is: a plain HTTP forwarder (headers kept verbatim, so SigV4 signatures made for the proxy's
  * host:port still verify at MinIO, which sees the same Host header) with rules that match a
  * request by S3 operation, method, path and query and then answer with a status and S3 error
- * code, reset the connection, stall, cut the answer's body short, or flip one byte of the
- * answer's or the request's body. Each rule fires `times` times (after skipping `after`
+ * code, reset the connection, stall, cut the answer's body short, flip one byte of the
+ * answer's or the request's body, or leave a header out of the answer. Each rule fires `times` times (after skipping `after`
  * matches) and counts its hits; the proxy counts requests per S3 operation for every test that
  * wants to wait on or assert request counts. Is not: a mock of S3 (every request that no rule
  * answers itself goes to the real server), and it never listens beyond 127.0.0.1.
@@ -27,7 +27,9 @@ export type FaultAction =
   /** Forward, and XOR this byte of the answer's body with 0xff. */
   | { flipResponseByte: number }
   /** XOR this byte of the request's body with 0xff on the way to the server. */
-  | { flipRequestByte: number };
+  | { flipRequestByte: number }
+  /** Forward, and leave this header (any case) out of the answer. */
+  | { dropResponseHeader: string };
 
 export interface FaultRule {
   op?: S3Op;
@@ -119,6 +121,7 @@ export async function startFaultProxy(target: { port: number }): Promise<FaultPr
       { host: "127.0.0.1", port: target.port, method: req.method, path: req.url, headers: req.headers, agent: false },
       (upRes) => {
         const headers = { ...upRes.headers };
+        if (action !== undefined && "dropResponseHeader" in action) delete headers[action.dropResponseHeader.toLowerCase()];
         res.writeHead(upRes.statusCode ?? 502, headers);
         let pos = 0;
         upRes.on("data", (chunk: Buffer) => {

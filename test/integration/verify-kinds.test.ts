@@ -1,0 +1,150 @@
+/**
+ * Every kind of object users really have is checked on both read paths (issue 17): objects
+ * made by boto3 (test/helpers/s3tool.py) as a multipart upload without checksums (multipart
+ * ETag), with CRC32 and CRC32C (composite checksums, checked part by part through GET
+ * partNumber=N), with CRC64NVME (full-object), and as a single PUT with CRC64NVME, read through
+ * the mount while the fault proxy damages answers: a byte flipped in every GET (EIO, nothing
+ * cached), a part answer without its checksum header (EIO), a part cut short and a byte flipped
+ * once (the right bytes, or EIO on a whole-object check), then a clean re-read (the right
+ * bytes) and the cache file (the right bytes). What checked each object is read from
+ * `status --json` (readCache.checks), never from the log.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { createHash } from "node:crypto";
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { removeDir, startDaemon, type DaemonHandle } from "../helpers/daemon.ts";
+import { run } from "../helpers/run.ts";
+import { startFaultProxy, type FaultProxy } from "../helpers/fault-proxy.ts";
+import { startS3Server, type S3Server } from "../helpers/s3server.ts";
+import { s3tool, type PutOptions, type S3Tool } from "../helpers/s3tool.ts";
+import { statusJson } from "../helpers/status.ts";
+
+const MiB = 1024 * 1024;
+const BUCKET = "kinds";
+
+let server: S3Server;
+let proxy: FaultProxy;
+let s3: S3Tool;
+let d: DaemonHandle;
+
+const sha256 = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
+
+interface Kind {
+  name: string;
+  opts: PutOptions;
+  /** What checks it (store/checksum.ts Verification kind). */
+  check: "composite" | "multipart-etag" | "full";
+}
+
+const PART = 5 * MiB;
+const KINDS: Kind[] = [
+  { name: "mp-none", opts: { multipart: true, partSize: PART }, check: "multipart-etag" },
+  { name: "mp-crc32", opts: { multipart: true, partSize: PART, checksum: "crc32" }, check: "composite" },
+  { name: "mp-crc32c", opts: { multipart: true, partSize: PART, checksum: "crc32c" }, check: "composite" },
+  { name: "mp-crc64nvme", opts: { multipart: true, partSize: PART, checksum: "crc64nvme" }, check: "full" },
+  { name: "put-crc64nvme", opts: { checksum: "crc64nvme" }, check: "full" },
+];
+/** Below the streaming threshold (8 MiB): the whole-object path; above it: the streamed path. */
+const PATHS = [
+  { path: "whole", size: 7 * MiB + 12_345 },
+  { path: "streamed", size: 12 * MiB + 54_321 },
+];
+
+const bodies = new Map<string, Uint8Array>();
+
+beforeAll(async () => {
+  server = await startS3Server();
+  proxy = await startFaultProxy(server);
+  s3 = s3tool(server);
+  await server.createBucket(BUCKET);
+  await Promise.all(KINDS.flatMap((k) => PATHS.map(async (p, i) => {
+    const body = new Uint8Array(p.size).map((_, j) => (j * (7 + i) + k.name.length + (j >> 12)) & 0xff);
+    const key = `${p.path}/${k.name}`;
+    bodies.set(key, body);
+    await s3.put(BUCKET, key, { bytes: body }, k.opts);
+  })));
+  // What MinIO holds for each kind, as boto3 sees it: the premise of every test below.
+  const w = await s3.checksums(BUCKET, "streamed/mp-crc32c");
+  expect([w.checksumType, w.crc32c?.endsWith("-3")]).toEqual(["COMPOSITE", true]);
+  const f = await s3.checksums(BUCKET, "streamed/mp-crc64nvme");
+  expect([f.checksumType, f.crc64nvme]).toEqual(["FULL_OBJECT", await s3.crc("crc64nvme", { bytes: bodies.get("streamed/mp-crc64nvme")! })]);
+  d = await startDaemon({ ...server, endpoint: proxy.endpoint }, [{ bucket: BUCKET }]);
+}, 300_000);
+
+afterAll(async () => {
+  if (d) {
+    await d.cleanup();
+    removeDir(d.dir);
+  }
+  await proxy?.stop();
+  await server?.stop();
+}, 120_000);
+
+const cached = (key: string) => join(d.cachePath, `.${BUCKET}`, key);
+
+async function read(key: string): Promise<{ code: number; sum: string; err: string }> {
+  const r = await run(`sha256sum ${join(d.mnt[BUCKET]!, key)}`);
+  return { code: r.code, sum: r.out.split(" ")[0] ?? "", err: r.err };
+}
+
+describe("every kind of object, on both read paths", () => {
+  for (const k of KINDS) {
+    for (const p of PATHS) {
+      const key = `${p.path}/${k.name}`;
+      const usesParts = k.check === "composite" || (k.check === "multipart-etag" && p.path === "whole");
+      test(`${key} (${k.check}): bad bytes give EIO and are never cached; a clean read gives the right bytes`, async () => {
+        const body = bodies.get(key)!;
+        proxy.clear();
+        // A byte flipped in every answer: EIO, nothing cached.
+        const always = proxy.add({ op: "GetObject", path: `/${key}`, action: { flipResponseByte: 100 }, times: Infinity });
+        const bad = await read(key);
+        expect(bad.code).not.toBe(0);
+        expect(bad.err).toContain("Input/output error");
+        expect(always.fired).toBeGreaterThan(1);
+        expect(existsSync(cached(key))).toBe(false);
+        proxy.clear();
+
+        if (k.check === "composite") {
+          // Part answers that never say their checksum: nothing checks them, so EIO.
+          const noSum = proxy.add({
+            op: "GetObject", path: `/${key}`, query: /partNumber=/, action: { dropResponseHeader: `x-amz-checksum-${k.opts.checksum}` }, times: Infinity,
+          });
+          const r = await read(key);
+          expect(r.code).not.toBe(0);
+          expect(r.err).toContain("Input/output error");
+          expect(noSum.fired).toBeGreaterThan(1);
+          expect(existsSync(cached(key))).toBe(false);
+          proxy.clear();
+        }
+
+        if (usesParts) {
+          // Part 2 cut short once and part 1 flipped once: fetched again, the right bytes at once.
+          const cut = proxy.add({ op: "GetObject", path: `/${key}`, query: /partNumber=2/, action: { truncate: 1000 } });
+          const flip = proxy.add({ op: "GetObject", path: `/${key}`, query: /partNumber=1/, action: { flipResponseByte: 4321 } });
+          const r = await read(key);
+          expect(r).toMatchObject({ code: 0, sum: sha256(body) });
+          expect([cut.fired, flip.fired]).toEqual([1, 1]);
+        } else {
+          // One answer flipped: the whole path fetches it again; a streamed copy is checked whole
+          // at its end, so the reader may get EIO there, never wrong bytes.
+          const once = proxy.add({ op: "GetObject", path: `/${key}`, action: { flipResponseByte: 2000 } });
+          const r = await read(key);
+          expect(once.fired).toBe(1);
+          if (p.path === "whole" || r.code === 0) expect(r).toMatchObject({ code: 0, sum: sha256(body) });
+          else expect(r.err).toContain("Input/output error");
+        }
+        proxy.clear();
+        expect(await read(key)).toMatchObject({ code: 0, sum: sha256(body) });
+        expect(sha256(readFileSync(cached(key)))).toBe(sha256(body));
+        expect(await read(key)).toMatchObject({ code: 0, sum: sha256(body) });
+      }, 180_000);
+    }
+  }
+
+  test("status --json counts what checked each object; none went unverified", async () => {
+    const b = (await statusJson(d.configPath)).find((x) => x.bucket === BUCKET)!;
+    expect(b.readCache!.unverified).toBe(0);
+    expect(b.readCache!.checks).toMatchObject({ composite: 4, "multipart-etag": 2, full: 4 });
+  }, 60_000);
+});
