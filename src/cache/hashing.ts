@@ -20,7 +20,7 @@ export interface RangeHasher {
 
 type Pending = { resolve: (r: HashReply) => void };
 
-let worker: Worker | null | undefined;
+let worker: Promise<Worker | null> | undefined;
 let seq = 0;
 let ids = 0;
 const pending = new Map<number, Pending>();
@@ -30,27 +30,43 @@ function failAll(error: string): void {
   pending.clear();
 }
 
-function hashWorker(): Worker | null {
+/**
+ * Where the worker's module is: beside this file when run from source; in a `bun build
+ * --compile` binary (scripts/build-binary.sh adds it as a second entry point) under the
+ * bundle's root, which is src/.
+ */
+function workerSpecifier(): string {
+  return import.meta.url.includes("/$bunfs/") ? "./cache/hash-worker.ts" : new URL("./hash-worker.ts", import.meta.url).href;
+}
+
+/** The shared hashing Worker once it answered a first message, or null (hash in this thread). */
+function hashWorker(): Promise<Worker | null> {
   if (worker !== undefined) return worker;
-  if (process.env.BUCKETFS_HASH_WORKER === "0") return (worker = null);
-  try {
-    const w = new Worker(new URL("./hash-worker.ts", import.meta.url).href);
+  if (process.env.BUCKETFS_HASH_WORKER === "0") return (worker = Promise.resolve(null));
+  worker = new Promise<Worker | null>((resolve) => {
+    let w: Worker;
+    try {
+      w = new Worker(workerSpecifier());
+    } catch {
+      return resolve(null);
+    }
+    let up = false;
     w.onmessage = (e: MessageEvent<HashReply>) => {
+      up = true;
       const p = pending.get(e.data.seq);
       pending.delete(e.data.seq);
       p?.resolve(e.data);
     };
     w.onerror = (e) => {
       // The thread is gone: what it was doing fails (a check that fails is EIO, never wrong
-      // bytes), and new hashers run in this thread.
-      worker = null;
+      // bytes), and hashers made from now on run in this thread.
+      worker = Promise.resolve(null);
       failAll(`hash worker failed: ${e.message}`);
+      if (!up) resolve(null);
     };
     w.unref();
-    worker = w;
-  } catch {
-    worker = null;
-  }
+    ask(w, { id: 0, op: "close" } as HashRequest).then((r) => resolve(r.ok ? w : null));
+  });
   return worker;
 }
 
@@ -110,8 +126,29 @@ class LocalHasher implements RangeHasher {
   close(): void {}
 }
 
+/** Delegates to the Worker's hasher once the Worker answered, else to one in this thread. */
+class LazyHasher implements RangeHasher {
+  private h: Promise<RangeHasher>;
+  constructor(alg: HashAlgorithm) {
+    this.h = hashWorker().then((w) => (w ? new WorkerHasher(w, alg) : new LocalHasher(alg)));
+  }
+  async update(path: string, from: number, to: number): Promise<void> {
+    return (await this.h).update(path, from, to);
+  }
+  async digest(): Promise<Uint8Array> {
+    return (await this.h).digest();
+  }
+  close(): void {
+    void this.h.then((h) => h.close());
+  }
+}
+
 /** A hash state for `alg` fed from files; on the hashing Worker when it runs. */
 export function rangeHasher(alg: HashAlgorithm): RangeHasher {
-  const w = hashWorker();
-  return w ? new WorkerHasher(w, alg) : new LocalHasher(alg);
+  return new LazyHasher(alg);
+}
+
+/** True when hashing runs on the Worker (for the tests of the compiled binary and the bench). */
+export async function hashingOffThread(): Promise<boolean> {
+  return (await hashWorker()) !== null;
 }
