@@ -6,7 +6,7 @@
 #
 # `bun build --compile` bundles src/cli/main.ts with its dependencies (citty, the AWS SDK,
 # aws-crt's prebuilt N-API .node file, required by a static path in src/store/checksum.ts)
-# and the hashing Worker (src/cache/hash-worker.ts, a second entry point) into a copy of
+# and the hashing Worker (src/store/hash-worker.ts, a second entry point) into a copy of
 # the running Bun runtime:
 #   * host target only: the runtime is the bun binary from node_modules, so the build is
 #     offline (a foreign --target would download a runtime);
@@ -50,7 +50,7 @@ tmp="$work/bucketfs"
   --no-compile-autoload-dotenv --no-compile-autoload-bunfig \
   --minify --sourcemap \
   --outfile "$tmp" \
-  src/cli/main.ts src/cache/hash-worker.ts >/dev/null
+  src/cli/main.ts src/store/hash-worker.ts >/dev/null
 
 chmod 0755 "$tmp"
 # The executable must carry the app: a plain Bun (stripped, or a failed embed) prints

@@ -4,7 +4,7 @@
  *
  * Is: for a full-object checksum, a single-part MD5 ETag and a multipart ETag, a hash over
  * bytes [0, size) read back from the temp file in order, advanced whenever blocks complete,
- * never ahead of the first missing block, on the hashing Worker (cache/hashing.ts), so no
+ * never ahead of the first missing block, on the hashing Worker (store/hashing.ts), so no
  * MD5 or CRC64NVME work runs on the FUSE thread; a multipart ETag cuts an MD5 at every part
  * boundary and compares the MD5 of those MD5s. For a composite checksum, the part checksums
  * the part GETs were checked against (`partChecked`), compared at the end with the object's
@@ -17,7 +17,7 @@
 import {
   compositeChecksum, describeVerification, multipartEtagOfDigests, toBase64, toHex, type Verification,
 } from "../store/checksum.ts";
-import { rangeHasher, type RangeHasher } from "./hashing.ts";
+import { rangeHasher, type RangeHasher } from "../store/hashing.ts";
 
 export class StreamedDigest {
   private hasher: RangeHasher | undefined;

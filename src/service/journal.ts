@@ -250,6 +250,24 @@ export class WorkdirJournal {
       last_attempt_ms INTEGER NOT NULL, last_error TEXT NOT NULL,
       PRIMARY KEY (scope, path)) WITHOUT ROWID`);
     db.run(WD_LEASE_DDL);
+    // The full-object CRC64NVME S3 accepted for an upload, by path and the ETag it belongs to.
+    db.run(`CREATE TABLE IF NOT EXISTS wd_checksums (
+      scope TEXT NOT NULL, path TEXT NOT NULL, etag TEXT NOT NULL, crc64nvme TEXT NOT NULL,
+      PRIMARY KEY (scope, path)) WITHOUT ROWID`);
+  }
+
+  /** The object `etag` that `path` was uploaded as has this full-object CRC64NVME (base64). */
+  recordChecksum(path: string, etag: string, crc64nvme: string): void {
+    bestEffort(this.db, () => this.db
+      .query("INSERT OR REPLACE INTO wd_checksums (scope, path, etag, crc64nvme) VALUES (?, ?, ?, ?)")
+      .run(this.scope, path, etag, crc64nvme));
+  }
+
+  /** The CRC64NVME recorded for `path` uploaded as `etag`, if any. */
+  checksumOf(path: string, etag: string): string | undefined {
+    return this.db
+      .query<{ crc64nvme: string }, [string, string, string]>("SELECT crc64nvme FROM wd_checksums WHERE scope = ? AND path = ? AND etag = ?")
+      .get(this.scope, path, etag)?.crc64nvme;
   }
 
   /** Records the workdir lease's state for `status` (best effort: a full disk only loses the display). */

@@ -227,8 +227,10 @@ export async function uploadWorkdir(
     };
     inflight.set(c.rel, 0);
     try {
+      let crc64nvme: string | undefined;
       const etag = await store.upload(key, c.abs, {
         meta,
+        onChecksum: (sum) => (crc64nvme = sum.value),
         ...(signal ? { signal } : {}),
         onProgress: (b) => {
           inflight.set(c.rel, b);
@@ -238,6 +240,7 @@ export async function uploadWorkdir(
       const after = lstatBig(c.abs);
       if (after !== null && sameStamp(stamp, stampOf(after))) {
         journal.record(c.rel, stamp, etag, "upload");
+        if (crc64nvme !== undefined) journal.recordChecksum(c.rel, etag, crc64nvme);
         journal.clearFailure(c.rel);
         return { ok: true, bytes: stamp.size };
       }

@@ -12,7 +12,7 @@
  * N-API binding of aws-crt (pinned; its .node file is required by a static path so that
  * `bun build --compile` embeds it), MD5/SHA from Bun.CryptoHasher. Is not: where the bytes
  * come from (s3/get.ts, cache/object-digest.ts) or the worker that hashes off the FUSE thread
- * (cache/hash-worker.ts).
+ * (hashing.ts, hash-worker.ts).
  */
 import { createHash } from "node:crypto";
 import { crc32 as zlibCrc32 } from "node:zlib";
@@ -98,6 +98,49 @@ export function newHasher(alg: HashAlgorithm): Hasher {
       return { algorithm: alg, update: (c) => void h.update(c), digest: () => new Uint8Array(h.digest()) };
     }
   }
+}
+
+/** CRC-64/NVME, reflected polynomial (x^64 + ... as S3 and NVMe define it). */
+const CRC64NVME_POLY = 0x9a6c9329ac4bc9b5n;
+const TOP64 = 1n << 63n;
+
+/** a * b modulo the CRC64NVME polynomial, both reflected (bit 63 is x^0). */
+function mulModP64(a: bigint, b: bigint): bigint {
+  let m = TOP64;
+  let p = 0n;
+  for (;;) {
+    if (a & m) {
+      p ^= b;
+      if ((a & (m - 1n)) === 0n) break;
+    }
+    m >>= 1n;
+    b = b & 1n ? (b >> 1n) ^ CRC64NVME_POLY : b >> 1n;
+  }
+  return p;
+}
+
+/** x^(2^k) modulo the polynomial, for k = 0..63. */
+let x2n64: bigint[] | undefined;
+
+/**
+ * The CRC64NVME of A||B from crc(A), crc(B) and B's length: how a multipart upload's parts,
+ * hashed in any order, give the full-object checksum without a second pass over the file
+ * (the zlib crc32_combine method, in 64 bits).
+ */
+export function crc64nvmeCombine(crcA: Uint8Array, crcB: Uint8Array, lenB: number): Uint8Array {
+  if (x2n64 === undefined) {
+    x2n64 = [1n << 62n];
+    for (let k = 1; k < 64; k++) x2n64.push(mulModP64(x2n64[k - 1]!, x2n64[k - 1]!));
+  }
+  const a = new DataView(crcA.buffer, crcA.byteOffset, 8).getBigUint64(0);
+  const b = new DataView(crcB.buffer, crcB.byteOffset, 8).getBigUint64(0);
+  // x^(8 * lenB) mod P
+  let p = TOP64;
+  let n = BigInt(lenB);
+  for (let k = 3; n > 0n; n >>= 1n, k++) if (n & 1n) p = mulModP64(x2n64[k & 63]!, p);
+  const out = new Uint8Array(8);
+  new DataView(out.buffer).setBigUint64(0, mulModP64(p, a) ^ b);
+  return out;
 }
 
 export function toBase64(b: Uint8Array): string {

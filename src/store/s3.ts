@@ -8,7 +8,7 @@
  * Is not: a cache, or anything that knows about the filesystem layout (temp names, renames).
  *
  * Works on AWS (virtual-hosted URLs) and on S3-compatible servers with a custom endpoint (path
- * style). Upload checksums are plain headers (x-amz-checksum-crc32), never aws-chunked trailers,
+ * style). Upload checksums are plain headers (x-amz-checksum-crc64nvme; CRC32 for bucketfs' own small records), never aws-chunked trailers,
  * which several third-party servers mis-store (research notes, ts-deps.md section 4.1).
  */
 import type { BucketConfig } from "../config/types.ts";

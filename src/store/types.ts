@@ -67,6 +67,8 @@ export interface DownloadOptions {
 export interface UploadOptions {
   /** Stored as `x-amz-meta-<name>`. */
   meta?: Record<string, string>;
+  /** Told the whole object's checksum as S3 accepted it (full-object CRC64NVME, base64), once uploaded. */
+  onChecksum?: (c: { algorithm: "crc64nvme"; value: string }) => void;
   signal?: AbortSignal;
   onProgress?: (bytes: number) => void;
 }
@@ -121,7 +123,8 @@ export interface ObjectStore {
   download(key: string, destPath: string, opts?: DownloadOptions): Promise<ObjectInfo>;
   /**
    * Upload a local file as `key` (multipart when large), read from disk part by part, every
-   * request carrying a checksum S3 verifies. Returns the new ETag.
+   * request carrying a checksum S3 verifies, and the whole object a full-object CRC64NVME
+   * (`onChecksum`). Returns the new ETag.
    */
   upload(key: string, srcPath: string, opts?: UploadOptions): Promise<string>;
   /**

@@ -7,16 +7,19 @@
  * cached), a part answer without its checksum header (EIO), a part cut short and a byte flipped
  * once (the right bytes, or EIO on a whole-object check), then a clean re-read (the right
  * bytes) and the cache file (the right bytes). What checked each object is read from
- * `status --json` (readCache.checks), never from the log.
+ * `status --json` (readCache.checks), never from the log. And uploads: a single PUT and a
+ * multipart upload by bucketfs' store carry a full-object CRC64NVME that MinIO keeps, checked
+ * with boto3 against the CRC64NVME s3tool.py computes of the file.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { createHash } from "node:crypto";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { removeDir, startDaemon, type DaemonHandle } from "../helpers/daemon.ts";
 import { run } from "../helpers/run.ts";
 import { startFaultProxy, type FaultProxy } from "../helpers/fault-proxy.ts";
-import { startS3Server, type S3Server } from "../helpers/s3server.ts";
+import { startS3Server, TEST_ROOT, type S3Server } from "../helpers/s3server.ts";
+import { createS3Store } from "../../src/store/s3.ts";
 import { s3tool, type PutOptions, type S3Tool } from "../helpers/s3tool.ts";
 import { statusJson } from "../helpers/status.ts";
 
@@ -147,4 +150,33 @@ describe("every kind of object, on both read paths", () => {
     expect(b.readCache!.unverified).toBe(0);
     expect(b.readCache!.checks).toMatchObject({ composite: 4, "multipart-etag": 2, full: 4 });
   }, 60_000);
+});
+
+describe("uploads carry a full-object CRC64NVME", () => {
+  test("single PUT (small, and read as a file slice) and multipart: boto3 sees FULL_OBJECT crc64nvme of the file", async () => {
+    const tmp = mkdtempSync(join(TEST_ROOT, "up-crc-"));
+    try {
+      const store = createS3Store(
+        { bucket: BUCKET, accessKeyId: server.accessKey, secretAccessKey: server.secretKey, region: server.region, endpoint: server.endpoint, partSize: 5 * MiB, transferConcurrency: 4 },
+        { retryBaseMs: 10 },
+      );
+      for (const [name, size] of [["small", 100_000], ["slice", 3 * MiB + 5], ["multi", 12 * MiB + 777]] as const) {
+        const file = join(tmp, name);
+        const bytes = new Uint8Array(size).map((_, i) => (i * 13 + (i >> 9) + name.length) & 0xff);
+        writeFileSync(file, bytes);
+        let told: string | undefined;
+        const etag = await store.upload(`up/${name}`, file, { onChecksum: (c) => (told = c.value) });
+        const want = await s3.crc("crc64nvme", { file });
+        const got = await s3.checksums(BUCKET, `up/${name}`);
+        expect({ etag: got.etag, type: got.checksumType, crc64nvme: got.crc64nvme, size: got.size }).toEqual({
+          etag, type: "FULL_OBJECT", crc64nvme: want, size,
+        });
+        expect(told).toBe(want);
+        if (name === "multi") expect(etag).toMatch(/-3$/);
+        expect((await s3.get(BUCKET, `up/${name}`)).sha256).toBe(sha256(bytes));
+      }
+    } finally {
+      rmSync(tmp, { recursive: true, force: true });
+    }
+  }, 120_000);
 });

@@ -6,7 +6,7 @@
 import { describe, expect, test } from "bun:test";
 import { createHash } from "node:crypto";
 import {
-  checksumFromHeaders, chooseVerification, compositeChecksum, crtBinding, multipartEtag, multipartEtagOfDigests, newHasher,
+  checksumFromHeaders, chooseVerification, compositeChecksum, crc64nvmeCombine, crtBinding, multipartEtag, multipartEtagOfDigests, newHasher,
   partBounds, toBase64, toHex, type HashAlgorithm,
 } from "../../src/store/checksum.ts";
 
@@ -83,5 +83,25 @@ describe("what checks an object", () => {
     const ma = createHash("md5").update(a).digest();
     const mb = createHash("md5").update(b).digest();
     expect(multipartEtagOfDigests([ma, mb])).toBe(multipartEtag([ma.toString("hex"), mb.toString("hex")])!);
+  });
+});
+
+describe("CRC64NVME of parts combined", () => {
+  test("combine(crc(A), crc(B), |B|) is crc(A||B), at every split, empty parts included", () => {
+    const data = new Uint8Array(3000).map((_, i) => (i * 31 + (i >> 5)) & 0xff);
+    const crc = (d: Uint8Array) => {
+      const h = newHasher("crc64nvme");
+      h.update(d);
+      return h.digest();
+    };
+    const whole = toHex(crc(data));
+    for (const cut of [0, 1, 7, 8, 9, 1000, 2999, 3000]) {
+      expect(toHex(crc64nvmeCombine(crc(data.subarray(0, cut)), crc(data.subarray(cut)), data.length - cut))).toBe(whole);
+    }
+    // Three parts, folded left to right as a multipart upload does.
+    const parts = [data.subarray(0, 1024), data.subarray(1024, 2048), data.subarray(2048)];
+    let acc = crc(parts[0]!);
+    for (const p of parts.slice(1)) acc = crc64nvmeCombine(acc, crc(p), p.length);
+    expect(toHex(acc)).toBe(whole);
   });
 });

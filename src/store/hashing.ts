@@ -1,13 +1,13 @@
 /**
- * Hashing ranges of cache files off the FUSE thread.
+ * Hashing ranges of files (cache files, files being uploaded) off the FUSE thread.
  *
  * Is: `rangeHasher(alg)`, a hash state fed with byte ranges of files by path, whose work runs
- * in one shared Worker (cache/hash-worker.ts) so that MD5 (1.6 s/GiB) and CRC64NVME
+ * in one shared Worker (hash-worker.ts) so that MD5 (1.6 s/GiB) and CRC64NVME
  * (0.65 s/GiB) never delay a READ answer; the same in this thread when the Worker cannot start
  * or BUCKETFS_HASH_WORKER=0 (A/B benchmarks). Is not: what is hashed when
- * (cache/object-digest.ts) or the hash implementations (store/checksum.ts).
+ * (cache/object-digest.ts, s3/put.ts) or the hash implementations (checksum.ts).
  */
-import { newHasher, type HashAlgorithm, type Hasher } from "../store/checksum.ts";
+import { newHasher, type HashAlgorithm, type Hasher } from "./checksum.ts";
 import { hashFileRange, type HashReply, type HashRequest } from "./hash-worker.ts";
 
 export interface RangeHasher {
@@ -36,7 +36,7 @@ function failAll(error: string): void {
  * bundle's root, which is src/.
  */
 function workerSpecifier(): string {
-  return import.meta.url.includes("/$bunfs/") ? "./cache/hash-worker.ts" : new URL("./hash-worker.ts", import.meta.url).href;
+  return import.meta.url.includes("/$bunfs/") ? "./store/hash-worker.ts" : new URL("./hash-worker.ts", import.meta.url).href;
 }
 
 /** The shared hashing Worker once it answered a first message, or null (hash in this thread). */

@@ -1,15 +1,15 @@
 /**
- * The hashing thread (a Bun Worker started by cache/hashing.ts): hashes byte ranges of cache
- * files, read here by path, so that MD5 and CRC64NVME work never runs on the thread that
- * answers FUSE requests.
+ * The hashing thread (a Bun Worker started by hashing.ts): hashes byte ranges of files (cache
+ * files being checked, workdir files being uploaded), read here by path, so that MD5 and
+ * CRC64NVME work never runs on the thread that answers FUSE requests.
  *
  * Is: a message loop over per-id hash states: `open` (an algorithm), `update` (bytes [from, to)
  * of a file, read in 1 MiB steps), `digest` (the raw digest; the state starts again), `close`.
  * Every message is answered once with its `seq`. Is not: the choice of what to hash or when
- * (cache/object-digest.ts), or a reader of anything outside the files it is named.
+ * (cache/object-digest.ts, s3/put.ts), or a reader of anything outside the files it is named.
  */
 import { closeSync, openSync, readSync } from "node:fs";
-import { newHasher, type HashAlgorithm, type Hasher } from "../store/checksum.ts";
+import { newHasher, type HashAlgorithm, type Hasher } from "./checksum.ts";
 
 export type HashRequest =
   | { seq: number; id: number; op: "open"; alg: HashAlgorithm }
