@@ -205,15 +205,17 @@ export class ObjectCache {
     throw new CacheFullError(msg, { cause: err });
   }
 
-  /** The store as a PartialObject sees it: ranged GETs whose cache writes get one retry after ENOSPC. */
+  /** The store as a PartialObject sees it: ranged and part GETs whose cache writes get one retry after ENOSPC. */
   private roomyStore(): ObjectStore {
     const store = this.store;
     const streamRange: ObjectStore["streamRange"] = (key, start, end, sink, signal, ifMatch) =>
       this.roomy(key, end - start, () => store.streamRange(key, start, end, sink, signal, ifMatch));
+    const getPart: ObjectStore["getPart"] = (key, n, sink, opts) => this.roomy(key, 0, () => store.getPart(key, n, sink, opts));
     // A Proxy, not a copy: every other method stays the store's own, called on the store.
     return new Proxy(store, {
       get(target, prop) {
         if (prop === "streamRange") return streamRange;
+        if (prop === "getPart") return getPart;
         const v: unknown = Reflect.get(target, prop, target);
         return typeof v === "function" ? v.bind(target) : v;
       },
