@@ -129,7 +129,8 @@ function readCacheLine(c: ReadCacheStatus): string {
       : `free space unknown (${c.cachePath} missing?)`;
   return (
     `  read cache: ${fmtBytes(c.bytes)} in ${c.objects} objects${shared}; limit ${limit} for ${c.cachePath}; ` +
-    `${free}; ${c.evictions} evictions (${fmtBytes(c.evictedBytes)})`
+    `${free}; ${c.evictions} evictions (${fmtBytes(c.evictedBytes)})` +
+    (c.unverified > 0 ? `; ${c.unverified} objects fetched unverified (S3 held no checksum or MD5 for them)` : "")
   );
 }
 

@@ -21,6 +21,8 @@ export interface RangeHasher {
 type Pending = { resolve: (r: HashReply) => void };
 
 let worker: Promise<Worker | null> | undefined;
+/** How long the Worker may take to answer its first message. */
+const WORKER_START_MS = 10_000;
 let seq = 0;
 let ids = 0;
 const pending = new Map<number, Pending>();
@@ -65,7 +67,19 @@ function hashWorker(): Promise<Worker | null> {
       if (!up) resolve(null);
     };
     w.unref();
-    ask(w, { id: 0, op: "close" } as HashRequest).then((r) => resolve(r.ok ? w : null));
+    // A Worker that never answers its first message is not used (hashing stays in this thread).
+    const t = setTimeout(() => {
+      if (!up) {
+        worker = Promise.resolve(null);
+        w.terminate();
+        resolve(null);
+      }
+    }, WORKER_START_MS);
+    t.unref();
+    ask(w, { id: 0, op: "close" } as HashRequest).then((r) => {
+      clearTimeout(t);
+      resolve(r.ok ? w : null);
+    });
   });
   return worker;
 }
