@@ -161,8 +161,3 @@ class LazyHasher implements RangeHasher {
 export function rangeHasher(alg: HashAlgorithm): RangeHasher {
   return new LazyHasher(alg);
 }
-
-/** True when hashing runs on the Worker (for the tests of the compiled binary and the bench). */
-export async function hashingOffThread(): Promise<boolean> {
-  return (await hashWorker()) !== null;
-}
