@@ -38,6 +38,11 @@ export class StreamedDigest {
     readonly v: Verification,
     /** Asked only on a mismatch of an MD5 ETag: true when S3 says the ETag is not the MD5 of the bytes. */
     private confirmNotMd5: () => Promise<boolean>,
+    /**
+     * Asked only on a mismatch of a multipart ETag: every part's bounds as S3 gives them one HEAD
+     * per part (part sizes were assumed equal from part 1's), or undefined.
+     */
+    private partBoundsFromS3: () => Promise<number[] | undefined> = async () => undefined,
   ) {
     const alg = v.kind === "full" ? v.algorithm : v.kind === "md5" || v.kind === "multipart-etag" ? "md5" : undefined;
     if (alg !== undefined) this.hasher = rangeHasher(alg);
@@ -109,13 +114,37 @@ export class StreamedDigest {
     const h = this.hasher!;
     try {
       if (this.failure !== undefined || this.hashed !== this.size) return false;
-      if (v.kind === "multipart-etag") return this.partMd5s.length === v.count && multipartEtagOfDigests(this.partMd5s) === v.etag;
+      if (v.kind === "multipart-etag") {
+        if (this.partMd5s.length === v.count && multipartEtagOfDigests(this.partMd5s) === v.etag) return true;
+        return await this.rehashParts(v.etag, v.bounds);
+      }
       const d = await h.digest();
       if (v.kind === "full") return toBase64(d) === v.value;
       if (toHex(d) === v.md5) return true;
       return await this.confirmNotMd5().catch(() => false);
     } catch {
       return false;
+    } finally {
+      h.close();
+    }
+  }
+
+  /**
+   * A multipart ETag that did not match with part sizes taken from part 1 (parts of unequal
+   * sizes can look like that): ask S3 for every part's size and, when they differ, hash the
+   * file again with them.
+   */
+  private async rehashParts(etag: string, assumed: number[]): Promise<boolean> {
+    const bounds = await this.partBoundsFromS3().catch(() => undefined);
+    if (bounds === undefined || bounds.length !== assumed.length || bounds.every((b, i) => b === assumed[i])) return false;
+    const h = rangeHasher("md5");
+    try {
+      const md5s: Uint8Array[] = [];
+      for (let k = 1; k < bounds.length; k++) {
+        await h.update(this.path, bounds[k - 1]!, bounds[k]!);
+        md5s.push(await h.digest());
+      }
+      return multipartEtagOfDigests(md5s) === etag;
     } finally {
       h.close();
     }

@@ -27,7 +27,7 @@ import { closeSync, openSync, renameSync, rmSync, ftruncateSync, write as fsWrit
 import { StoreError, type ObjectStore } from "../store/types.ts";
 import { errMsg, type Logger } from "../util/log.ts";
 import { StreamedDigest } from "./object-digest.ts";
-import { chooseVerification, multipartEtagParts, type Verification } from "../store/checksum.ts";
+import { chooseVerification, multipartEtagParts, partBounds, type Verification } from "../store/checksum.ts";
 import { createLimiter, deferred, type Deferred, type Limiter } from "../util/async.ts";
 
 export const BLOCK_SIZE = 1024 * 1024;
@@ -124,7 +124,14 @@ export class PartialObject {
     }
     // Another version now: what S3 holds is not this copy's (its GETs fail on If-Match anyway).
     const v: Verification = i.etag === this.etag ? chooseVerification(i) : chooseVerification({ etag: this.etag, size: this.size });
-    const d = new StreamedDigest(this.etag, this.size, this.tmpPath, BLOCK_SIZE, v, async () => (await this.store.head(this.key))?.etagNotMd5 === true);
+    const d = new StreamedDigest(
+      this.etag, this.size, this.tmpPath, BLOCK_SIZE, v,
+      async () => (await this.store.head(this.key))?.etagNotMd5 === true,
+      async () => {
+        const again = await this.store.integrity(this.key, this.abort.signal, { everyPart: true });
+        return again?.etag === this.etag && again.parts ? partBounds(again.parts, this.size) : undefined;
+      },
+    );
     if (this.digest) return this.digest;
     this.digest = d;
     if (this.discarded) d.stop();

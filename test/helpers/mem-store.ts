@@ -137,7 +137,7 @@ export class MemStore implements ObjectStore {
   }
 
   /** Every object here is a single PUT: its MD5 ETag is what checks it. */
-  async integrity(key: string, signal?: AbortSignal): Promise<ObjectIntegrity | null> {
+  async integrity(key: string, signal?: AbortSignal, _opts?: { everyPart?: boolean }): Promise<ObjectIntegrity | null> {
     aborted(signal, "HeadObject", key);
     await this.enter("integrity");
     const o = this.objects.get(key);

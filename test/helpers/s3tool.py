@@ -15,7 +15,8 @@ and "op", one of:
     mkbucket    {bucket}                                   -> {created}
     put         {bucket, key, file | content_b64 | content_utf8,
                  metadata?, content_type?, multipart?, part_size?,
-                 checksum? ("crc32" | "crc32c" | "crc64nvme"), checksum_type? ("COMPOSITE" | "FULL_OBJECT")}
+                 checksum? ("crc32" | "crc32c" | "crc64nvme"), checksum_type? ("COMPOSITE" | "FULL_OBJECT"),
+                 part_sizes? (multipart: the size of each part, instead of part_size)}
                 with checksum, each request carries that checksum (computed here, in
                 Python, so botocore needs no awscrt) and S3 stores it with the object
                                                            -> {key, size, etag, sha256}
@@ -168,7 +169,7 @@ def call(client, op, headers, **kwargs):
 
 
 def put_bytes(client, bucket, key, data, metadata=None, content_type=None, multipart=False, part_size=None,
-              checksum=None, checksum_type=None):
+              checksum=None, checksum_type=None, part_sizes=None):
     extra = {}
     if metadata:
         extra["Metadata"] = {str(k): str(v) for k, v in metadata.items()}
@@ -191,9 +192,15 @@ def put_bytes(client, bucket, key, data, metadata=None, content_type=None, multi
         try:
             parts = []
             sums = []
-            offsets = range(0, max(len(data), 1), part)
-            for n, off in enumerate(offsets, start=1):
-                body = data[off:off + part]
+            if part_sizes:
+                if sum(part_sizes) != len(data):
+                    raise ValueError("part_sizes must add up to the object's size")
+                bounds = [sum(part_sizes[:i]) for i in range(len(part_sizes) + 1)]
+            else:
+                bounds = list(range(0, max(len(data), 1), part)) + [len(data)]
+            for n in range(1, len(bounds)):
+                off, end = bounds[n - 1], bounds[n]
+                body = data[off:end]
                 ph = {"x-amz-checksum-" + checksum: crc_b64(checksum, body)} if checksum else {}
                 r = call(client, "upload_part", ph, Bucket=bucket, Key=key, UploadId=uid, PartNumber=n, Body=body)
                 parts.append({"PartNumber": n, "ETag": r["ETag"]})
@@ -267,6 +274,7 @@ def op_put(cmd):
         part_size=cmd.get("part_size"),
         checksum=cmd.get("checksum"),
         checksum_type=cmd.get("checksum_type"),
+        part_sizes=cmd.get("part_sizes"),
     )
 
 

@@ -33,6 +33,8 @@ export interface PutOptions {
   partSize?: number;
   /** Every request carries this checksum (computed by s3tool.py itself); S3 stores it with the object. */
   checksum?: "crc32" | "crc32c" | "crc64nvme";
+  /** Multipart: the size of each part (parts of unequal sizes), instead of `partSize`. */
+  partSizes?: number[];
   /** Multipart: COMPOSITE (default for CRC32/CRC32C) or FULL_OBJECT (default for CRC64NVME). */
   checksumType?: "COMPOSITE" | "FULL_OBJECT";
 }
@@ -252,6 +254,7 @@ export function s3tool(server: S3Endpoint): S3Tool {
         ...(opts?.partSize !== undefined ? { part_size: opts.partSize } : {}),
         ...(opts?.checksum !== undefined ? { checksum: opts.checksum } : {}),
         ...(opts?.checksumType !== undefined ? { checksum_type: opts.checksumType } : {}),
+        ...(opts?.partSizes !== undefined ? { part_sizes: opts.partSizes } : {}),
       });
       return toPutResult(r);
     },

@@ -36,9 +36,12 @@ export async function hasPrefix(ctx: S3Context, prefix: string, signal?: AbortSi
 
 /**
  * What S3 holds to check the object (ObjectStore.integrity): a HEAD with checksum mode, and for
- * a multipart object without a full-object checksum a HEAD partNumber=1 of the same version.
+ * a multipart object without a full-object checksum a HEAD partNumber=1 of the same version
+ * (and one per part when the parts cannot all be part 1's size, or `everyPart` asks).
  */
-export async function headIntegrity(ctx: S3Context, key: string, signal?: AbortSignal): Promise<ObjectIntegrity | null> {
+export async function headIntegrity(
+  ctx: S3Context, key: string, signal?: AbortSignal, opts: { everyPart?: boolean } = {},
+): Promise<ObjectIntegrity | null> {
   const head = (query: [string, string][], ifMatch?: string) => {
     const headers: Record<string, string> = { "x-amz-checksum-mode": "ENABLED" };
     if (ifMatch) headers["if-match"] = `"${ifMatch}"`;
@@ -58,7 +61,7 @@ export async function headIntegrity(ctx: S3Context, key: string, signal?: AbortS
     if (Number.isSafeInteger(count) && count >= 1 && Number.isSafeInteger(size) && size > 0) {
       out.parts = { count, size };
       // Not count-1 parts of part 1's size and a shorter last one: learn each part's size.
-      if (!uniformParts(count, size, out.size) && count <= MAX_PART_HEADS) {
+      if ((opts.everyPart || !uniformParts(count, size, out.size)) && count <= MAX_PART_HEADS) {
         const sizes = [size];
         for (let n = 2; n <= count; n++) sizes.push(Number((await head([["partNumber", String(n)]], out.etag))?.get("content-length") ?? NaN));
         if (sizes.every((s) => Number.isSafeInteger(s) && s > 0)) out.parts.sizes = sizes;
