@@ -8,7 +8,9 @@
  * decides whether the kernel may keep its page cache of an object (`Acquired.keepCache`).
  * `prefetch` starts the same download before an open asks (bounded; fs/dir-read-ahead.ts).
  * Tells its `hooks` (the evictor, evictor.ts) what is in use, read, fetched and stored, and
- * retries a fetch once after a full disk made it evict. Is not: the workdir (never fetched
+ * retries a fetch once after a full disk made it evict. Counts every fetched object by what
+ * checked its bytes (index table `cache_checks`, for `status --json`) and logs one warning per
+ * object nothing could check. Is not: the workdir (never fetched
  * through here), metadata freshness (fs/namespace.ts) or the eviction policy.
  */
 import { renameSync, rmSync, utimesSync, lstatSync } from "node:fs";
