@@ -14,7 +14,8 @@
  * object; store/checksum.ts chooses). An object with a composite checksum is fetched by part
  * (GET partNumber=N), and a part's blocks count as present only once the part matched its own
  * checksum: a reader never sees its unchecked bytes, a bad part is fetched again by the store,
- * and one that stays bad fails the READs that need it with EIO. Every other object (full-object
+ * and one that stays bad fails the READs that need it with EIO (a part answer without its
+ * checksum turns the check of the copy into its multipart ETag's, `fallBackToEtag`). Every other object (full-object
  * checksum, MD5 ETag, multipart ETag) is checked whole (object-digest.ts, hashed in order on the
  * hashing Worker as blocks complete); when every block is present and the check passes, the file
  * is renamed to its final name and recorded as cached. The READ covering the last block of a
@@ -79,7 +80,14 @@ export class PartialObject {
   private plan: Promise<StreamedDigest> | undefined;
   /** A multipart ETag: the check may be a composite checksum, which decides how blocks are fetched. */
   private multipart: boolean;
-  /** composite: parts checked and in the file (1 per part), and the fetch of each part under way. */
+  /**
+   * composite: fetched by part (GET partNumber=N); stays so for this copy even when a part
+   * without its checksum turns the check into the multipart ETag's (`fallBackToEtag`).
+   */
+  private partMode: (Verification & { kind: "composite" }) | undefined;
+  /** What `integrity` said of the ETag: not an MD5 (SSE-KMS/SSE-C), so it cannot check parts. */
+  private etagNotMd5 = false;
+  /** composite: parts in the file (1 per part), and the fetch of each part under way. */
   private partDone: Uint8Array | undefined;
   private partFetches = new Map<number, Promise<void>>();
   /** Set when the whole object did not match its ETag: every READ of this copy fails with it. */
@@ -134,10 +142,31 @@ export class PartialObject {
     );
     if (this.digest) return this.digest;
     this.digest = d;
+    this.etagNotMd5 = i.etagNotMd5 === true;
     if (this.discarded) d.stop();
     else d.advance(this.present);
-    if (v.kind === "composite") this.partDone = new Uint8Array(v.count);
+    if (v.kind === "composite") {
+      this.partMode = v;
+      this.partDone = new Uint8Array(v.count);
+    }
     return d;
+  }
+
+  /**
+   * A part answer came without its own checksum: check this copy by its multipart ETag instead
+   * (MD5 of each part, hashed in order like any ETag-checked copy). False when the ETag cannot
+   * check it (not a multipart ETag, or SSE-KMS/SSE-C).
+   */
+  private fallBackToEtag(v: Verification & { kind: "composite" }): boolean {
+    if (this.digest?.v.kind === "multipart-etag") return true;
+    if (this.etagNotMd5 || multipartEtagParts(this.etag) !== v.count) return false;
+    const etagCheck: Verification = { kind: "multipart-etag", etag: this.etag.toLowerCase(), count: v.count, bounds: v.bounds };
+    const d = new StreamedDigest(this.etag, this.size, this.tmpPath, BLOCK_SIZE, etagCheck, async () => false);
+    this.digest?.stop();
+    this.digest = d;
+    this.plan = Promise.resolve(d);
+    this.log.warn(`${this.key}: S3 sent a part without its x-amz-checksum-${v.algorithm}; this copy is checked by its multipart ETag instead`);
+    return true;
   }
 
   /** What the bytes are checked against, once known. */
@@ -163,8 +192,8 @@ export class PartialObject {
   async ensure(off: number, len: number): Promise<void> {
     if (this.corrupt) throw this.corrupt;
     if (this.renamed || len <= 0 || off >= this.size) return;
-    const d = this.multipart ? await this.ready() : undefined;
-    if (d?.v.kind === "composite") await this.ensureParts(d.v, off, len);
+    if (this.multipart) await this.ready();
+    if (this.partMode) await this.ensureParts(this.partMode, off, len);
     else await this.ensureBlocks(off, len);
     // The READ that covers the last byte waits for the whole-object check once the object is
     // complete, so a reader that reads to the end learns of a bad copy before EOF.
@@ -261,11 +290,14 @@ export class PartialObject {
         if (pos < start || pos + chunk.byteLength > end) throw new Error(`${this.key}: part ${k} is not bytes ${start}-${end} as its HEAD said`);
         await writeAt(this.fd, chunk, pos);
       }, { signal: this.abort.signal, ifMatch: this.etag, check: v.algorithm });
-      if (ans.start !== start || ans.end !== end || ans.checksum === undefined) {
+      if (ans.start !== start || ans.end !== end) {
         throw new StoreError("corrupt", `[cache] ${this.key}: part ${k} came as bytes ${ans.start}-${ans.end}, not ${start}-${end}`, { key: this.key, code: "PartLayout" });
       }
+      if (ans.checksum === undefined && !this.fallBackToEtag(v)) {
+        throw new StoreError("corrupt", `[cache] ${this.key}: part ${k} came without its x-amz-checksum-${v.algorithm}, and the ETag cannot check it`, { key: this.key, code: "PartChecksumMissing" });
+      }
       if (this.discarded) return;
-      this.digest!.partChecked(k, ans.checksum);
+      if (ans.checksum !== undefined) this.digest!.partChecked(k, ans.checksum);
       this.partDone![k - 1] = 1;
       const last = Math.floor((end - 1) / BLOCK_SIZE);
       for (let blk = Math.floor(start / BLOCK_SIZE); blk <= last; blk++) {
@@ -273,6 +305,7 @@ export class PartialObject {
         this.present[blk] = 1;
         this.presentCount++;
       }
+      this.digest!.advance(this.present);
     } finally {
       done();
       if (this.discarded && this.gets.inUse === 0) this.closeFd();

@@ -106,9 +106,10 @@ export interface ObjectStore {
   /**
    * Part `n` (1-based) of a multipart object (GET partNumber=n, If-Match `ifMatch`), handed to
    * `sink` with object offsets as it arrives. With `check`, the part's bytes are verified against
-   * the part checksum of that algorithm in the answer; a mismatch, a missing checksum header or a
-   * short body is fetched again (the sink sees the part again from its start), and fails with
-   * kind "corrupt" when it stays so. Resolves with the part's place in the object.
+   * the part checksum of that algorithm in the answer; a mismatch or a short body is fetched
+   * again (the sink sees the part again from its start), and fails with kind "corrupt" when it
+   * stays so. An answer without that checksum resolves with `checksum` undefined: its bytes were
+   * not checked, and the caller must check them another way. Resolves with the part's place.
    */
   getPart(
     key: string, n: number, sink: (chunk: Uint8Array, pos: number) => Promise<void>,

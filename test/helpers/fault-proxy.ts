@@ -24,8 +24,8 @@ export type FaultAction =
   | { stall: number }
   /** Forward, then send the answer's headers and only this many body bytes, and close. */
   | { truncate: number }
-  /** Forward, and XOR this byte of the answer's body with 0xff. */
-  | { flipResponseByte: number }
+  /** Forward, and XOR this byte of the answer's body with 0xff (and leave a header out, if named). */
+  | { flipResponseByte: number; dropResponseHeader?: string }
   /** XOR this byte of the request's body with 0xff on the way to the server. */
   | { flipRequestByte: number }
   /** Forward, and leave this header (any case) out of the answer. */
@@ -121,7 +121,9 @@ export async function startFaultProxy(target: { port: number }): Promise<FaultPr
       { host: "127.0.0.1", port: target.port, method: req.method, path: req.url, headers: req.headers, agent: false },
       (upRes) => {
         const headers = { ...upRes.headers };
-        if (action !== undefined && "dropResponseHeader" in action) delete headers[action.dropResponseHeader.toLowerCase()];
+        if (action !== undefined && "dropResponseHeader" in action && action.dropResponseHeader !== undefined) {
+          delete headers[action.dropResponseHeader.toLowerCase()];
+        }
         res.writeHead(upRes.statusCode ?? 502, headers);
         let pos = 0;
         upRes.on("data", (chunk: Buffer) => {

@@ -7,7 +7,8 @@
  * object (checksum.ts; asked for with x-amz-checksum-mode: ENABLED): a full-object checksum or
  * a single-part MD5 ETag over the one GET's body; a composite checksum or a multipart ETag part
  * by part (`downloadParts`: each part's checksum or MD5, then the composite or the ETag of the
- * parts). A body that does not match is fetched again by the request path's retry policy (a
+ * parts; a part answer without its own checksum turns the object's check into its multipart
+ * ETag's). A body that does not match is fetched again by the request path's retry policy (a
  * multipart body part by part, or whole for an ETag mismatch); one that stays wrong fails with
  * kind "corrupt" and an error log line naming the key. Is not: the cache (which owns temp names
  * and renames) or the check of ranges against the whole object (cache/object-digest.ts).
@@ -120,12 +121,13 @@ export async function getPart(
     let expected: string | undefined;
     if (opts.check !== undefined) {
       const v = res.headers.get(`x-amz-checksum-${opts.check}`);
-      // A value with `-N` is the object's composite checksum, not this part's.
-      if (v === null || v === "" || /-\d+$/.test(v)) {
-        throw corrupt(ctx, key, `part ${n} came without its x-amz-checksum-${opts.check} (attempt ${a.n})`, "PartChecksumMissing");
+      // A value with `-N` is the object's composite checksum, not this part's. Without its own
+      // checksum the part is delivered unchecked (`checksum` undefined): the caller checks the
+      // object another way (its multipart ETag) or refuses it.
+      if (v !== null && v !== "" && !/-\d+$/.test(v)) {
+        expected = v;
+        hasher = newHasher(opts.check);
       }
-      expected = v;
-      hasher = newHasher(opts.check);
     }
     let pos = start;
     if (res.body) {
@@ -162,8 +164,9 @@ const PART_ROUNDS = 3;
 async function downloadParts(
   ctx: S3Context, key: string, file: FileHandle, info: ObjectInfo, checksum: ObjectChecksum | undefined, opts: DownloadOptions,
 ): Promise<{ size: number; what: string }> {
-  const composite = checksum?.type === "COMPOSITE" ? checksum : undefined;
-  const what = composite ? `composite ${composite.algorithm} of each part` : "multipart ETag (MD5 of each part)";
+  let composite = checksum?.type === "COMPOSITE" ? checksum : undefined;
+  let what = composite ? `composite ${composite.algorithm} of each part` : "multipart ETag (MD5 of each part)";
+  const etagUsable = info.etagNotMd5 !== true && /^[0-9a-f]{32}-\d+$/i.test(info.etag);
   for (let round = 1; ; round++) {
     const md5s: Uint8Array[] = [];
     const sums: Uint8Array[] = [];
@@ -181,6 +184,14 @@ async function downloadParts(
         ...(composite ? { check: composite.algorithm } : {}),
         restart: () => { md5 = composite ? undefined : newHasher("md5"); },
       });
+      if (composite && part.checksum === undefined) {
+        // S3 did not say this part's checksum: check the whole object by its multipart ETag instead.
+        if (!etagUsable) throw corrupt(ctx, key, `part ${n} came without its x-amz-checksum-${composite.algorithm}, and the ETag cannot check it`, "PartChecksumMissing");
+        log.warn(`GET ${ctx.bucket}/${key}: part ${n} came without its x-amz-checksum-${composite.algorithm}; checking the object by its multipart ETag instead`);
+        composite = undefined;
+        what = "multipart ETag (MD5 of each part; S3 sent no part checksum)";
+        break;
+      }
       if (n === 1) {
         count = part.count;
         size = part.size;
@@ -191,6 +202,7 @@ async function downloadParts(
       if (md5) md5s.push(md5.digest());
       if (part.checksum !== undefined) sums.push(Buffer.from(part.checksum, "base64"));
     }
+    if (!composite && md5s.length !== count) continue; // switched to the ETag check: fetch again, hashing every part
     if (written !== size) throw corrupt(ctx, key, `its ${count} parts end at ${written} of ${size} bytes`, "PartLayout");
     await file.truncate(size);
     if (composite) {
