@@ -3,7 +3,8 @@
  * objects are present in the local cache (with the ETag they were fetched at).
  *
  * Is: sqlite tables `meta_entries` (with `seen_ms`: when S3 last confirmed the entry),
- * `meta_dirs`, `meta_cached` and typed queries over them. `meta_entries`/`meta_dirs` are
+ * `meta_dirs`, `meta_cached`, `cache_checks` (objects fetched, counted by what checked their
+ * bytes; `none` = unverified) and typed queries over them. `meta_entries`/`meta_dirs` are
  * used by fs/namespace.ts only, `meta_cached` by cache/object-cache.ts only.
  * Is not: the file cache itself (object-cache.ts) or freshness policy (fs/namespace.ts). Paths are bucket-relative without leading "/": "" is the root, "a/b" a child.
  */
@@ -64,6 +65,7 @@ export class MetaIndex {
     db.run(`CREATE TABLE IF NOT EXISTS meta_dirs (dir TEXT PRIMARY KEY, listed_ms INTEGER NOT NULL) WITHOUT ROWID`);
     db.run(`CREATE TABLE IF NOT EXISTS meta_cached (key TEXT PRIMARY KEY, etag TEXT NOT NULL, size INTEGER NOT NULL,
       mtime_ms INTEGER NOT NULL, mode INTEGER, fetched_ms INTEGER NOT NULL) WITHOUT ROWID`);
+    db.run(`CREATE TABLE IF NOT EXISTS cache_checks (kind TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID`);
     const cols = "dir, name, is_dir, size, mtime_ms, etag, mode";
     this.q = {
       entry: db.query(`SELECT ${cols}, seen_ms FROM meta_entries WHERE dir = ?1 AND name = ?2`),
@@ -146,8 +148,22 @@ export class MetaIndex {
     this.db.query("DELETE FROM meta_cached WHERE key = ?1").run(key);
   }
 
+  /** One object fetched and checked by `kind` (a Verification kind; `none`: nothing could check it). */
+  countCheck(kind: string): void {
+    this.db.query("INSERT INTO cache_checks (kind, n) VALUES (?1, 1) ON CONFLICT(kind) DO UPDATE SET n = n + 1").run(kind);
+  }
+
   /** Every cached object's key and size (the evictor's start-up check against the files). */
   allCached(): { key: string; size: number }[] {
     return this.db.query<{ key: string; size: number }, []>("SELECT key, size FROM meta_cached").all();
   }
+}
+
+/** Objects fetched per check kind, over every run (an index from before the table: none). */
+export function readChecks(db: Database): Record<string, number> {
+  const out: Record<string, number> = {};
+  const has = db.query<{ n: number }, []>("SELECT COUNT(*) AS n FROM sqlite_master WHERE type = 'table' AND name = 'cache_checks'").get()!.n > 0;
+  if (!has) return out;
+  for (const r of db.query<{ kind: string; n: number }, []>("SELECT kind, n FROM cache_checks").all()) out[r.kind] = r.n;
+  return out;
 }
