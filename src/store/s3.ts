@@ -19,7 +19,8 @@ import { download, getSmall, streamRange } from "./s3/get.ts";
 import { hasPrefix, headObject } from "./s3/head.ts";
 import { listPages } from "./s3/list.ts";
 import { putSmall, upload, type PutContext } from "./s3/put.ts";
-import { s3Context, type RetryPolicy } from "./s3/request.ts";
+import { networkState, s3Context, type NetworkState, type RetryPolicy } from "./s3/request.ts";
+import type { CredentialState } from "./s3/credentials.ts";
 
 const log = logger("s3");
 
@@ -37,6 +38,21 @@ export interface S3StoreTuning {
   maxAttempts?: number;
   /** First backoff cap (ms); doubles per attempt up to 5 s. Default 100. */
   retryBaseMs?: number;
+  /** TCP connect plus TLS handshake (ms). Default 10000. */
+  connectTimeoutMs?: number;
+  /** Reads, listings, HEADs: time without progress over all attempts before the error (ms). Default 45000. */
+  stallBudgetMs?: number;
+}
+
+/** The wire as one bucket's store sees it: the process-wide request path plus its credentials. */
+export type StoreNetworkStatus = NetworkState & { credentials: CredentialState };
+
+const credentialStates = new Map<string, () => CredentialState>();
+
+/** For `status --json`: the request path's bounds and counters, and `bucket`'s credentials. */
+export function storeNetworkStatus(bucket: string): StoreNetworkStatus {
+  const creds = credentialStates.get(bucket)?.() ?? { kind: "static", expiresAtMs: null, fetches: 0, refreshError: null };
+  return { ...networkState(), credentials: creds };
 }
 
 /** Parts of one file in flight at most (the process-wide byte bound in put.ts applies too). */
@@ -47,9 +63,12 @@ export function createS3Store(cfg: S3StoreConfig, tuning: S3StoreTuning = {}): O
   if (tuning.maxAttempts !== undefined) retry.maxAttempts = tuning.maxAttempts;
   if (tuning.retryBaseMs !== undefined) retry.baseMs = tuning.retryBaseMs;
   const creds = credentialSource(cfg.accessKeyId, cfg.secretAccessKey);
+  credentialStates.set(cfg.bucket, () => creds.state());
   const base = s3Context({
     bucket: cfg.bucket, region: cfg.region, endpoint: cfg.endpoint, creds, retry,
     ...(tuning.idleTimeoutMs !== undefined ? { idleTimeoutMs: tuning.idleTimeoutMs } : {}),
+    ...(tuning.connectTimeoutMs !== undefined ? { connectTimeoutMs: tuning.connectTimeoutMs } : {}),
+    ...(tuning.stallBudgetMs !== undefined ? { stallBudgetMs: tuning.stallBudgetMs } : {}),
   });
   const ctx: PutContext = { ...base, partSize: cfg.partSize, partConcurrency: Math.max(1, Math.min(cfg.transferConcurrency, MAX_PART_CONCURRENCY)) };
   log.debug(
