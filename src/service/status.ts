@@ -19,6 +19,7 @@ import { livePid, FSTYPE } from "./mounts.ts";
 import { walkWorkdir, type PendingFile, type UploadFailureRecord } from "./journal.ts";
 import { mountAt } from "../util/mountinfo.ts";
 import { fuseLine, fuseStatus, type FuseStatus } from "./fuse-counters.ts";
+import { netStatus, type NetStatus } from "./net-status.ts";
 import { errMsg, fmtBytes } from "../util/log.ts";
 
 /** Runs listed per bucket. */
@@ -53,6 +54,8 @@ export interface BucketStatus {
   runs: RunRecord[];
   /** The live daemon's FUSE request counters (READs by size, passthrough), from fuse-counters.ts. */
   fuse: FuseStatus | null;
+  /** The wire as the last daemon saw it (net-status.ts): GET bounds, clock skew, credentials; null if never published. */
+  network: NetStatus | null;
   /** Why the index could not be read, if so. */
   error?: string;
 }
@@ -172,6 +175,7 @@ export function bucketStatus(b: BucketConfig): BucketStatus {
     mount: m?.fstype === FSTYPE ? "mounted" : m ? { occupiedBy: m.fstype } : "not mounted",
     phase: null, daemonRun: null, cache: { dir: layout.root, ...du(layout.root) }, readCache: null, workdir: null, runs: [],
     fuse: pid !== null ? fuseStatus(b, pid) : null,
+    network: netStatus(b),
   };
   try {
     withIndex(b, (db) => {

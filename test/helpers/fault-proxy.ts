@@ -164,6 +164,10 @@ export async function startFaultProxy(target: { port: number }, initial: LinkOpt
       { host: "127.0.0.1", port: target.port, method: req.method, path: req.url, headers: req.headers, agent: false },
       (upRes) => {
         const headers = { ...upRes.headers };
+        // Hop-by-hop: the upstream leg is one connection per request (agent: false); the
+        // client's connection to the proxy stays keep-alive, as with a real server.
+        delete headers.connection;
+        delete headers["keep-alive"];
         if (link.dateOffsetMs !== undefined && typeof headers.date === "string") {
           headers.date = new Date(Date.parse(headers.date) + link.dateOffsetMs).toUTCString();
         }
@@ -263,7 +267,8 @@ export async function startFaultProxy(target: { port: number }, initial: LinkOpt
       req.resume();
       req.on("end", () => {
         const body = method === "HEAD" ? "" : `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${action.code ?? "InternalError"}</Code><Message>injected by the fault proxy</Message></Error>`;
-        res.writeHead(action.status, { "content-type": "application/xml", "content-length": Buffer.byteLength(body) });
+        const date = new Date(Date.now() + (link.dateOffsetMs ?? 0)).toUTCString();
+        res.writeHead(action.status, { "content-type": "application/xml", "content-length": Buffer.byteLength(body), date });
         res.end(body);
       });
       return;

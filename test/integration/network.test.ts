@@ -18,7 +18,7 @@ import { startBlackhole, startFaultProxy, type FaultProxy } from "../helpers/fau
 import { startS3Server, TEST_ROOT, type S3Server } from "../helpers/s3server.ts";
 import { s3tool, type S3Tool } from "../helpers/s3tool.ts";
 import { writeRandom } from "../helpers/files.ts";
-import { statusJson } from "../helpers/status.ts";
+import { statusJson, waitStatus } from "../helpers/status.ts";
 
 const MiB = 1024 * 1024;
 const BUCKET = "network";
@@ -169,4 +169,236 @@ describe("store: timeouts measure progress", () => {
       await hole.stop();
     }
   }, 30_000);
+});
+
+describe("store: aborts cut uploads", () => {
+  test("an upload whose connect never completes is cut at once by an abort", async () => {
+    const hole = await startBlackhole();
+    try {
+      const src = join(tmp, "to-hole");
+      writeRandom(src, 2 * MiB);
+      const st = storeVia(`http://127.0.0.1:${hole.port}`, { maxAttempts: 1 });
+      const ac = new AbortController();
+      const t0 = Date.now();
+      const p = errorOf(st.upload("hole/x", src, { signal: ac.signal }));
+      setTimeout(() => ac.abort(), 300);
+      expect((await p).kind).toBe("aborted");
+      expect(Date.now() - t0).toBeLessThan(2_000);
+    } finally {
+      await hole.stop();
+    }
+  }, 30_000);
+});
+
+/** The daemon, reaching S3 through the proxy. */
+async function daemon(spec: { workdir?: string; extra?: Record<string, string>; defaultChain?: boolean } = {}, env?: Record<string, string>, expectFailure = false): Promise<DaemonHandle> {
+  const d = await startDaemon({ ...server, endpoint: proxy.endpoint }, [{ bucket: BUCKET, ...spec }], { ...(env ? { env } : {}), expectFailure });
+  handles.push(d);
+  return d;
+}
+
+describe("daemon over a slow, flaky link", () => {
+  test("stop upload over a 1 MB/s uplink: exit 0, every file in S3", async () => {
+    proxy.clear();
+    const d = await daemon({ workdir: `/${BUCKET}/up1` });
+    const wd = join(d.mnt[BUCKET]!, "up1");
+    // 36 MiB: parts of 16, 16 and 4 MiB share the uplink; a 16 MiB part needs more than the
+    // 30 s idle timeout to cross, which failed every attempt when only answers counted.
+    writeRandom(join(wd, "big.bin"), 36 * MiB);
+    writeRandom(join(wd, "small.bin"), 300_000);
+    writeFileSync(join(wd, ".exitcode"), "0");
+    const shas = { big: sha256(readFileSync(join(wd, "big.bin"))), small: sha256(readFileSync(join(wd, "small.bin"))) };
+    proxy.link({ upBytesPerSec: 1_000_000 });
+    try {
+      const t0 = Date.now();
+      expect(await d.stop("SIGTERM", 150_000)).toBe(0);
+      const secs = (Date.now() - t0) / 1000;
+      expect(secs).toBeGreaterThan(30); // the bytes really crossed the 1 MB/s link
+    } finally {
+      proxy.link({ upBytesPerSec: undefined });
+    }
+    expect(await s3.get(BUCKET, "up1/big.bin")).toMatchObject({ size: 36 * MiB, sha256: shas.big });
+    expect(await s3.get(BUCKET, "up1/small.bin")).toMatchObject({ size: 300_000, sha256: shas.small });
+    expect(await s3.head(BUCKET, "up1/.exitcode")).not.toBeNull();
+  }, 200_000);
+
+  test("a stop whose upload hangs on a silent server exits at once on a second SIGINT", async () => {
+    proxy.clear();
+    const d = await daemon({ workdir: `/${BUCKET}/up2` });
+    const wd = join(d.mnt[BUCKET]!, "up2");
+    writeRandom(join(wd, "f.bin"), 1 * MiB);
+    writeFileSync(join(wd, ".exitcode"), "0");
+    const stall = proxy.add({ op: "PutObject", action: { stall: Infinity }, times: Infinity });
+    const before = proxy.count("PutObject");
+    d.proc.kill("SIGINT");
+    await proxy.waitFor("PutObject", before + 1, 30_000);
+    const t0 = Date.now();
+    const code = await d.stop("SIGINT", 20_000);
+    expect(Date.now() - t0).toBeLessThan(10_000);
+    expect(code).toBe(2); // the upload did not complete: the files stay in the cache
+    expect(stall.fired).toBeGreaterThanOrEqual(1);
+    expect(await s3.head(BUCKET, "up2/f.bin")).toBeNull();
+    proxy.clear();
+  }, 90_000);
+
+  test("a server that closes idle keep-alive connections after 1 s: reads spaced across it never fail", async () => {
+    for (let i = 0; i < 6; i++) await s3.put(BUCKET, `ka/f${i}`, { text: `file ${i}\n` });
+    proxy.clear();
+    proxy.link({ idleCloseMs: 1_000 });
+    try {
+      const d = await daemon();
+      const mnt = d.mnt[BUCKET]!;
+      expect((await run(`cat ${join(mnt, "ka/f0")}`)).out).toBe("file 0\n");
+      for (let i = 1; i < 6; i++) {
+        // Wait until the server closed an idle connection, then read again right on its heels,
+        // and once just before the close (900 ms): both sides of the race.
+        const closed = proxy.idleClosed;
+        if (i % 2 === 1) await until(() => proxy.idleClosed > closed, 10_000, "an idle close");
+        else await Bun.sleep(900);
+        const r = await run(`cat ${join(mnt, `ka/f${i}`)}`);
+        expect(r).toMatchObject({ code: 0, out: `file ${i}\n` });
+      }
+      expect(proxy.idleClosed).toBeGreaterThanOrEqual(3);
+      expect(await d.stop()).toBe(0);
+    } finally {
+      proxy.link({ idleCloseMs: undefined });
+    }
+  }, 90_000);
+
+  test("a skewed clock: a clear start error naming the offset, and the offset in status --json", async () => {
+    await s3.put(BUCKET, "skew/in.txt", { text: "x" });
+    proxy.clear();
+    // S3 as it answers a host whose clock is 20 minutes fast: Date 20 min behind ours, and 403.
+    proxy.link({ dateOffsetMs: -20 * 60_000 });
+    const refuse = proxy.add({ op: "ListObjectsV2", action: { status: 403, code: "RequestTimeTooSkewed" }, times: Infinity });
+    try {
+      const d = await daemon({ workdir: `/${BUCKET}/skew` }, undefined, true);
+      const code = await d.proc.exited;
+      expect(code).toBe(1);
+      expect(refuse.fired).toBeGreaterThanOrEqual(1);
+      const st = (await statusJson(d.configPath)).find((b) => b.bucket === BUCKET)!;
+      expect(st.daemonRun?.outcome).toBe("failed");
+      const net = (st as unknown as { network: { clockSkewMs: number } | null }).network;
+      expect(net).not.toBeNull();
+      expect(Math.round(net!.clockSkewMs / 60_000)).toBe(-20);
+      const msg = JSON.stringify(st.runs);
+      expect(msg).toContain("RequestTimeTooSkewed");
+      expect(msg).toContain("20 min ahead of the server's");
+    } finally {
+      proxy.link({ dateOffsetMs: undefined });
+      proxy.clear();
+    }
+  }, 90_000);
+});
+
+/**
+ * A `credential_process` profile handing out the MinIO keys with an expiry `lifetimeS` ahead.
+ * Each run appends a line to `runs`; while `hang` exists a run never answers (its pid is kept
+ * in `hung` so the test can end it).
+ */
+function credentialProfile(dir: string, lifetimeS: number): { env: Record<string, string>; runs(): number; hang(): void; cleanup(): void } {
+  const script = join(dir, "cred.sh");
+  writeFileSync(script, [
+    "#!/bin/bash",
+    `echo run >> ${dir}/runs`,
+    `if [ -e ${dir}/hang ]; then echo $$ >> ${dir}/hung; exec sleep 300; fi`,
+    `exp=$(date -u -d "+${lifetimeS} seconds" +%Y-%m-%dT%H:%M:%SZ)`,
+    `printf '{"Version":1,"AccessKeyId":"%s","SecretAccessKey":"%s","Expiration":"%s"}\\n' '${server.accessKey}' '${server.secretKey}' "$exp"`,
+  ].join("\n") + "\n", { mode: 0o755 });
+  writeFileSync(join(dir, "aws-config"), `[profile bft]\ncredential_process = ${script}\n`);
+  const runsOf = () => {
+    try {
+      return readFileSync(join(dir, "runs"), "utf8").split("\n").filter(Boolean).length;
+    } catch {
+      return 0;
+    }
+  };
+  return {
+    env: {
+      AWS_CONFIG_FILE: join(dir, "aws-config"), AWS_SHARED_CREDENTIALS_FILE: join(dir, "none"), AWS_PROFILE: "bft",
+      AWS_ACCESS_KEY_ID: "", AWS_SECRET_ACCESS_KEY: "", AWS_SESSION_TOKEN: "", AWS_EC2_METADATA_DISABLED: "true",
+    },
+    runs: runsOf,
+    hang: () => writeFileSync(join(dir, "hang"), ""),
+    cleanup: () => {
+      try {
+        for (const pid of readFileSync(join(dir, "hung"), "utf8").split("\n").filter(Boolean)) {
+          try {
+            process.kill(Number(pid), "SIGKILL");
+          } catch {
+            /* gone */
+          }
+        }
+      } catch {
+        /* none hung */
+      }
+    },
+  };
+}
+
+describe("daemon with short-lived credentials from a credential_process", () => {
+  test("credentials that expire in 2 minutes are fetched once, not per request", async () => {
+    for (let i = 0; i < 10; i++) await s3.put(BUCKET, `cred/f${i}`, { text: `c${i}` });
+    const dir = mkdtempSync(join(tmp, "cred-"));
+    const prof = credentialProfile(dir, 120);
+    try {
+      proxy.clear();
+      const d = await daemon({ defaultChain: true }, prof.env);
+      const mnt = d.mnt[BUCKET]!;
+      const before = proxy.count("GetObject") + proxy.count("HeadObject") + proxy.count("ListObjectsV2");
+      for (let i = 0; i < 10; i++) expect((await run(`cat ${join(mnt, `cred/f${i}`)}`)).out).toBe(`c${i}`);
+      const requests = proxy.count("GetObject") + proxy.count("HeadObject") + proxy.count("ListObjectsV2") - before;
+      expect(requests).toBeGreaterThanOrEqual(10);
+      expect(prof.runs()).toBe(1);
+      type Creds = { kind: string; fetches: number; expiresAtMs: number | null };
+      const credsOf = (b: unknown) => (b as { network: { credentials: Creds } | null }).network?.credentials;
+      // The status file is rewritten within 500 ms of a change.
+      const st = await waitStatus(d.configPath, BUCKET, (b) => credsOf(b)?.expiresAtMs != null, "the credentials in status --json", 10_000);
+      const creds = credsOf(st)!;
+      expect(creds.kind).toBe("default chain");
+      expect(creds.fetches).toBe(1);
+      expect(creds.expiresAtMs! - Date.now()).toBeGreaterThan(60_000);
+      expect(await d.stop()).toBe(0);
+    } finally {
+      prof.cleanup();
+    }
+  }, 90_000);
+
+  test("a credential_process that hangs on refresh: reads go on with the cached identity, the stop exits in normal time", async () => {
+    for (let i = 0; i < 4; i++) await s3.put(BUCKET, `hang/in${i}`, { text: `h${i}` });
+    const dir = mkdtempSync(join(tmp, "credhang-"));
+    // 40 s: the refresh starts 20 s after the first fetch; the identity is good until ~35 s.
+    const prof = credentialProfile(dir, 40);
+    try {
+      proxy.clear();
+      const d = await daemon({ defaultChain: true, workdir: `/${BUCKET}/hang` }, prof.env);
+      const wd = join(d.mnt[BUCKET]!, "hang");
+      expect(prof.runs()).toBe(1);
+      prof.hang();
+      // Keep asking S3 until a refresh has started (and hangs).
+      let i = 0;
+      const deadline = Date.now() + 30_000;
+      while (prof.runs() < 2) {
+        if (Date.now() > deadline) throw new Error("no refresh started");
+        // Outside the workdir (a local directory): every new name is a LIST to S3.
+        const r = await run(`ls ${join(d.mnt[BUCKET]!, "nonexistent-dir-" + i++)} 2>&1; true`);
+        expect(r.code).toBe(0);
+        await Bun.sleep(200);
+      }
+      // Reads of objects not cached yet go on with the old identity while the refresh hangs.
+      const fresh = `hang-late-${Date.now()}`;
+      await s3.put(BUCKET, `${fresh}/x`, { text: "late" });
+      const r = await run(`cat ${join(d.mnt[BUCKET]!, fresh, "x")}`);
+      expect(r).toMatchObject({ code: 0, out: "late" });
+      writeRandom(join(wd, "out.bin"), 200_000);
+      writeFileSync(join(wd, ".exitcode"), "0");
+      const t0 = Date.now();
+      expect(await d.stop("SIGTERM", 30_000)).toBe(0);
+      expect(Date.now() - t0).toBeLessThan(10_000);
+      expect(prof.runs()).toBe(2);
+      expect(await s3.head(BUCKET, "hang/out.bin")).not.toBeNull();
+    } finally {
+      prof.cleanup();
+    }
+  }, 120_000);
 });

@@ -2,9 +2,8 @@
  * Credentials for signing: static keys from the config, or the AWS SDK's default chain (env,
  * shared config/SSO profile, credential_process, web identity, container and instance roles).
  *
- * Is: one cached identity per store, used until shortly before it expires (a quarter of its
- * lifetime before, at most 5 minutes: a 2-minute identity is fetched again after 90 s, not per
- * request) or until S3 says the token expired; one fetch at a time however many requests ask;
+ * Is: one cached identity per store, used until shortly before it expires (half its lifetime
+ * before, at most 5 minutes: a 2-minute identity is fetched again after 60 s, not per request) or until S3 says the token expired; one fetch at a time however many requests ask;
  * each fetch bounded by FETCH_TIMEOUT_MS. A refresh runs in the background while the old
  * identity is still valid: if it fails or hangs, requests go on with the old one until it
  * expires (a warning says so and when), and the refresh is tried again after a pause. Only an
@@ -48,7 +47,7 @@ export interface CredentialSource {
 /** Refresh at most this long before expiry... */
 const REFRESH_MARGIN_MS = 5 * 60_000;
 /** ...and at most this fraction of the identity's lifetime before it. */
-const REFRESH_FRACTION = 0.25;
+const REFRESH_FRACTION = 0.5;
 /** One fetch (a credential_process, an instance-metadata call, an STS exchange) gives up after this. */
 export const FETCH_TIMEOUT_MS = 15_000;
 /** After a failed background refresh, the next one waits this long (or half the time left). */

@@ -458,7 +458,11 @@ function noteDate(date: string | null, sentAt: number): void {
   const local = (sentAt + now) / 2;
   const skew = server - local;
   // Within the header's resolution plus the round trip: no measurable offset.
+  const was = net.clockSkewMs;
   net.clockSkewMs = Math.abs(skew) <= 1_000 + (now - sentAt) / 2 ? 0 : Math.round(skew);
+  if (Math.abs(net.clockSkewMs) > SKEW_WARN_MS && (was === null || Math.abs(was) <= SKEW_WARN_MS)) {
+    log.warn(`this host's clock is ${skewWords(net.clockSkewMs)} the S3 server's (its Date header): S3 refuses requests signed more than 15 min off; set the clock (NTP)`);
+  }
 }
 
 /** How far this host's clock is off, in words ("12 min behind"). */
