@@ -401,3 +401,61 @@ export async function startBlackhole(): Promise<{ port: number; stop(): Promise<
     },
   };
 }
+
+/**
+ * An HTTP CONNECT proxy on loopback (what HTTPS_PROXY names at HPC sites): each CONNECT opens
+ * a tunnel to the asked host:port on 127.0.0.1 only; `tunnels` counts them. Plain requests
+ * (HTTP_PROXY style, absolute URLs) are refused with 405 so a test sees which path was used.
+ */
+export async function startConnectProxy(): Promise<{ url: string; readonly tunnels: number; stop(): Promise<void> }> {
+  const { createServer: createNetServer, connect } = await import("node:net");
+  let tunnels = 0;
+  const sockets = new Set<Socket>();
+  const server = createNetServer((client) => {
+    sockets.add(client);
+    client.on("close", () => sockets.delete(client));
+    client.on("error", () => client.destroy());
+    let head = Buffer.alloc(0);
+    const onData = (chunk: Buffer) => {
+      head = Buffer.concat([head, chunk]);
+      const end = head.indexOf("\r\n\r\n");
+      if (end < 0) return;
+      client.off("data", onData);
+      const line = head.toString("latin1", 0, head.indexOf("\r\n"));
+      const m = /^CONNECT (127\.0\.0\.1|localhost):(\d+) HTTP\/1\.[01]$/.exec(line);
+      if (!m) {
+        client.end("HTTP/1.1 405 Method Not Allowed\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        return;
+      }
+      const up = connect(Number(m[2]), "127.0.0.1", () => {
+        tunnels++;
+        client.write("HTTP/1.1 200 Connection Established\r\n\r\n");
+        const rest = head.subarray(end + 4);
+        if (rest.length) up.write(rest);
+        client.pipe(up);
+        up.pipe(client);
+      });
+      sockets.add(up);
+      up.on("close", () => {
+        sockets.delete(up);
+        client.destroy();
+      });
+      up.on("error", () => client.destroy());
+      client.on("close", () => up.destroy());
+    };
+    client.on("data", onData);
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const addr = server.address();
+  const port = typeof addr === "object" && addr !== null ? addr.port : 0;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    get tunnels() {
+      return tunnels;
+    },
+    async stop() {
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
