@@ -6,11 +6,12 @@
  *
  * Is: the writer (rewritten atomically at most every 500 ms while it changes, and once when
  * the process exits, so a start that failed on a skewed clock still shows it) and the reader
- * `bucketfs status --json` uses. Is not: the measuring (store/s3/request.ts, credentials.ts).
+ * `bucketfs status` (`--json` and the one-line summary) uses. Is not: the measuring (store/s3/request.ts, credentials.ts).
  */
 import { readFileSync, renameSync, writeFileSync } from "node:fs";
 import type { BucketConfig } from "../config/types.ts";
 import { storeNetworkStatus, type StoreNetworkStatus } from "../store/s3.ts";
+import { fmtBytes } from "../util/log.ts";
 
 export type NetStatus = StoreNetworkStatus & { pid: number; writtenAtMs: number };
 
@@ -52,4 +53,12 @@ export function netStatus(cfg: Pick<BucketConfig, "cachePath" | "bucket">): NetS
   } catch {
     return null;
   }
+}
+
+/** One line for `bucketfs status`. */
+export function netLine(n: NetStatus): string {
+  const skew = n.clockSkewMs !== null && Math.abs(n.clockSkewMs) >= 60_000 ? `, clock off by ${Math.round(n.clockSkewMs / 60_000)} min` : "";
+  const creds = n.credentials.refreshError ? `, credential refresh failing: ${n.credentials.refreshError}` : "";
+  return `network: ${n.gets.inFlight}/${n.gets.limit} GETs (${fmtBytes(n.gets.bytesInFlight)}/${fmtBytes(n.gets.bytesLimit)}), ` +
+    `${n.throttled} throttled retries, ${n.timeouts} timeouts${n.proxy ? `, proxy ${n.proxy}` : ""}${skew}${creds}`;
 }

@@ -19,7 +19,7 @@ import { livePid, FSTYPE } from "./mounts.ts";
 import { walkWorkdir, type PendingFile, type UploadFailureRecord } from "./journal.ts";
 import { mountAt } from "../util/mountinfo.ts";
 import { fuseLine, fuseStatus, type FuseStatus } from "./fuse-counters.ts";
-import { netStatus, type NetStatus } from "./net-status.ts";
+import { netLine, netStatus, type NetStatus } from "./net-status.ts";
 import { errMsg, fmtBytes } from "../util/log.ts";
 
 /** Runs listed per bucket. */
@@ -237,6 +237,7 @@ export function printStatus(config: Config, json = false): number {
     console.log(`  cache ${s.cache.dir}: ${s.cache.files} files, ${fmtBytes(s.cache.bytes)} (workdir included)`);
     if (s.readCache) console.log(readCacheLine(s.readCache));
     if (s.fuse) console.log(`  ${fuseLine(s.fuse)}`);
+    if (s.network && s.network.pid === s.pid) console.log(`  ${netLine(s.network)}`);
     if (s.error) console.log(`  index: ${s.error}`);
     const w = s.workdir;
     if (!w) {
