@@ -11,6 +11,7 @@ import { createHash } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { createS3Store, type S3StoreTuning } from "../../src/store/s3.ts";
+import { GET_LIMIT, networkState } from "../../src/store/s3/request.ts";
 import { StoreError, type ObjectStore } from "../../src/store/types.ts";
 import { removeDir, startDaemon, type DaemonHandle } from "../helpers/daemon.ts";
 import { run } from "../helpers/run.ts";
@@ -401,4 +402,35 @@ describe("daemon with short-lived credentials from a credential_process", () => 
       prof.cleanup();
     }
   }, 120_000);
+});
+
+describe("store: throttling and bounded GETs", () => {
+  test("503 SlowDown and 429 are retried with the throttling backoff, and counted", async () => {
+    await s3.put(BUCKET, "thr/obj", { text: "t" });
+    proxy.clear();
+    const st = storeVia(proxy.endpoint);
+    const before = networkState().throttled;
+    proxy.add({ op: "HeadObject", path: "/thr/obj", action: { status: 503, code: "SlowDown" } });
+    proxy.add({ op: "HeadObject", path: "/thr/obj", action: { status: 429, code: "TooManyRequests" } });
+    expect((await st.head("thr/obj"))?.size).toBe(1);
+    expect(networkState().throttled - before).toBe(2);
+    proxy.clear();
+  });
+
+  test("GETs in flight never exceed the process-wide bound; the rest wait their turn", async () => {
+    const keys = Array.from({ length: 40 }, (_, i) => `many/o${i}`);
+    const put = await s3.putMany(BUCKET, { keys, size: 1000 });
+    proxy.clear();
+    const st = storeVia(proxy.endpoint);
+    // Every GET is held 1.5 s at the proxy: the bound fills, the rest queue.
+    proxy.add({ op: "GetObject", path: "/many/", action: { stall: 1_500 }, times: Infinity });
+    const reads = keys.map((k) => st.getSmall(k));
+    await until(() => networkState().gets.inFlight === GET_LIMIT, 10_000, "the GET bound to fill");
+    expect(networkState().gets.waiting).toBe(40 - GET_LIMIT);
+    const got = await Promise.all(reads);
+    expect(got.map((g) => g?.etag)).toEqual(put.map((p) => p.etag));
+    expect(got.every((g) => g?.body.byteLength === 1000)).toBe(true);
+    expect(networkState().gets).toMatchObject({ inFlight: 0, waiting: 0, bytesInFlight: 0 });
+    proxy.clear();
+  }, 60_000);
 });
