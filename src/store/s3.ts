@@ -4,7 +4,8 @@
  * Is: the assembly of the operations in `s3/` (one file per S3 operation: list, head, get, put
  * and multipart) over ONE request path (`s3/request.ts`: SigV4, Bun's fetch, one retry policy)
  * with one credential source (`s3/credentials.ts`: static keys or the AWS default chain,
- * refreshed before expiry) and one error mapping (`s3/errors.ts`).
+ * refreshed before expiry) and one error mapping (`s3/errors.ts`); and `storeNetworkStatus`,
+ * what `status --json` shows of the wire (GET bounds, clock offset, credentials).
  * Is not: a cache, or anything that knows about the filesystem layout (temp names, renames).
  *
  * Works on AWS (virtual-hosted URLs) and on S3-compatible servers with a custom endpoint (path

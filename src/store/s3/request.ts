@@ -3,13 +3,19 @@
  *
  * Is: URL building (path style on custom endpoints, virtual-hosted on AWS), SigV4 signing with
  * the store's credentials, the transport (http1.ts for bodiless requests, Bun's fetch for
- * uploads: measured 2x the SDK's transport here), a per-attempt
- * idle timer (no response headers or no body bytes for `idleTimeoutMs` = network failure), the
- * error answer parsed into a StoreError, and ONE retry policy: up to `maxAttempts` attempts with
- * full-jitter exponential backoff for whatever errors.ts `isRetryable` says. A response body is
- * consumed inside the attempt (by the `read` callback), so a reset or a digest mismatch while
- * reading is retried like one before the headers.
- * Is not: a place for operation logic (one file per S3 operation beside this one).
+ * uploads: measured 2x the SDK's transport here; fetch for everything behind an HTTPS_PROXY),
+ * a per-attempt idle timer that measures progress (body pieces taken by fetch and answer bytes
+ * received re-arm it, with an allowance for what sits in socket buffers on a slow uplink), a
+ * stall budget for bodiless requests (no attempt after `stallBudgetMs` without progress), the
+ * error answer parsed into a StoreError (a redirect names the region, a skewed clock says how
+ * far off), and ONE retry policy: up to `maxAttempts` attempts with full-jitter exponential
+ * backoff (a larger base and cap after throttling) for whatever errors.ts `isRetryable` says.
+ * A response body is consumed inside the attempt (by the `read` callback), so a reset or a
+ * digest mismatch while reading is retried like one before the headers. Also the one
+ * process-wide bound on GETs and GET bytes in flight, and what `networkState` reports (clock
+ * offset from Date headers, throttled retries, timeouts, proxy).
+ * Is not: a place for operation logic (one file per S3 operation beside this one), or the
+ * upload byte bound (put.ts).
  */
 import { logger, redact } from "../../util/log.ts";
 import { createLimiter, linkSignals, sleep } from "../../util/async.ts";
