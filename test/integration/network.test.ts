@@ -279,9 +279,8 @@ describe("daemon over a slow, flaky link", () => {
       expect(refuse.fired).toBeGreaterThanOrEqual(1);
       const st = (await statusJson(d.configPath)).find((b) => b.bucket === BUCKET)!;
       expect(st.daemonRun?.outcome).toBe("failed");
-      const net = (st as unknown as { network: { clockSkewMs: number } | null }).network;
-      expect(net).not.toBeNull();
-      expect(Math.round(net!.clockSkewMs / 60_000)).toBe(-20);
+      expect(st.network).not.toBeNull();
+      expect(Math.round((st.network?.clockSkewMs ?? 0) / 60_000)).toBe(-20);
       const msg = JSON.stringify(st.runs);
       expect(msg).toContain("RequestTimeTooSkewed");
       expect(msg).toContain("20 min ahead of the server's");
@@ -351,11 +350,9 @@ describe("daemon with short-lived credentials from a credential_process", () => 
       const requests = proxy.count("GetObject") + proxy.count("HeadObject") + proxy.count("ListObjectsV2") - before;
       expect(requests).toBeGreaterThanOrEqual(10);
       expect(prof.runs()).toBe(1);
-      type Creds = { kind: string; fetches: number; expiresAtMs: number | null };
-      const credsOf = (b: unknown) => (b as { network: { credentials: Creds } | null }).network?.credentials;
       // The status file is rewritten within 500 ms of a change.
-      const st = await waitStatus(d.configPath, BUCKET, (b) => credsOf(b)?.expiresAtMs != null, "the credentials in status --json", 10_000);
-      const creds = credsOf(st)!;
+      const st = await waitStatus(d.configPath, BUCKET, (b) => b.network?.credentials.expiresAtMs != null, "the credentials in status --json", 10_000);
+      const creds = st.network!.credentials;
       expect(creds.kind).toBe("default chain");
       expect(creds.fetches).toBe(1);
       expect(creds.expiresAtMs! - Date.now()).toBeGreaterThan(60_000);

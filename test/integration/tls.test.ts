@@ -214,7 +214,7 @@ describe("HTTPS_PROXY", () => {
       expect(got.out.split(" ")[0]).toBe(sums["in/small.bin"]);
       writeFileSync(join(mnt, "viaproxy", "p.txt"), "through the proxy\n");
       const st = (await statusJson(d.configPath)).find((b) => b.bucket === BUCKET)!;
-      expect((st as unknown as { network: { proxy: string | null } }).network.proxy).toBe(proxy.url);
+      expect(st.network?.proxy).toBe(proxy.url);
       expect(await d.stop()).toBe(0);
       handles.delete(d);
       expect(proxy.tunnels).toBeGreaterThan(0);
