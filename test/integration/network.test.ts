@@ -1,8 +1,9 @@
 /**
  * Slow, far and flaky links (issue 20), against a real MinIO behind the loopback fault proxy
  * (test/helpers/fault-proxy.ts): a 1 MB/s uplink, a blackholed connect, a body that stalls
- * halfway, malformed answers, a server that closes idle keep-alive connections after 1 s, a
- * skewed clock. Every claim about S3 is checked with boto3 (test/helpers/s3tool.ts) against
+ * halfway, a server silent for a path, malformed answers, throttling answers, a server that
+ * closes idle keep-alive connections after 1 s, a skewed clock, short-lived and hanging
+ * credential_process credentials, and the process-wide GET bound. Every claim about S3 is checked with boto3 (test/helpers/s3tool.ts) against
  * MinIO directly; waits are on the proxy's counters or `status --json`, never on log text.
  * The proxy runs in this process, so whatever reads the mount runs as a child process.
  */
@@ -241,6 +242,36 @@ describe("daemon over a slow, flaky link", () => {
     expect(await s3.head(BUCKET, "up2/f.bin")).toBeNull();
     proxy.clear();
   }, 90_000);
+
+  test("S3 silent for a path never seen: the reader gets EIO within the stall budget, not 6 x 30 s; a body that stalls once is read right", async () => {
+    const body = new Uint8Array(3 * MiB).map((_, i) => (i * 29 + 7) & 0xff);
+    await s3.put(BUCKET, "midstall/obj", { bytes: body });
+    proxy.clear();
+    const d = await daemon();
+    const mnt = d.mnt[BUCKET]!;
+    // Every request about "silent" hangs without a byte.
+    const hang = proxy.add({ path: /silent/, action: { stall: Infinity }, times: Infinity });
+    const q = proxy.add({ query: /silent/, action: { stall: Infinity }, times: Infinity });
+    const t0 = Date.now();
+    const r = await run(`ls ${join(mnt, "silent")}`);
+    const secs = (Date.now() - t0) / 1000;
+    expect(r.code).not.toBe(0);
+    expect(r.err).toContain("Input/output error");
+    expect(hang.fired + q.fired).toBeGreaterThanOrEqual(1);
+    expect(secs).toBeGreaterThan(40); // the 45 s budget, with its 30 s idle attempts
+    expect(secs).toBeLessThan(75); // not 6 attempts x 30 s
+    proxy.clear();
+    // The body of one GET stops after 1 MiB: after the 30 s idle time the read resumes.
+    const once = proxy.add({ op: "GetObject", path: "/midstall/obj", action: { stallBodyAfter: 1 * MiB } });
+    const t1 = Date.now();
+    const got = await run(`sha256sum ${join(mnt, "midstall/obj")}`);
+    const secs1 = (Date.now() - t1) / 1000;
+    expect(got.out.split(" ")[0]).toBe(sha256(body));
+    expect(once.fired).toBe(1);
+    expect(secs1).toBeLessThan(45);
+    proxy.clear();
+    expect(await d.stop()).toBe(0);
+  }, 180_000);
 
   test("a server that closes idle keep-alive connections after 1 s: reads spaced across it never fail", async () => {
     for (let i = 0; i < 6; i++) await s3.put(BUCKET, `ka/f${i}`, { text: `file ${i}\n` });
