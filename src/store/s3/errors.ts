@@ -1,9 +1,10 @@
 /**
  * S3 and socket failures as `StoreError`s, and which of them the retry policy retries.
  *
- * Is: `s3Error` (an HTTP error answer: status + S3 code from the XML body), `toStoreError` (anything
- * a fetch, a stream or a timer threw), and `isRetryable` (THE list of what is worth another
- * attempt: throttling, 5xx, resets, timeouts, RequestTimeout, digest mismatches, expired tokens).
+ * Is: `s3Error` (an HTTP error answer: status + S3 code from the XML body; a redirect names the
+ * region S3 asks for), `toStoreError` (anything a fetch, a stream or a timer threw), and
+ * `isRetryable` (THE list of what is worth another attempt: throttling, 5xx, resets, timeouts,
+ * malformed answers, RequestTimeout, digest mismatches, expired tokens).
  * Is not: the errno mapping (fs/errors.ts) or the retry loop (request.ts).
  */
 import { redact } from "../../util/log.ts";
