@@ -46,7 +46,12 @@ import { threadCpuByName, cpuSeconds, dropCaches, rssKiB, threadCpu, fmtNum, isM
 const REPO = resolve(import.meta.dir, "..");
 const USAGE = `usage: bun bench/run.ts [options]
   --quick               small sizes for development (256 MiB object, 2,000-object listing, smaller workdir)
-  --latency <N>ms       put MinIO in a network namespace behind N ms of added round-trip time (netem)
+  --latency <N>ms       put MinIO in a network namespace behind N ms of added round-trip time (netem; without
+                        netem in the kernel, bench/lib/delay-proxy.ts adds it, and the results say so)
+  --rate <N>mbit        limit the link to MinIO to N Mbit/s each way (tbf, or netem rate), in the same namespace
+  --big-mib N           size of the cold-read object (default 1024, --quick 256)
+  --wd-small N          small files of the workdir upload (default 1000, --quick 200)
+  --wd-big-mib N        size of each of the 2 big workdir files (default 256, --quick 64)
   --systems a,b         subset of bucketfs,s3fs,rclone (default: all)
   --tests 1,2,...       subset of tests 1-5 and 7 (default: all; 2 needs 1; 7 = what checking the bytes costs per kind)
   --reps N              repetitions of measurements that take < 20 s (default 3)
@@ -61,6 +66,10 @@ const { values: argv } = parseArgs({
   options: {
     quick: { type: "boolean", default: false },
     latency: { type: "string" },
+    rate: { type: "string" },
+    "big-mib": { type: "string" },
+    "wd-small": { type: "string" },
+    "wd-big-mib": { type: "string" },
     systems: { type: "string" },
     tests: { type: "string" },
     reps: { type: "string", default: "3" },
@@ -88,8 +97,22 @@ const QUICK = argv.quick ?? false;
 const SIZES = QUICK
   ? { bigMiB: 256, small: 1000, list: 2000, wdSmall: 200, wdBigMiB: 64, rcloneDnfCapS: 10, rcloneWaitCapS: 120, verifyMiB: 64 }
   : { bigMiB: 1024, small: 1000, list: 10_000, wdSmall: 1000, wdBigMiB: 256, rcloneDnfCapS: 30, rcloneWaitCapS: 300, verifyMiB: 256 };
+for (const [opt, key] of [["big-mib", "bigMiB"], ["wd-small", "wdSmall"], ["wd-big-mib", "wdBigMiB"]] as const) {
+  const v = argv[opt];
+  if (v === undefined) continue;
+  const n = Number(v);
+  if (!(Number.isInteger(n) && n >= 0)) throw new Error(`--${opt}: expected a whole number, got ${v}`);
+  SIZES[key] = n;
+}
 const REPS = Math.max(1, Number(argv.reps ?? 3));
 const LATENCY = parseLatency(argv.latency);
+function parseRate(s: string | undefined): number | undefined {
+  if (s === undefined) return undefined;
+  const m = /^(\d+(?:\.\d+)?)\s*(mbit|gbit)?$/i.exec(s.trim());
+  if (!m) throw new Error(`--rate: cannot parse "${s}" (use e.g. 8mbit)`);
+  return Number(m[1]) * (m[2]?.toLowerCase() === "gbit" ? 1000 : 1);
+}
+const RATE = parseRate(argv.rate);
 const systems: SystemName[] = argv.systems ? (argv.systems.split(",").map((s) => s.trim()) as SystemName[]) : [...SYSTEMS];
 for (const s of systems) if (!SYSTEMS.includes(s)) throw new Error(`--systems: unknown ${s}`);
 const tests = new Set((argv.tests ?? "1,2,3,4,5,7").split(",").map((s) => Number(s.trim())));
@@ -252,7 +275,7 @@ async function main(): Promise<void> {
   const dropOk = dropCaches();
   if (!dropOk) notes.push("Page caches could NOT be dropped (not root?): cold figures are not cold.");
 
-  benchServer = await startBenchServer(LATENCY);
+  benchServer = await startBenchServer(LATENCY, RATE);
   const server: S3Server = benchServer.server;
   log(`S3 server: ${benchServer.note}`);
   const s3 = s3tool(server);
@@ -313,6 +336,10 @@ async function main(): Promise<void> {
     }
     for (let i = 0; i < 2; i++) writeRandom(join(wdSrc, `big${i}.bin`), SIZES.wdBigMiB * MiB);
   }
+
+  // The data went in over the unshaped link; every measurement runs over the shaped one.
+  await benchServer.shape();
+  if (LATENCY !== undefined || RATE !== undefined) log(`link: ${benchServer.note}`);
 
   // --- 1 + 2: cold sequential read, RSS, then warm re-reads on the last cold mount ---
   if (tests.has(1)) {
@@ -742,6 +769,11 @@ async function main(): Promise<void> {
     const stopRow = row({ id: "wd_stop", metric: `workdir: stop (bucketfs SIGTERM / peers umount) → exited and all ${wdFiles} files in S3`, unit: "s", better: "lower", cells: {} });
     const totalRow = row({ id: "wd_total", metric: `workdir: write + stop → exited and all ${wdFiles} files in S3`, unit: "s", better: "lower", cells: {}, target: { kind: "peer", factor: 1.5, text: "≥ 1.5× faster peer (upload)" } });
     const stopRssRow = row({ id: "wd_stop_rss", metric: "workdir: peak RSS of the serving process during the stop (max of runs)", unit: "MiB", better: "lower", cells: {}, target: { kind: "max", max: 250, text: "≤ 250 MiB" } });
+    // Over a rate-limited link: the stop against the time its bytes need on that link alone.
+    const pureS = (wdBytes * 8) / ((benchServer?.rateMbit ?? Infinity) * 1e6);
+    const linkRow = benchServer?.rateMbit
+      ? row({ id: "wd_stop_link", metric: `workdir: stop ÷ pure transfer time of its ${fmtNum(wdBytes / MiB)} MiB at ${benchServer.rateMbit} Mbit/s (${fmtNum(pureS)} s)`, unit: "×", better: "lower", cells: {}, target: { kind: "max", max: 1.2, text: "≤ 1.2×" } })
+      : undefined;
     const stopCpuRow = row({ id: "wd_stop_cpu", metric: "workdir: CPU time of the serving process during the stop (median)", unit: "s", better: "lower", cells: {} });
 
     /** Polls S3 until `prefix/` holds all workdir files (count and bytes); returns when, or null at the cap. */
@@ -822,6 +854,7 @@ async function main(): Promise<void> {
       writeRow.cells[sys] = cellOf(res.values.map((v) => v.write));
       stopRow.cells[sys] = cellOf(res.values.map((v) => v.stop));
       totalRow.cells[sys] = cellOf(res.values.map((v) => v.total));
+      if (linkRow) linkRow.cells[sys] = cellOf(res.values.map((v) => (v.stop === null ? null : v.stop / pureS)));
       stopRssRow.cells[sys] = cellOf([Math.max(...res.values.map((v) => v.rssMiB))]);
       stopCpuRow.cells[sys] = cellOf(res.values.map((v) => v.cpuS));
       if (res.values.some((v) => v.code !== 0 && v.code !== null)) notes.push(`${sys}: non-zero exit code after stop: ${res.values.map((v) => v.code).join(", ")}.`);

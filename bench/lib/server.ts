@@ -1,7 +1,10 @@
 /**
  * The benchmark's S3 server: MinIO from test/helpers/s3server.ts on 127.0.0.1, or — with
- * `--latency` — MinIO inside a network namespace of our own, reached over a veth pair whose
- * two ends carry netem delay (half the requested round-trip time on each end).
+ * `--latency` and/or `--rate` — MinIO inside a network namespace of our own, reached over a veth
+ * pair whose two ends carry netem delay (half the requested round-trip time on each end) and a
+ * rate limit (tbf, or netem's rate when netem is there). Where the kernel has no netem, the
+ * latency comes from bench/lib/delay-proxy.ts on 127.0.0.1 in front of the veth (said so in
+ * `note`). The link is shaped only once `shape()` is called (after the data is loaded).
  *
  * Addresses: only ones this module creates itself, on the veth pair it creates: a /30 out of
  * 198.18.0.0/15 (RFC 2544, "benchmarking"), chosen so that it overlaps nothing configured on
@@ -25,6 +28,10 @@ export interface BenchServer {
   server: S3Server;
   /** Added round-trip latency actually in effect, in ms (0 when none). */
   latencyMs: number;
+  /** Rate limit in effect on the link, Mbit/s each way (undefined: none). */
+  rateMbit?: number;
+  /** Turns the latency and rate on (they are off while the data is loaded). */
+  shape(): Promise<void>;
   /** How the server runs, and why latency was not added when it was asked for. */
   note: string;
   stop(): Promise<void>;
@@ -36,18 +43,19 @@ export function teardownNetworkSync(): void {
   while (netTeardown.length > 0) netTeardown.pop()?.();
 }
 
-export async function startBenchServer(latencyMs: number | undefined): Promise<BenchServer> {
-  if (latencyMs === undefined) {
+export async function startBenchServer(latencyMs: number | undefined, rateMbit?: number): Promise<BenchServer> {
+  if (latencyMs === undefined && rateMbit === undefined) {
     const server = await startS3Server();
-    return { server, latencyMs: 0, note: `${server.kind} on ${server.endpoint} (loopback)`, stop: () => server.stop() };
+    return { server, latencyMs: 0, shape: async () => {}, note: `${server.kind} on ${server.endpoint} (loopback)`, stop: () => server.stop() };
   }
-  const tried = await tryNetns(latencyMs);
+  const tried = await tryNetns(latencyMs ?? 0, rateMbit);
   if (typeof tried !== "string") return tried;
   console.log(`WARNING: ${tried}; running without added latency`);
   const server = await startS3Server();
   return {
     server,
     latencyMs: 0,
+    shape: async () => {},
     note: `${server.kind} on ${server.endpoint} (loopback). --latency ${latencyMs}ms was asked for but not applied: ${tried}`,
     stop: () => server.stop(),
   };
@@ -68,7 +76,7 @@ function pickSubnet(): { host: string; ns: string } | undefined {
 }
 
 /** Returns a running server in a namespace, or the reason it could not be done. */
-async function tryNetns(latencyMs: number): Promise<BenchServer | string> {
+async function tryNetns(latencyMs: number, rateMbit: number | undefined): Promise<BenchServer | string> {
   const bin = join(REPO, ".build", "bin", "minio");
   if (!existsSync(bin)) return "latency mode needs MinIO (.build/bin/minio), which is missing";
   const tag = `${process.pid % 100000}`;
@@ -100,13 +108,38 @@ async function tryNetns(latencyMs: number): Promise<BenchServer | string> {
     }
     if (s.startsWith("ip link add")) netTeardown.push(() => void shSync(`ip link del ${vh} 2>/dev/null`));
   }
-  if (latencyMs > 0) {
-    const half = `${(latencyMs / 2).toFixed(3)}ms`;
-    for (const s of [`tc qdisc add dev ${vh} root netem delay ${half}`, `tc -n ${ns} qdisc add dev ${vn} root netem delay ${half}`]) {
-      const r = await sh(s, { allowFail: true });
-      if (r.code !== 0) {
-        teardownNetworkSync();
-        return `cannot add netem delay (${s}: ${r.err.trim()}; this kernel may lack CONFIG_NET_SCH_NETEM)`;
+  // The qdiscs are made now (so a kernel without them is found before MinIO starts) and
+  // shaped later: a rate and delay of 0 until shape().
+  const half = `${(latencyMs / 2).toFixed(3)}ms`;
+  let netemOk = false;
+  let useProxyDelay = false;
+  const ends: [string, string][] = [[vh, ""], [vn, `-n ${ns} `]];
+  const qdisc = (verb: "add" | "change", on: boolean): string[] =>
+    ends.map(([dev, n]) => {
+      if (netemOk) {
+        const parts = [on && latencyMs > 0 ? `delay ${half}` : "delay 0ms", on && rateMbit ? `rate ${rateMbit}mbit` : ""];
+        return `tc ${n}qdisc ${verb} dev ${dev} root netem ${parts.join(" ")} limit 100000`;
+      }
+      // tbf: burst of 10 ms worth (at least 64 KiB), queue up to 100 ms.
+      const r = on && rateMbit ? rateMbit : 10_000;
+      const burst = Math.max(64 * 1024, Math.round((r * 1e6) / 8 / 100));
+      return `tc ${n}qdisc ${verb} dev ${dev} root tbf rate ${r}mbit burst ${burst} latency 100ms`;
+    });
+  if (latencyMs > 0 || rateMbit) {
+    const probe = await sh(`tc qdisc add dev ${vh} root netem delay 0ms`, { allowFail: true });
+    if (probe.code === 0) {
+      netemOk = true;
+      await sh(`tc qdisc del dev ${vh} root`, { allowFail: true });
+    } else if (latencyMs > 0) {
+      useProxyDelay = true;
+    }
+    if (netemOk || rateMbit) {
+      for (const c of qdisc("add", false)) {
+        const r = await sh(c, { allowFail: true });
+        if (r.code !== 0) {
+          teardownNetworkSync();
+          return `cannot add the ${netemOk ? "netem" : "tbf"} qdisc (${c}: ${r.err.trim()})`;
+        }
       }
     }
   }
@@ -157,7 +190,32 @@ async function tryNetns(latencyMs: number): Promise<BenchServer | string> {
       /* gone */
     }
   });
-  const endpoint = `http://${sub.ns}:${port}`;
+  const direct = `http://${sub.ns}:${port}`;
+  let endpoint = direct;
+  let delayProc: Subprocess | undefined;
+  if (useProxyDelay) {
+    delayProc = Bun.spawn([process.execPath, join(REPO, "bench", "lib", "delay-proxy.ts"), "0", sub.ns, String(port), String(latencyMs / 2)], {
+      stdout: "pipe", stderr: "inherit", stdin: "ignore",
+    });
+    const reader = (delayProc.stdout as ReadableStream<Uint8Array>).getReader();
+    const first = await reader.read();
+    reader.releaseLock();
+    const proxyPort = Number(new TextDecoder().decode(first.value ?? new Uint8Array()).trim());
+    if (!(proxyPort > 0)) {
+      teardownNetworkSync();
+      return "the delay proxy (bench/lib/delay-proxy.ts) did not start";
+    }
+    const dp = delayProc;
+    netTeardown.push(() => {
+      try {
+        dp.kill("SIGKILL");
+      } catch {
+        /* gone */
+      }
+    });
+    dp.kill("SIGUSR1"); // no delay while the data is loaded
+    endpoint = `http://127.0.0.1:${proxyPort}`;
+  }
   const deadline = Date.now() + 60_000;
   for (;;) {
     if (!alive) {
@@ -165,7 +223,7 @@ async function tryNetns(latencyMs: number): Promise<BenchServer | string> {
       return `MinIO exited early in the namespace: ${readFileSync(logFile, "utf8").slice(-1000)}`;
     }
     try {
-      const r = await fetch(`${endpoint}/minio/health/ready`, { signal: AbortSignal.timeout(2000) });
+      const r = await fetch(`${direct}/minio/health/ready`, { signal: AbortSignal.timeout(2000) });
       await r.arrayBuffer();
       if (r.status === 200) break;
     } catch {
@@ -213,12 +271,36 @@ async function tryNetns(latencyMs: number): Promise<BenchServer | string> {
       await s3tool(server).mkbucket(name);
     },
   };
-  return {
+  const how = [
+    latencyMs > 0
+      ? useProxyDelay
+        ? `+${latencyMs} ms RTT from bench/lib/delay-proxy.ts at ${endpoint} (this kernel has no netem: an approximation, no loss or slow start on the long link)`
+        : `netem delay ${latencyMs / 2} ms on each end (+${latencyMs} ms RTT)`
+      : "no added latency",
+    rateMbit ? `${rateMbit} Mbit/s each way (${netemOk ? "netem rate" : "tbf"} on both veth ends)` : "no rate limit",
+  ].join(", ");
+  const bench: BenchServer = {
     server,
     latencyMs,
-    note:
-      `minio in network namespace ${ns} at ${endpoint} over veth ${vh}<->${vn}, ` +
-      `netem ${latencyMs > 0 ? `delay ${latencyMs / 2} ms on each end (+${latencyMs} ms RTT)` : "not added (0 ms)"}; ${rtt || "round trip n/a"}`,
+    ...(rateMbit ? { rateMbit } : {}),
+    async shape() {
+      if (netemOk || rateMbit) for (const c of qdisc("change", true)) await sh(c);
+      delayProc?.kill("SIGUSR2");
+      const rtts: number[] = [];
+      for (let i = 0; i < 5; i++) {
+        const t = performance.now();
+        try {
+          await (await fetch(`${endpoint}/minio/health/live`, { signal: AbortSignal.timeout(5000) })).arrayBuffer();
+          rtts.push(performance.now() - t);
+        } catch {
+          /* reported as n/a */
+        }
+      }
+      rtts.sort((a, b) => a - b);
+      bench.note += `; shaped: HTTP request on a new connection ${rtts.length ? `${(rtts[Math.floor(rtts.length / 2)] ?? 0).toFixed(1)} ms` : "n/a"} (median of 5)`;
+    },
+    note: `minio in network namespace ${ns} at ${direct} over veth ${vh}<->${vn}; ${how}; unshaped ${rtt || "round trip n/a"}`,
     stop: () => server.stop(),
   };
+  return bench;
 }

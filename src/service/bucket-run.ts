@@ -19,6 +19,7 @@
  * upload.ts), FUSE (fuse/) or the namespace (fs/).
  */
 import { fuseCountersPath, publishFuseCounters } from "./fuse-counters.ts";
+import { publishNetStatus } from "./net-status.ts";
 import { closeSync, constants, openSync, readFileSync } from "node:fs";
 import type { Database } from "bun:sqlite";
 import type { BucketConfig } from "../config/types.ts";
@@ -178,6 +179,8 @@ export class BucketRun {
   readonly log: Logger;
   private current: Phase = "preparing";
   private held: Held | undefined;
+  /** Stops the network status file (net-status.ts); it outlives a failed start until exit. */
+  private stopNet: (() => void) | undefined;
   private pidClaimed = false;
   private stopAsked = false;
   private abortAsked = false;
@@ -298,6 +301,7 @@ export class BucketRun {
       const swept = sweepTempFiles(root);
       if (swept.length > 0) log.info(`removed ${swept.length} temp files of interrupted downloads`);
       const store = createS3Store(cfg);
+      this.stopNet ??= publishNetStatus(cfg);
       const objects = new ObjectCache(root, store, index, log);
       objects.partialOptions = {
         chunkBlocks: Math.max(1, Math.round(cfg.readChunkSize / BLOCK_SIZE)),
@@ -510,6 +514,8 @@ export class BucketRun {
       }
       this.held = undefined;
     }
+    this.stopNet?.();
+    this.stopNet = undefined;
     if (this.pidClaimed) releasePidFile(cacheLayout(this.cfg).pid);
     this.pidClaimed = false;
   }

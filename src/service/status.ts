@@ -22,6 +22,7 @@ import type { LastPrefetch, UnreadableKey } from "./workdir/prefetch.ts";
 import type { LastUpload, Unuploadable } from "./workdir/upload.ts";
 import { mountAt } from "../util/mountinfo.ts";
 import { fuseLine, fuseStatus, type FuseStatus } from "./fuse-counters.ts";
+import { netLine, netStatus, type NetStatus } from "./net-status.ts";
 import { errMsg, fmtBytes } from "../util/log.ts";
 
 /** Runs listed per bucket. */
@@ -64,6 +65,8 @@ export interface BucketStatus {
   runs: RunRecord[];
   /** The live daemon's FUSE request counters (READs by size, passthrough), from fuse-counters.ts. */
   fuse: FuseStatus | null;
+  /** The wire as the last daemon saw it (net-status.ts): GET bounds, clock skew, credentials; null if never published. */
+  network: NetStatus | null;
   /** Why the index could not be read, if so. */
   error?: string;
 }
@@ -193,6 +196,7 @@ export function bucketStatus(b: BucketConfig): BucketStatus {
     mount: m?.fstype === FSTYPE ? "mounted" : m ? { occupiedBy: m.fstype } : "not mounted",
     phase: null, daemonRun: null, cache: { dir: layout.root, ...du(layout.root) }, readCache: null, workdir: null, runs: [],
     fuse: pid !== null ? fuseStatus(b, pid) : null,
+    network: netStatus(b),
   };
   try {
     withIndex(b, (db) => {
@@ -258,6 +262,7 @@ export function printStatus(config: Config, json = false): number {
     console.log(`  cache ${s.cache.dir}: ${s.cache.files} files, ${fmtBytes(s.cache.bytes)} (workdir included)`);
     if (s.readCache) console.log(readCacheLine(s.readCache));
     if (s.fuse) console.log(`  ${fuseLine(s.fuse)}`);
+    if (s.network && s.network.pid === s.pid) console.log(`  ${netLine(s.network)}`);
     if (s.error) console.log(`  index: ${s.error}`);
     const w = s.workdir;
     if (!w) {

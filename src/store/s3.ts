@@ -4,7 +4,8 @@
  * Is: the assembly of the operations in `s3/` (one file per S3 operation: list, head, get, put
  * and multipart) over ONE request path (`s3/request.ts`: SigV4, Bun's fetch, one retry policy)
  * with one credential source (`s3/credentials.ts`: static keys or the AWS default chain,
- * refreshed before expiry) and one error mapping (`s3/errors.ts`).
+ * refreshed before expiry) and one error mapping (`s3/errors.ts`); and `storeNetworkStatus`,
+ * what `status --json` shows of the wire (GET bounds, clock offset, credentials).
  * Is not: a cache, or anything that knows about the filesystem layout (temp names, renames).
  *
  * Works on AWS (virtual-hosted URLs) and on S3-compatible servers with a custom endpoint (path
@@ -19,7 +20,8 @@ import { download, getPart, getSmall, streamRange } from "./s3/get.ts";
 import { hasPrefix, headIntegrity, headObject } from "./s3/head.ts";
 import { listPages } from "./s3/list.ts";
 import { putSmall, upload, type PutContext } from "./s3/put.ts";
-import { s3Context, type RetryPolicy } from "./s3/request.ts";
+import { networkState, s3Context, type NetworkState, type RetryPolicy } from "./s3/request.ts";
+import type { CredentialState } from "./s3/credentials.ts";
 
 const log = logger("s3");
 
@@ -37,6 +39,21 @@ export interface S3StoreTuning {
   maxAttempts?: number;
   /** First backoff cap (ms); doubles per attempt up to 5 s. Default 100. */
   retryBaseMs?: number;
+  /** TCP connect plus TLS handshake (ms). Default 10000. */
+  connectTimeoutMs?: number;
+  /** Reads, listings, HEADs: time without progress over all attempts before the error (ms). Default 45000. */
+  stallBudgetMs?: number;
+}
+
+/** The wire as one bucket's store sees it: the process-wide request path plus its credentials. */
+export type StoreNetworkStatus = NetworkState & { credentials: CredentialState };
+
+const credentialStates = new Map<string, () => CredentialState>();
+
+/** For `status --json`: the request path's bounds and counters, and `bucket`'s credentials. */
+export function storeNetworkStatus(bucket: string): StoreNetworkStatus {
+  const creds = credentialStates.get(bucket)?.() ?? { kind: "static", expiresAtMs: null, fetches: 0, refreshError: null };
+  return { ...networkState(), credentials: creds };
 }
 
 /** Parts of one file in flight at most (the process-wide byte bound in put.ts applies too). */
@@ -47,9 +64,12 @@ export function createS3Store(cfg: S3StoreConfig, tuning: S3StoreTuning = {}): O
   if (tuning.maxAttempts !== undefined) retry.maxAttempts = tuning.maxAttempts;
   if (tuning.retryBaseMs !== undefined) retry.baseMs = tuning.retryBaseMs;
   const creds = credentialSource(cfg.accessKeyId, cfg.secretAccessKey);
+  credentialStates.set(cfg.bucket, () => creds.state());
   const base = s3Context({
     bucket: cfg.bucket, region: cfg.region, endpoint: cfg.endpoint, creds, retry,
     ...(tuning.idleTimeoutMs !== undefined ? { idleTimeoutMs: tuning.idleTimeoutMs } : {}),
+    ...(tuning.connectTimeoutMs !== undefined ? { connectTimeoutMs: tuning.connectTimeoutMs } : {}),
+    ...(tuning.stallBudgetMs !== undefined ? { stallBudgetMs: tuning.stallBudgetMs } : {}),
   });
   const ctx: PutContext = { ...base, partSize: cfg.partSize, partConcurrency: Math.max(1, Math.min(cfg.transferConcurrency, MAX_PART_CONCURRENCY)) };
   log.debug(

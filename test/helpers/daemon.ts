@@ -22,6 +22,8 @@ export interface BucketSpec {
   lastuploadfile?: string;
   /** Extra `key = value` lines. */
   extra?: Record<string, string>;
+  /** No keys in the config: the AWS default chain (env, profiles, credential_process) signs. */
+  defaultChain?: boolean;
 }
 
 export interface DaemonHandle {
@@ -73,8 +75,7 @@ export function configText(server: S3Server, dir: string, buckets: BucketSpec[])
       [
         `[${b.bucket}]`,
         `bucket = ${b.bucket}`,
-        `aws_access_key_id = ${server.accessKey}`,
-        `aws_secret_access_key = ${server.secretKey}`,
+        ...(b.defaultChain ? [] : [`aws_access_key_id = ${server.accessKey}`, `aws_secret_access_key = ${server.secretKey}`]),
         `region = ${server.region}`,
         `endpoint = ${server.endpoint}`,
         `mountpoint = ${dir}/mnt/${b.bucket}`,

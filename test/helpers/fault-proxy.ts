@@ -8,9 +8,14 @@
  * answer's or the request's body, or leave a header out of the answer. Each rule fires `times` times (after skipping `after`
  * matches) and counts its hits; the proxy counts requests per S3 operation for every test that
  * wants to wait on or assert request counts, and logs every request with timestamps (arrival,
- * forwarding to the server, answer) for tests that order events across proxies. Is not: a mock
- * of S3 (every request that no rule answers itself goes to the real server), and it never
- * listens beyond 127.0.0.1.
+ * forwarding to the server, answer) for tests that order events across proxies. Link conditions for every request: a shared
+ * rate limit on client-to-server bytes (`throttle`, a busy site uplink), the answers' Date
+ * header shifted (`dateOffsetMs`, a skewed client clock as S3 would see it), and idle
+ * keep-alive connections closed after `idleCloseMs` (servers and load balancers do). Further
+ * actions: an answer that stalls in the middle of its body, a malformed status line or
+ * chunk-size line. `startBlackhole` gives a port whose connects never complete (a full accept
+ * queue). Is not: a mock of S3 (every request that no rule answers itself goes to the real
+ * server), and it never listens beyond 127.0.0.1.
  */
 import { createServer, request as httpRequest, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { Socket } from "node:net";
@@ -35,7 +40,20 @@ export type FaultAction =
   /** XOR this byte of the request's body with 0xff on the way to the server. */
   | { flipRequestByte: number }
   /** Forward, and leave this header (any case) out of the answer. */
-  | { dropResponseHeader: string };
+  | { dropResponseHeader: string }
+  /** Forward, send the answer's headers and this many body bytes, then nothing more (never closes). */
+  | { stallBodyAfter: number }
+  /** Answer with a malformed status line (`status`) or a chunked body with a bad size line (`chunk`). */
+  | { malformed: "status" | "chunk" };
+
+export interface LinkOptions {
+  /** Client-to-server bytes per second over all connections (undefined: no limit). */
+  upBytesPerSec?: number;
+  /** Added to the Date header of every forwarded answer (ms). */
+  dateOffsetMs?: number;
+  /** Close a client connection that carried no request for this long (ms). */
+  idleCloseMs?: number;
+}
 
 export interface FaultRule {
   op?: S3Op;
@@ -93,6 +111,13 @@ export interface FaultProxy {
   counts(): Record<string, number>;
   /** Every request seen so far, in arrival order (live entries: times fill in as they happen). */
   log(): readonly ProxyLogEntry[];
+  /** Link conditions (merged into the current ones; undefined fields switch them off). */
+  link(opts: LinkOptions): void;
+  /** Client-to-server body bytes forwarded so far, and connections closed for idleness. */
+  readonly upBytes: number;
+  readonly idleClosed: number;
+  /** Connections accepted so far. */
+  readonly connections: number;
   /** Resolves once `count(op)` reaches `n` (or rejects after `timeoutMs`). */
   waitFor(op: S3Op, n: number, timeoutMs?: number): Promise<void>;
   stop(): Promise<void>;
@@ -127,7 +152,26 @@ function matches(pattern: string | RegExp | undefined, value: string): boolean {
   return typeof pattern === "string" ? value.includes(pattern) : pattern.test(value);
 }
 
-export async function startFaultProxy(target: { port: number }): Promise<FaultProxy> {
+/** A shared token bucket: `take(n)` resolves when n more bytes may pass at `rate` bytes/s. */
+function rateLimiter(getRate: () => number | undefined) {
+  let nextFree = 0;
+  return (n: number): Promise<void> => {
+    const rate = getRate();
+    if (rate === undefined) return Promise.resolve();
+    const now = Date.now();
+    const start = Math.max(now, nextFree);
+    nextFree = start + (n / rate) * 1000;
+    const wait = nextFree - now;
+    return wait < 2 ? Promise.resolve() : new Promise((r) => setTimeout(r, wait));
+  };
+}
+
+export async function startFaultProxy(target: { port: number }, initial: LinkOptions = {}): Promise<FaultProxy> {
+  let link: LinkOptions = { ...initial };
+  let upBytes = 0;
+  let idleClosed = 0;
+  let connections = 0;
+  const takeUp = rateLimiter(() => link.upBytesPerSec);
   const rules: (FaultRule & { matched: number; fired: number })[] = [];
   const counts = new Map<S3Op, number>();
   const waiters: { op: S3Op; n: number; resolve: () => void }[] = [];
@@ -154,6 +198,13 @@ export async function startFaultProxy(target: { port: number }): Promise<FaultPr
       { host: "127.0.0.1", port: target.port, method: req.method, path: req.url, headers: req.headers, agent: false },
       (upRes) => {
         const headers = { ...upRes.headers };
+        // Hop-by-hop: the upstream leg is one connection per request (agent: false); the
+        // client's connection to the proxy stays keep-alive, as with a real server.
+        delete headers.connection;
+        delete headers["keep-alive"];
+        if (link.dateOffsetMs !== undefined && typeof headers.date === "string") {
+          headers.date = new Date(Date.parse(headers.date) + link.dateOffsetMs).toUTCString();
+        }
         entry.answeredMs = Date.now();
         entry.status = upRes.statusCode ?? 502;
         if (action !== undefined && "dropResponseHeader" in action && action.dropResponseHeader !== undefined) {
@@ -162,6 +213,12 @@ export async function startFaultProxy(target: { port: number }): Promise<FaultPr
         res.writeHead(upRes.statusCode ?? 502, headers);
         let pos = 0;
         upRes.on("data", (chunk: Buffer) => {
+          if (action !== undefined && "stallBodyAfter" in action) {
+            const room = action.stallBodyAfter - pos;
+            if (room > 0) res.write(chunk.subarray(0, room));
+            pos += chunk.length;
+            return;
+          }
           let out = chunk;
           if (action !== undefined && "flipResponseByte" in action) {
             const i = action.flipResponseByte - pos;
@@ -190,6 +247,7 @@ export async function startFaultProxy(target: { port: number }): Promise<FaultPr
           res.write(out);
         });
         upRes.on("end", () => {
+          if (action !== undefined && "stallBodyAfter" in action) return; // never ends
           if (action !== undefined && "truncate" in action) {
             // The answer was shorter than the cut: still drop the connection without a clean end.
             setTimeout(() => res.socket?.destroy(), 20);
@@ -202,6 +260,8 @@ export async function startFaultProxy(target: { port: number }): Promise<FaultPr
     );
     up.on("error", () => res.socket?.destroy());
     let pos = 0;
+    // Request chunks pass in order, each after the shared uplink had room for it.
+    let chain: Promise<void> = Promise.resolve();
     req.on("data", (chunk: Buffer) => {
       let out = chunk;
       if (action !== undefined && "flipRequestByte" in action) {
@@ -212,9 +272,19 @@ export async function startFaultProxy(target: { port: number }): Promise<FaultPr
         }
       }
       pos += chunk.length;
-      up.write(out);
+      if (link.upBytesPerSec === undefined) {
+        upBytes += out.length;
+        up.write(out);
+        return;
+      }
+      req.pause();
+      chain = chain.then(() => takeUp(out.length)).then(() => {
+        upBytes += out.length;
+        up.write(out);
+        req.resume();
+      });
     });
-    req.on("end", () => up.end());
+    req.on("end", () => void chain.then(() => up.end()));
     req.on("error", () => up.destroy());
   };
 
@@ -250,13 +320,23 @@ export async function startFaultProxy(target: { port: number }): Promise<FaultPr
         const body = method === "HEAD" ? "" : `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${action.code ?? "InternalError"}</Code><Message>injected by the fault proxy</Message></Error>`;
         entry.answeredMs = Date.now();
         entry.status = action.status;
-        res.writeHead(action.status, { "content-type": "application/xml", "content-length": Buffer.byteLength(body) });
+        const date = new Date(Date.now() + (link.dateOffsetMs ?? 0)).toUTCString();
+        res.writeHead(action.status, { "content-type": "application/xml", "content-length": Buffer.byteLength(body), date });
         res.end(body);
       });
       return;
     }
     if ("reset" in action) {
       req.socket.destroy();
+      return;
+    }
+    if ("malformed" in action) {
+      req.resume();
+      req.on("end", () => {
+        const sock = req.socket;
+        if (action.malformed === "status") sock.end("HTTP/1.1 2OO NOT OK\r\ncontent-length: 0\r\n\r\n");
+        else sock.end("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz-not-a-size\r\nabc\r\n0\r\n\r\n");
+      });
       return;
     }
     if ("stall" in action) {
@@ -279,8 +359,34 @@ export async function startFaultProxy(target: { port: number }): Promise<FaultPr
     forward(req, res, action, entry);
   });
   server.on("connection", (s: Socket) => {
+    connections++;
     sockets.add(s);
     s.on("close", () => sockets.delete(s));
+    armIdle(s);
+  });
+  // Idle keep-alive close: a connection with no request under way for idleCloseMs is closed.
+  const idleTimers = new Map<Socket, Timer>();
+  const busy = new Map<Socket, number>();
+  function armIdle(s: Socket): void {
+    clearTimeout(idleTimers.get(s));
+    idleTimers.delete(s);
+    if (link.idleCloseMs === undefined || (busy.get(s) ?? 0) > 0) return;
+    idleTimers.set(s, setTimeout(() => {
+      idleTimers.delete(s);
+      if ((busy.get(s) ?? 0) === 0 && !s.destroyed) {
+        idleClosed++;
+        s.destroy();
+      }
+    }, link.idleCloseMs));
+  }
+  server.on("request", (req: IncomingMessage, res: ServerResponse) => {
+    const s = req.socket;
+    busy.set(s, (busy.get(s) ?? 0) + 1);
+    clearTimeout(idleTimers.get(s));
+    res.on("close", () => {
+      busy.set(s, Math.max(0, (busy.get(s) ?? 1) - 1));
+      armIdle(s);
+    });
   });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   const addr = server.address();
@@ -297,6 +403,18 @@ export async function startFaultProxy(target: { port: number }): Promise<FaultPr
     clear() {
       rules.length = 0;
     },
+    link(opts) {
+      link = { ...link, ...opts };
+    },
+    get upBytes() {
+      return upBytes;
+    },
+    get idleClosed() {
+      return idleClosed;
+    },
+    get connections() {
+      return connections;
+    },
     count: (op) => counts.get(op) ?? 0,
     counts: () => Object.fromEntries(counts),
     log: () => entries,
@@ -306,6 +424,101 @@ export async function startFaultProxy(target: { port: number }): Promise<FaultPr
         const t = setTimeout(() => reject(new Error(`fault proxy: ${op} count stayed ${counts.get(op) ?? 0} < ${n} for ${timeoutMs} ms`)), timeoutMs);
         waiters.push({ op, n, resolve: () => (clearTimeout(t), resolve()) });
       });
+    },
+    async stop() {
+      for (const t of idleTimers.values()) clearTimeout(t);
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+/**
+ * A loopback port whose connects never complete: a listener with a full accept queue (held by
+ * a python3 child, which never accepts), so the kernel drops further SYNs as a blackholed
+ * route would. `stop` ends the child.
+ */
+export async function startBlackhole(): Promise<{ port: number; stop(): Promise<void> }> {
+  const script = [
+    "import socket, time, sys",
+    "s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(0)",
+    "port = s.getsockname()[1]; held = []",
+    "for i in range(4):",
+    "    c = socket.socket(); c.setblocking(False)",
+    "    try: c.connect(('127.0.0.1', port))",
+    "    except BlockingIOError: pass",
+    "    held.append(c)",
+    "time.sleep(0.3); print(port, flush=True); sys.stdin.read()",
+  ].join("\n");
+  const child = Bun.spawn(["python3", "-c", script], { stdin: "pipe", stdout: "pipe", stderr: "inherit" });
+  const reader = child.stdout.getReader();
+  let text = "";
+  while (!text.includes("\n")) {
+    const r = await reader.read();
+    if (r.done) throw new Error("blackhole helper ended before it gave a port");
+    text += new TextDecoder().decode(r.value);
+  }
+  reader.releaseLock();
+  return {
+    port: Number(text.trim()),
+    async stop() {
+      child.stdin.end();
+      child.kill();
+      await child.exited;
+    },
+  };
+}
+
+/**
+ * An HTTP CONNECT proxy on loopback (what HTTPS_PROXY names at HPC sites): each CONNECT opens
+ * a tunnel to the asked host:port on 127.0.0.1 only; `tunnels` counts them. Plain requests
+ * (HTTP_PROXY style, absolute URLs) are refused with 405 so a test sees which path was used.
+ */
+export async function startConnectProxy(): Promise<{ url: string; readonly tunnels: number; stop(): Promise<void> }> {
+  const { createServer: createNetServer, connect } = await import("node:net");
+  let tunnels = 0;
+  const sockets = new Set<Socket>();
+  const server = createNetServer((client) => {
+    sockets.add(client);
+    client.on("close", () => sockets.delete(client));
+    client.on("error", () => client.destroy());
+    let head = Buffer.alloc(0);
+    const onData = (chunk: Buffer) => {
+      head = Buffer.concat([head, chunk]);
+      const end = head.indexOf("\r\n\r\n");
+      if (end < 0) return;
+      client.off("data", onData);
+      const line = head.toString("latin1", 0, head.indexOf("\r\n"));
+      const m = /^CONNECT (127\.0\.0\.1|localhost):(\d+) HTTP\/1\.[01]$/.exec(line);
+      if (!m) {
+        client.end("HTTP/1.1 405 Method Not Allowed\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        return;
+      }
+      const up = connect(Number(m[2]), "127.0.0.1", () => {
+        tunnels++;
+        client.write("HTTP/1.1 200 Connection Established\r\n\r\n");
+        const rest = head.subarray(end + 4);
+        if (rest.length) up.write(rest);
+        client.pipe(up);
+        up.pipe(client);
+      });
+      sockets.add(up);
+      up.on("close", () => {
+        sockets.delete(up);
+        client.destroy();
+      });
+      up.on("error", () => client.destroy());
+      client.on("close", () => up.destroy());
+    };
+    client.on("data", onData);
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const addr = server.address();
+  const port = typeof addr === "object" && addr !== null ? addr.port : 0;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    get tunnels() {
+      return tunnels;
     },
     async stop() {
       for (const s of sockets) s.destroy();

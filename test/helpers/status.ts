@@ -71,6 +71,16 @@ export interface BucketJson {
   readCache: null | { checks: Record<string, number>; unverified: number };
   /** The live daemon's FUSE request counters (by opcode name). */
   fuse: null | { requests: Record<string, number> };
+  /** The wire as the last daemon published it (service/net-status.ts). */
+  network: null | {
+    pid: number;
+    gets: { inFlight: number; waiting: number; limit: number; bytesInFlight: number; bytesLimit: number };
+    clockSkewMs: number | null;
+    throttled: number;
+    timeouts: number;
+    proxy: string | null;
+    credentials: { kind: string; expiresAtMs: number | null; fetches: number; refreshError: string | null };
+  };
   error?: string;
 }
 

@@ -1,9 +1,10 @@
 /**
  * S3 and socket failures as `StoreError`s, and which of them the retry policy retries.
  *
- * Is: `s3Error` (an HTTP error answer: status + S3 code from the XML body), `toStoreError` (anything
- * a fetch, a stream or a timer threw), and `isRetryable` (THE list of what is worth another
- * attempt: throttling, 5xx, resets, timeouts, RequestTimeout, digest mismatches, expired tokens).
+ * Is: `s3Error` (an HTTP error answer: status + S3 code from the XML body; a redirect names the
+ * region S3 asks for), `toStoreError` (anything a fetch, a stream or a timer threw), and
+ * `isRetryable` (THE list of what is worth another attempt: throttling, 5xx, resets, timeouts,
+ * malformed answers, RequestTimeout, digest mismatches, expired tokens).
  * Is not: the errno mapping (fs/errors.ts) or the retry loop (request.ts).
  */
 import { redact } from "../../util/log.ts";
@@ -21,6 +22,7 @@ const NOT_FOUND = new Set(["NoSuchKey", "NotFound", "NoSuchUpload"]);
 const ACCESS_DENIED = new Set([
   "AccessDenied", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken",
   "TokenRefreshRequired", "AllAccessDisabled", "AccountProblem", "CredentialsProviderError", "InvalidClientTokenId",
+  "RequestTimeTooSkewed",
 ]);
 const THROTTLED = new Set(["SlowDown", "Throttling", "ThrottlingException", "TooManyRequests", "RequestLimitExceeded", "ServiceUnavailable", "RequestThrottled"]);
 /** S3 codes that say "send it again": the request or its body was damaged or too slow on the way. */
@@ -34,6 +36,8 @@ const NETWORK_CODES = new Set([
   "ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE", "EHOSTUNREACH", "ENETUNREACH", "ENOTFOUND", "EAI_AGAIN",
   "ECONNABORTED", "ENETDOWN", "ConnectionRefused", "ConnectionClosed", "ConnectionReset", "FailedToOpenSocket",
   "UND_ERR_SOCKET", "ERR_STREAM_PREMATURE_CLOSE",
+  // A malformed answer (status line, header block, chunk-size line) is retried like a reset.
+  "EPROTO", "Malformed_HTTP_Response", "HPE_INVALID_CONSTANT", "HPE_INVALID_CHUNK_SIZE", "ERR_TLS_HANDSHAKE_TIMEOUT",
 ]);
 
 function kindOf(status: number | undefined, code: string | undefined): StoreErrorKind {
@@ -53,10 +57,20 @@ function prefix(w: Where): string {
   return `[s3] ${w.op} ${w.bucket}/${w.key}`;
 }
 
-/** An error answer from S3: `status` and the `<Code>`/`<Message>` of its XML body (empty for HEAD). */
-export function s3Error(w: Where, status: number, body: string): StoreError {
+/**
+ * An error answer from S3: `status` and the `<Code>`/`<Message>` of its XML body (empty for HEAD).
+ * A redirect (the bucket lives in another region) names the region S3 asks for.
+ */
+export function s3Error(w: Where, status: number, body: string, headers?: Headers): StoreError {
   const code = xmlText(/<Code>([^<]*)<\/Code>/.exec(body)?.[1] ?? statusName(status));
-  const message = xmlText(/<Message>([^<]*)<\/Message>/.exec(body)?.[1] ?? "").replace(/\s+/g, " ").trim();
+  let message = xmlText(/<Message>([^<]*)<\/Message>/.exec(body)?.[1] ?? "").replace(/\s+/g, " ").trim();
+  if (status >= 300 && status < 400 || code === "PermanentRedirect" || code === "AuthorizationHeaderMalformed") {
+    const region = headers?.get("x-amz-bucket-region") ?? xmlText(/<Region>([^<]*)<\/Region>/.exec(body)?.[1] ?? "");
+    const endpoint = xmlText(/<Endpoint>([^<]*)<\/Endpoint>/.exec(body)?.[1] ?? "") || headers?.get("location") || "";
+    if (region) message = `${message ? `${message}; ` : ""}the bucket is in region ${region}: set region = ${region} in the config`;
+    else if (endpoint) message = `${message ? `${message}; ` : ""}the server redirects to ${endpoint}: set endpoint/region in the config`;
+    else if (status >= 300 && status < 400) message = `${message ? `${message}; ` : ""}the server redirects elsewhere (another region?): check region and endpoint in the config`;
+  }
   return new StoreError(kindOf(status, code), redact(`${prefix(w)}: ${status} ${code}${message ? `: ${message}` : ""}`), {
     status, code, op: w.op, bucket: w.bucket, key: w.key,
   });
@@ -96,6 +110,8 @@ export function isRetryable(e: StoreError): boolean {
 
 function statusName(status: number): string {
   switch (status) {
+    case 301: return "PermanentRedirect";
+    case 307: return "TemporaryRedirect";
     case 400: return "BadRequest";
     case 403: return "Forbidden";
     case 404: return "NotFound";

@@ -17,8 +17,10 @@
  * one retry policy in request.ts treats them like fetch's. On https a connection is used only
  * after its TLS handshake succeeded with a certificate the system store (plus
  * NODE_EXTRA_CA_CERTS, as for fetch) vouches for, for the endpoint's name; a failed check is an
- * error naming it, never retried. Is not: signing, retries, timeouts (request.ts arms them),
+ * error naming it, never retried. Is not: signing, retries, the idle timer (request.ts arms it),
  * request bodies.
+ * A new connection must connect (and finish its TLS handshake) within the caller's connect
+ * timeout, and an abort cuts it; answer bytes are reported to the caller's idle timer.
  */
 import type { Socket } from "bun";
 import { deferred } from "../../util/async.ts";
@@ -177,11 +179,14 @@ class Conn {
   closed = false;
   destroyed = false;
   idleTimer: Timer | undefined;
+  /** The current request's progress callback (cleared when the connection goes back to the pool). */
+  onBytes: (() => void) | undefined;
 
   constructor(readonly pool: Pool) {}
 
   data(chunk: Buffer): void {
     this.seen += chunk.byteLength;
+    this.onBytes?.();
     let buf: Buffer = chunk;
     while (buf.byteLength > 0) {
       const ex = this.ex;
@@ -318,6 +323,7 @@ class Conn {
   private complete(ex: Exchange): void {
     ex.finish();
     this.ex = undefined;
+    this.onBytes = undefined;
     if (ex.keepAlive && !this.closed) this.pool.release(this);
     else this.destroy();
   }
@@ -340,7 +346,8 @@ class Conn {
   private secured = deferredVoid();
 
   handshake(ok: boolean, error: Error | null): void {
-    if (ok) return this.secured.resolve();
+    // Accepted only when it succeeded AND no verification error was reported with it.
+    if (ok && !error) return this.secured.resolve();
     const why = error?.message ?? "the certificate was not accepted";
     // Not a network code: the one retry rule does not retry it (the next request tries afresh).
     this.secured.reject(Object.assign(new Error(`TLS: ${why} (${this.pool.hostname}:${this.pool.port})`), { code: "ERR_TLS_CERT" }));
@@ -444,15 +451,49 @@ class Pool {
     if (i >= 0) this.idle.splice(i, 1);
   }
 
-  async connect(): Promise<Conn> {
+  /**
+   * A new connection, TLS handshake included, within `timeoutMs` and cut by `signal` (the
+   * kernel alone would wait about 2 minutes for a blackholed SYN). A socket that connects after
+   * we gave up is closed at once.
+   */
+  async connect(signal: AbortSignal, timeoutMs: number): Promise<Conn> {
+    signal.throwIfAborted();
     const c = new Conn(this);
-    c.socket = (await Bun.connect<Conn>({
-      hostname: this.hostname, port: this.port, data: c, socket: handlers,
-      ...(this.tls ? { tls: { serverName: this.hostname } } : {}),
-    })) as PausableSocket;
-    c.socket.setNoDelay(true);
-    await c.ready(this.tls);
-    return c;
+    let gaveUp = false;
+    let timer: Timer | undefined;
+    let onAbort: (() => void) | undefined;
+    const cut = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        reject(netError(`connect to ${this.hostname}:${this.port}${this.tls ? " (TCP and TLS handshake)" : ""}: no connection in ${timeoutMs} ms`, "ETIMEDOUT"));
+      }, timeoutMs);
+      onAbort = () => reject(signal.reason instanceof Error ? signal.reason : Object.assign(new Error("aborted"), { name: "AbortError" }));
+      signal.addEventListener("abort", onAbort, { once: true });
+    });
+    const open = (async () => {
+      const socket = (await Bun.connect<Conn>({
+        hostname: this.hostname, port: this.port, data: c, socket: handlers,
+        ...(this.tls ? { tls: { serverName: this.hostname } } : {}),
+      })) as PausableSocket;
+      c.socket = socket;
+      if (gaveUp) {
+        c.destroy();
+        throw netError("connect abandoned");
+      }
+      socket.setNoDelay(true);
+      await c.ready(this.tls);
+      return c;
+    })();
+    try {
+      return await Promise.race([open, cut]);
+    } catch (err) {
+      gaveUp = true;
+      open.catch(() => {});
+      c.destroy();
+      throw err;
+    } finally {
+      clearTimeout(timer);
+      if (onAbort) signal.removeEventListener("abort", onAbort);
+    }
   }
 }
 
@@ -468,6 +509,13 @@ export function http1Serves(origin: string): boolean {
   return origin.startsWith("http://") || origin.startsWith("https://");
 }
 
+export interface Http1Options {
+  /** TCP connect plus TLS handshake of a new connection (default 10 s). */
+  connectTimeoutMs?: number;
+  /** Called whenever bytes of the answer arrive (the caller's idle timer counts them as progress). */
+  onBytes?: () => void;
+}
+
 /**
  * One request without a body. Resolves with the response once its head is read; the body
  * (when any) is read by iterating `body`. The signal aborts the request and the body.
@@ -477,6 +525,7 @@ export async function http1Request(
   method: "GET" | "HEAD",
   headers: Record<string, string>,
   signal: AbortSignal,
+  opts: Http1Options = {},
 ): Promise<S3Response> {
   signal.throwIfAborted();
   const tls = url.protocol === "https:";
@@ -498,7 +547,8 @@ export async function http1Request(
   // A pooled connection the server closed while it was idle fails before any byte: once more on a new one.
   for (let tries = 0; ; tries++) {
     const reused = pool.take();
-    const conn = reused ?? (await pool.connect());
+    const conn = reused ?? (await pool.connect(signal, opts.connectTimeoutMs ?? 10_000));
+    conn.onBytes = opts.onBytes;
     try {
       return await exchange(conn, method, head, signal);
     } catch (err) {
