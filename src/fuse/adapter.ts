@@ -22,6 +22,7 @@ import type { FsOps, ReadReply } from "../fs/types.ts";
 import { PassthroughTable } from "./passthrough.ts";
 import { E, isExpected, toErrno } from "../fs/errors.ts";
 import { errMsg, type Logger } from "../util/log.ts";
+import { envSwitch } from "../util/env.ts";
 
 const { ptr: P, u64_fast: U, i64_fast: I, i32, void: V } = {
   ptr: FFIType.ptr, u64_fast: FFIType.u64_fast, i64_fast: FFIType.i64_fast, i32: FFIType.i32, void: FFIType.void,
@@ -189,7 +190,7 @@ export function buildOps(fs: FsOps, opts: AdapterOptions): OpsTable {
         let want = abi.wantExt ? Number(c.getBigUint64(CONN.wantExt, true) & 0xffffffffn) : c.getUint32(CONN.want, true);
         const caps: number[] = [CAP.asyncRead, CAP.readdirplus, CAP.parallelDirops, CAP.cacheSymlinks, CAP.autoInvalData];
         // Splice cached file ranges into /dev/fuse (measured ~15% faster than copying; BUCKETFS_SPLICE=0 disables).
-        if (process.env.BUCKETFS_SPLICE !== "0") caps.push(CAP.spliceWrite, CAP.spliceMove);
+        if (envSwitch("BUCKETFS_SPLICE") !== "0") caps.push(CAP.spliceWrite, CAP.spliceMove);
         for (const cap of caps) {
           if (capable & cap) want |= cap;
         }

@@ -8,6 +8,7 @@
  * or generic libc calls (sys/libc.ts).
  */
 import { dlopen, FFIType, CString, type Pointer } from "bun:ffi";
+import { envSwitch } from "../util/env.ts";
 
 const { ptr: P, i32, u64_fast, f64, cstring, void: V } = {
   ptr: FFIType.ptr,
@@ -75,7 +76,8 @@ const SONAMES = ["libfuse3.so.4", "libfuse3.so.3"] as const;
 let loadedName: string | undefined;
 
 function openFuse() {
-  const names = process.env.BUCKETFS_LIBFUSE ? [process.env.BUCKETFS_LIBFUSE] : [...SONAMES];
+  const chosen = envSwitch("BUCKETFS_LIBFUSE");
+  const names = chosen !== undefined ? [chosen] : [...SONAMES];
   const errors: string[] = [];
   for (const name of names) {
     try {
@@ -90,7 +92,7 @@ function openFuse() {
 }
 
 function libraryName(): string {
-  return loadedName ?? process.env.BUCKETFS_LIBFUSE ?? SONAMES[0];
+  return loadedName ?? envSwitch("BUCKETFS_LIBFUSE") ?? SONAMES[0];
 }
 
 function tryOpen<T extends Record<string, { args: readonly FFIType[]; returns: FFIType }>>(symbols: T) {

@@ -44,6 +44,7 @@ import { WorkdirOwner } from "./workdir/workdir-owner.ts";
 import { bindMount, busyProcesses, claimPidFile, prepareMountpoint, releasePidFile, unbind } from "./mounts.ts";
 import { adoptStrays, listHidden } from "./strays.ts";
 import { errMsg, fmtBytes, logger, type Logger } from "../util/log.ts";
+import { envSwitch } from "../util/env.ts";
 
 export type Phase =
   | "preparing" | "prefetching" | "recovering" | "mounting" | "serving" | "syncing"
@@ -318,7 +319,7 @@ export class BucketRun {
       const fs = new BucketFs({
         bucket: cfg.bucket, store, index, objects, workdir: cfg.workdir, metadataTtlS: cfg.metadataTtl,
         uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, log,
-        copyReads: process.env.BUCKETFS_READ_MODE === "copy",
+        copyReads: envSwitch("BUCKETFS_READ_MODE") === "copy",
       });
       const workdir = workdirOf(cfg, db);
       if (workdir) workdir.journal.daemonRun = runId;
@@ -406,7 +407,7 @@ export class BucketRun {
         mountpoint: cfg.mountpoint, fsname: `bucketfs:${cfg.bucket}`, readOnly: true,
         allowOther: (process.getuid?.() ?? 0) === 0, readers: 2, maxBackground: 64,
         // The largest READs; BUCKETFS_READ_AHEAD_KB overrides it (diagnostics, benchmarks).
-        readAheadKb: Number(process.env.BUCKETFS_READ_AHEAD_KB ?? MAX_READ_BYTES / 1024) || 0,
+        readAheadKb: Number(envSwitch("BUCKETFS_READ_AHEAD_KB") ?? MAX_READ_BYTES / 1024) || 0,
         passthrough: this.cfg.passthrough,
         debug: Boolean(this.opts.debugFuse), log: log.child("fuse"),
       });

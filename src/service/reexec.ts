@@ -11,9 +11,10 @@ import { readFileSync } from "node:fs";
 import { ptr } from "bun:ffi";
 import { cstrArray, lastErrno, libc, strerror } from "../sys/libc.ts";
 import { logger } from "../util/log.ts";
+import { envSwitch } from "../util/env.ts";
 
 export function ensureThreadpool(size: number): void {
-  if (process.env.UV_THREADPOOL_SIZE || process.env.BUCKETFS_NO_REEXEC) return;
+  if (process.env.UV_THREADPOOL_SIZE || envSwitch("BUCKETFS_NO_REEXEC")) return;
   const argv = readFileSync("/proc/self/cmdline", "utf8").split("\0");
   if (argv[argv.length - 1] === "") argv.pop();
   const env = Object.entries({ ...process.env, UV_THREADPOOL_SIZE: String(size) }).map(([k, v]) => `${k}=${v ?? ""}`);

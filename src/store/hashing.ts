@@ -9,6 +9,7 @@
  */
 import { newHasher, type HashAlgorithm, type Hasher } from "./checksum.ts";
 import { hashFileRange, type HashReply, type HashRequest } from "./hash-worker.ts";
+import { envSwitch } from "../util/env.ts";
 
 export interface RangeHasher {
   /** Hash bytes [from, to) of `path` (ranges arrive in order). */
@@ -44,7 +45,7 @@ function workerSpecifier(): string {
 /** The shared hashing Worker once it answered a first message, or null (hash in this thread). */
 function hashWorker(): Promise<Worker | null> {
   if (worker !== undefined) return worker;
-  if (process.env.BUCKETFS_HASH_WORKER === "0") return (worker = Promise.resolve(null));
+  if (envSwitch("BUCKETFS_HASH_WORKER") === "0") return (worker = Promise.resolve(null));
   worker = new Promise<Worker | null>((resolve) => {
     let w: Worker;
     try {

@@ -6,14 +6,15 @@
  * never pass credentials, and `redact()` exists for values that might carry them (URLs).
  */
 import { appendFileSync } from "node:fs";
+import { envSwitch } from "./env.ts";
 
 export type Level = "debug" | "info" | "warn" | "error";
 
 const ORDER: Record<Level, number> = { debug: 10, info: 20, warn: 30, error: 40 };
 const SD_PRIO: Record<Level, number> = { debug: 7, info: 6, warn: 4, error: 3 };
 
-let threshold: Level = parseLevel(process.env.BUCKETFS_LOG_LEVEL) ?? "info";
-const useSdPrefix = Boolean(process.env.JOURNAL_STREAM) || process.env.BUCKETFS_LOG_FORMAT === "journal";
+let threshold: Level = parseLevel(envSwitch("BUCKETFS_LOG_LEVEL")) ?? "info";
+const useSdPrefix = Boolean(process.env.JOURNAL_STREAM) || envSwitch("BUCKETFS_LOG_FORMAT") === "journal";
 let sink: (line: string) => void = (line) => process.stderr.write(line + "\n");
 /**
  * BUCKETFS_LOG_FILE (the systemd unit sets /var/log/bucketfs.log): every line is also
@@ -21,7 +22,7 @@ let sink: (line: string) => void = (line) => process.stderr.write(line + "\n");
  * opened per line (O_APPEND), so logrotate needs no signal: after a rename the next line
  * creates a new file (SIGHUP would stop the daemon).
  */
-let logFile = process.env.BUCKETFS_LOG_FILE || undefined;
+let logFile = envSwitch("BUCKETFS_LOG_FILE");
 
 /** Append one line to BUCKETFS_LOG_FILE, if set (also for errors printed outside the logger). */
 export function appendLogFile(level: Level, text: string): void {

@@ -24,6 +24,7 @@ import type { CredentialSource } from "./credentials.ts";
 import { isRetryable, REFRESH_CODES, s3Error, toStoreError, type Where } from "./errors.ts";
 import { signRequest, uriEncode, uriEncodePath } from "./sign.ts";
 import { http1Request, http1Serves, type S3Response } from "./http1.ts";
+import { envSwitch } from "../../util/env.ts";
 export type { S3Response } from "./http1.ts";
 export { xmlBlocks, xmlEscape, xmlText, xmlValue } from "./xml.ts";
 
@@ -506,7 +507,7 @@ function explain(e: StoreError, ctx: S3Context): StoreError {
  * sends everything through fetch (A/B benchmarks, diagnosis).
  */
 function socketTransport(origin: string): boolean {
-  return http1Serves(origin) && process.env.BUCKETFS_HTTP !== "fetch";
+  return http1Serves(origin) && envSwitch("BUCKETFS_HTTP") !== "fetch";
 }
 
 export function unquote(etag: string | null | undefined): string {
