@@ -29,6 +29,8 @@ COMPRESS="${BUCKETFS_DEB_COMPRESS:--Zxz -z1}"
 
 say() { printf '[build-deb] %s\n' "$*"; }
 die() { printf '[build-deb] ERROR: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=lib/packaging.sh
+source "$ROOT/scripts/lib/packaging.sh"
 
 build=1
 for a in "$@"; do
@@ -39,18 +41,12 @@ for a in "$@"; do
 done
 
 command -v dpkg-deb >/dev/null || die "dpkg-deb not found (apt-get install dpkg)"
-version=$(sed -n 's/^[[:space:]]*"version":[[:space:]]*"\([^"]*\)".*/\1/p' package.json | head -n 1)
+version=$(package_version)
 [[ "$version" =~ ^[0-9][A-Za-z0-9.+~-]*$ ]] || die "package.json version '$version' is not a Debian version"
 arch=$(dpkg --print-architecture)
 [[ "$arch" == amd64 ]] || die "this builds an amd64 package from the host binary; host is $arch"
 
-if [[ $build -eq 1 ]]; then
-  BUCKETFS_DIST="$DIST" bash "$ROOT/scripts/build-binary.sh"
-fi
-BIN="$DIST/bucketfs"
-[[ -x "$BIN" ]] || die "$BIN missing: run scripts/build-binary.sh (or drop --no-build)"
-got=$("$BIN" --version 2>&1 | tail -n 1)
-[[ "$got" == "$version" ]] || die "$BIN --version says '$got', package.json says '$version' (rebuild it)"
+packaged_binary "$build" "$version"
 
 DEB="$DIST/bucketfs_${version}_${arch}.deb"
 STAGE=$(mktemp -d "$DIST/.deb-stage.XXXXXX")

@@ -28,6 +28,8 @@ DIST="${BUCKETFS_DIST:-$ROOT/dist}"
 
 say() { printf '[build-rpm] %s\n' "$*"; }
 die() { printf '[build-rpm] ERROR: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=lib/packaging.sh
+source "$ROOT/scripts/lib/packaging.sh"
 
 build=1
 for a in "$@"; do
@@ -38,17 +40,11 @@ for a in "$@"; do
 done
 
 command -v rpmbuild >/dev/null || die "rpmbuild not found (apt-get install rpm)"
-version=$(sed -n 's/^[[:space:]]*"version":[[:space:]]*"\([^"]*\)".*/\1/p' package.json | head -n 1)
+version=$(package_version)
 [[ "$version" =~ ^[0-9][A-Za-z0-9.+~]*$ ]] || die "package.json version '$version' is not an RPM version (no '-')"
 [[ "$(uname -m)" == x86_64 ]] || die "this packages the host binary as x86_64; host is $(uname -m)"
 
-if [[ $build -eq 1 ]]; then
-  BUCKETFS_DIST="$DIST" bash "$ROOT/scripts/build-binary.sh"
-fi
-BIN="$DIST/bucketfs"
-[[ -x "$BIN" ]] || die "$BIN missing: run scripts/build-binary.sh (or drop --no-build)"
-got=$("$BIN" --version 2>&1 | tail -n 1)
-[[ "$got" == "$version" ]] || die "$BIN --version says '$got', package.json says '$version' (rebuild it)"
+packaged_binary "$build" "$version"
 
 RPM="$DIST/bucketfs-${version}.x86_64.rpm"
 TOP=$(mktemp -d "$DIST/.rpm-build.XXXXXX")
