@@ -235,19 +235,9 @@ async function tryNetns(latencyMs: number, rateMbit: number | undefined): Promis
     }
     await sleep(200);
   }
-  // Round trip of a tiny HTTP request (median of 5), to show the delay is in effect.
-  const rtts: number[] = [];
-  for (let i = 0; i < 5; i++) {
-    const t = performance.now();
-    try {
-      await (await fetch(`${endpoint}/minio/health/live`, { signal: AbortSignal.timeout(5000) })).arrayBuffer();
-      rtts.push(performance.now() - t);
-    } catch {
-      /* reported as n/a */
-    }
-  }
-  rtts.sort((a, b) => a - b);
-  const rtt = rtts.length ? `HTTP request round trip ${(rtts[Math.floor(rtts.length / 2)] ?? 0).toFixed(1)} ms (median of ${rtts.length})` : "";
+  // Round trip of a tiny HTTP request, to show the delay is in effect.
+  const median = await medianRoundTripMs(endpoint);
+  const rtt = median !== undefined ? `HTTP request round trip ${median.toFixed(1)} ms (median of 5)` : "";
   const server: S3Server = {
     endpoint,
     port,
@@ -286,21 +276,27 @@ async function tryNetns(latencyMs: number, rateMbit: number | undefined): Promis
     async shape() {
       if (netemOk || rateMbit) for (const c of qdisc("change", true)) await sh(c);
       delayProc?.kill("SIGUSR2");
-      const rtts: number[] = [];
-      for (let i = 0; i < 5; i++) {
-        const t = performance.now();
-        try {
-          await (await fetch(`${endpoint}/minio/health/live`, { signal: AbortSignal.timeout(5000) })).arrayBuffer();
-          rtts.push(performance.now() - t);
-        } catch {
-          /* reported as n/a */
-        }
-      }
-      rtts.sort((a, b) => a - b);
-      bench.note += `; shaped: HTTP request on a new connection ${rtts.length ? `${(rtts[Math.floor(rtts.length / 2)] ?? 0).toFixed(1)} ms` : "n/a"} (median of 5)`;
+      const median = await medianRoundTripMs(endpoint);
+      bench.note += `; shaped: HTTP request on a new connection ${median !== undefined ? `${median.toFixed(1)} ms` : "n/a"} (median of 5)`;
     },
     note: `minio in network namespace ${ns} at ${direct} over veth ${vh}<->${vn}; ${how}; unshaped ${rtt || "round trip n/a"}`,
     stop: () => server.stop(),
   };
   return bench;
+}
+
+/** The median time of 5 tiny HTTP requests to MinIO's health endpoint (ms), or undefined when none answered. */
+async function medianRoundTripMs(endpoint: string): Promise<number | undefined> {
+  const rtts: number[] = [];
+  for (let i = 0; i < 5; i++) {
+    const t = performance.now();
+    try {
+      await (await fetch(`${endpoint}/minio/health/live`, { signal: AbortSignal.timeout(5000) })).arrayBuffer();
+      rtts.push(performance.now() - t);
+    } catch {
+      /* counted as no answer */
+    }
+  }
+  rtts.sort((a, b) => a - b);
+  return rtts.length ? rtts[Math.floor(rtts.length / 2)] : undefined;
 }
