@@ -117,19 +117,19 @@ async function main(): Promise<void> {
     if (argv.strace) {
       for (const v of ["new", "base"] as Variant[]) {
         const out = join(workRoot, `strace-${v}.txt`);
-        const bin = script(`${v}-strace.sh`, v === "new" ? REPO : BASE, `strace -f -c -o '${out}'`);
+        const traced = "fsync,fdatasync,rename,renameat,renameat2,openat,close,pwrite64,write,writev,statx,newfstatat,fstat,lstat,utimensat,mkdirat,ioctl,unlinkat,statfs";
+        const bin = script(`${v}-strace.sh`, v === "new" ? REPO : BASE, `strace -f -qq -e trace=${traced} -o '${out}'`);
         await withMount(ctx, bin, async (m) => {
           dropCaches();
           await sh(READERS.eight(`${m.root}/small`), { timeoutS: 1800 });
         });
-        const text = (await sh(`cat '${out}'`)).out;
         const calls: Record<string, number> = {};
-        for (const line of text.split("\n")) {
-          const f = line.trim().split(/\s+/);
-          if (f.length >= 5 && /^\d/.test(f[0] ?? "") && /^[a-z_0-9]+$/.test(f[f.length - 1] ?? "")) calls[f[f.length - 1]!] = Number(f[3]);
+        for (const line of (await sh(`cat '${out}'`)).out.split("\n")) {
+          const name = /^\d+\s+([a-z_0-9]+)\(/.exec(line)?.[1];
+          if (name) calls[name] = (calls[name] ?? 0) + 1;
         }
-        const keep = ["fsync", "fdatasync", "rename", "renameat", "renameat2", "pwrite64", "write", "openat", "close", "fstat", "newfstatat", "statx", "utimensat", "mkdir", "mkdirat", "read", "pread64", "writev", "epoll_wait", "futex", "io_uring_enter"];
-        console.log(`strace ${v} (8 readers, syscalls per object): ${keep.filter((k) => calls[k]).map((k) => `${k} ${fmtNum(calls[k]! / SMALL, 2)}`).join(", ")}`);
+        const keep = Object.keys(calls).sort((a, b) => calls[b]! - calls[a]!);
+        console.log(`strace ${v} (8 readers, whole mount, syscalls per object): ${keep.map((k) => `${k} ${fmtNum(calls[k]! / SMALL, 2)}`).join(", ")}`);
       }
     }
   } finally {
