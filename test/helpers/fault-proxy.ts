@@ -88,6 +88,8 @@ export interface FaultProxy {
   clear(): void;
   /** Requests seen per S3 operation (all of them, faulted or not). */
   count(op: S3Op): number;
+  /** Answer body bytes sent back to clients per S3 operation (e.g. what GETs fetched). */
+  bodyBytes(op: S3Op): number;
   counts(): Record<string, number>;
   /** Every request seen so far, in arrival order (live entries: times fill in as they happen). */
   log(): readonly ProxyLogEntry[];
@@ -128,6 +130,7 @@ function matches(pattern: string | RegExp | undefined, value: string): boolean {
 export async function startFaultProxy(target: { port: number }): Promise<FaultProxy> {
   const rules: (FaultRule & { matched: number; fired: number })[] = [];
   const counts = new Map<S3Op, number>();
+  const bodyBytes = new Map<S3Op, number>();
   const waiters: { op: S3Op; n: number; resolve: () => void }[] = [];
   const sockets = new Set<Socket>();
   const entries: ProxyLogEntry[] = [];
@@ -182,6 +185,7 @@ export async function startFaultProxy(target: { port: number }): Promise<FaultPr
             }
           }
           pos += chunk.length;
+          bodyBytes.set(entry.op, (bodyBytes.get(entry.op) ?? 0) + out.length);
           res.write(out);
         });
         upRes.on("end", () => {
@@ -293,6 +297,7 @@ export async function startFaultProxy(target: { port: number }): Promise<FaultPr
       rules.length = 0;
     },
     count: (op) => counts.get(op) ?? 0,
+    bodyBytes: (op) => bodyBytes.get(op) ?? 0,
     counts: () => Object.fromEntries(counts),
     log: () => entries,
     waitFor(op, n, timeoutMs = 60_000) {
