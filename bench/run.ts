@@ -39,6 +39,8 @@ import { startBenchServer, teardownNetworkSync, type BenchServer } from "./lib/s
 import { cleanupAllSync, mount, PEER_FLAGS, peerVersions, SYSTEMS, type Mounted, type SystemName, type SystemsContext } from "./lib/systems.ts";
 import { fmtRequests, requestDelta, s3Requests } from "./lib/minio-metrics.ts";
 import { cellOf, errorCell, renderSamples, renderTable, toJson, type Cell, type Row } from "./lib/report.ts";
+import { createS3Store } from "../src/store/s3.ts";
+import { newHasher } from "../src/store/checksum.ts";
 import { threadCpuByName, cpuSeconds, dropCaches, rssKiB, threadCpu, fmtNum, isMounted, loadavg, median, MiB, procIo, repeat, rssSampler, sh, shSync, sleep, withUsage } from "./lib/util.ts";
 
 const REPO = resolve(import.meta.dir, "..");
@@ -46,7 +48,7 @@ const USAGE = `usage: bun bench/run.ts [options]
   --quick               small sizes for development (256 MiB object, 2,000-object listing, smaller workdir)
   --latency <N>ms       put MinIO in a network namespace behind N ms of added round-trip time (netem)
   --systems a,b         subset of bucketfs,s3fs,rclone (default: all)
-  --tests 1,2,...       subset of tests 1-5 (default: all; 2 needs 1)
+  --tests 1,2,...       subset of tests 1-5 and 7 (default: all; 2 needs 1; 7 = what checking the bytes costs per kind)
   --reps N              repetitions of measurements that take < 20 s (default 3)
   --bucketfs-opt k=v    extra bucketfs config key (repeatable), e.g. read_ahead=128M
   --out DIR             results directory (default bench/results)
@@ -87,13 +89,13 @@ function parseLatency(s: string | undefined): number | undefined {
 
 const QUICK = argv.quick ?? false;
 const SIZES = QUICK
-  ? { bigMiB: 256, small: 1000, list: 2000, wdSmall: 200, wdBigMiB: 64, rcloneDnfCapS: 10, rcloneWaitCapS: 120 }
-  : { bigMiB: 1024, small: 1000, list: 10_000, wdSmall: 1000, wdBigMiB: 256, rcloneDnfCapS: 30, rcloneWaitCapS: 300 };
+  ? { bigMiB: 256, small: 1000, list: 2000, wdSmall: 200, wdBigMiB: 64, rcloneDnfCapS: 10, rcloneWaitCapS: 120, verifyMiB: 64 }
+  : { bigMiB: 1024, small: 1000, list: 10_000, wdSmall: 1000, wdBigMiB: 256, rcloneDnfCapS: 30, rcloneWaitCapS: 300, verifyMiB: 256 };
 const REPS = Math.max(1, Number(argv.reps ?? 3));
 const LATENCY = parseLatency(argv.latency);
 const systems: SystemName[] = argv.systems ? (argv.systems.split(",").map((s) => s.trim()) as SystemName[]) : [...SYSTEMS];
 for (const s of systems) if (!SYSTEMS.includes(s)) throw new Error(`--systems: unknown ${s}`);
-const tests = new Set((argv.tests ?? "1,2,3,4,5").split(",").map((s) => Number(s.trim())));
+const tests = new Set((argv.tests ?? "1,2,3,4,5,7").split(",").map((s) => Number(s.trim())));
 const SLOW_DISK_MBS = argv["slow-cache-disk"] === undefined ? undefined : Number(argv["slow-cache-disk"]);
 if (SLOW_DISK_MBS !== undefined) {
   if (!(SLOW_DISK_MBS > 0)) throw new Error(`--slow-cache-disk: expected MB/s > 0, got ${argv["slow-cache-disk"]}`);
@@ -642,6 +644,66 @@ async function main(): Promise<void> {
     });
     ref.cells.local = isFailed(res) ? res.failed : cellOf(res);
     if (!isFailed(res)) log(`  raw LIST: ${res.map((v) => fmtNum(v)).join(", ")} s`);
+  }
+
+  // --- 7: what checking the bytes costs, per kind of object (bucketfs only) ---
+  if (tests.has(7) && systems.includes("bucketfs")) {
+    sectionLoad.push(`test 7 start: ${loadavg()}`);
+    const vBytes = SIZES.verifyMiB * MiB;
+    const vLocal = join(local, "verify.bin");
+    writeRandom(vLocal, vBytes);
+    // The raw cost of each hash in this process: what a kind of check adds at the least.
+    for (const alg of ["crc32", "crc64nvme", "md5"] as const) {
+      const buf = randomBytes(64 * MiB);
+      const h = newHasher(alg);
+      const c0 = process.cpuUsage();
+      for (let i = 0; i < 8; i++) h.update(buf);
+      const c = process.cpuUsage(c0);
+      const crc = alg !== "md5";
+      row({
+        id: `verify_hash_${alg}`, metric: `verification: ${alg.toUpperCase()} itself (in-process, 512 MiB)`, unit: "s/GiB", better: "lower",
+        cells: { bucketfs: cellOf([(c.user + c.system) / 1e6 / 0.5]) },
+        ...(crc ? { target: { kind: "max" as const, max: 0.15, text: "≤ 0.15 s/GiB (CRC kinds)" } } : {}),
+      });
+    }
+    const store = createS3Store({
+      bucket: BUCKET, accessKeyId: server.accessKey, secretAccessKey: server.secretKey, region: server.region,
+      endpoint: server.endpoint, partSize: 16 * MiB, transferConcurrency: 4,
+    });
+    const kinds = [
+      { id: "verify_etag", key: "verify/etag.bin", what: "multipart ETag only (MD5 of each part, hashing Worker)",
+        make: () => s3.put(BUCKET, "verify/etag.bin", { file: vLocal }, { multipart: true, partSize: 16 * MiB }) },
+      { id: "verify_crc64nvme", key: "verify/crc64nvme.bin", what: "full-object CRC64NVME, multipart as AWS SDKs upload (hashing Worker)",
+        make: () => store.upload("verify/crc64nvme.bin", vLocal) },
+      { id: "verify_crc32", key: "verify/crc32.bin", what: "composite CRC32 (fetched and checked part by part)",
+        make: () => s3.put(BUCKET, "verify/crc32.bin", { file: vLocal }, { multipart: true, partSize: 16 * MiB, checksum: "crc32" }) },
+    ];
+    const vRows = new Map<string, Row>();
+    for (const k of kinds) {
+      await k.make();
+      vRows.set(k.id, row({ id: k.id, metric: `verification: daemon CPU, cold read of a ${SIZES.verifyMiB} MiB object checked by its ${k.what}`, unit: "s/GiB", better: "lower", cells: {} }));
+    }
+    for (let rep = 1; rep <= REPS; rep++) {
+      for (const k of rep % 2 ? kinds : [...kinds].reverse()) {
+        const r = await attempt(`verify ${k.id}`, () =>
+          withFreshMount(ctx, "bucketfs", BUCKET, async (m) => {
+            dropCaches();
+            const u = await withUsage(m.pid, () => ddRate(`${m.root}/${k.key}`, vBytes));
+            await m.cleanup();
+            const cpu = u.cpu / (vBytes / (1024 * MiB));
+            log(`  verify ${k.id} rep ${rep}: ${fmtNum(u.r.mibs)} MiB/s, daemon CPU ${fmtNum(cpu, 2)} s/GiB`);
+            return cpu;
+          }),
+        );
+        const cell = (vRows.get(k.id)!.cells.bucketfs ??= { value: null, samples: [] });
+        if (isFailed(r)) Object.assign(cell, r.failed);
+        else {
+          cell.samples.push(r);
+          cell.value = median(cell.samples.filter((v): v is number => v !== null));
+        }
+      }
+    }
+    notes.push(`Test 7: the daemon's whole CPU per GiB for a cold read of each kind (transfer + check; the Worker's hashing included); the in-process rows give each hash alone. Kinds alternate order per rep.`);
   }
 
   // --- 6: cold read with the caches on a slow disk (--slow-cache-disk) ---

@@ -4,8 +4,10 @@
 #   bash scripts/build-binary.sh            # -> dist/bucketfs
 #   BUCKETFS_DIST=/some/dir bash scripts/build-binary.sh
 #
-# `bun build --compile` bundles src/cli/main.ts with its dependencies (citty, the AWS SDK)
-# into a copy of the running Bun runtime:
+# `bun build --compile` bundles src/cli/main.ts with its dependencies (citty, the AWS SDK,
+# aws-crt's prebuilt N-API .node file, required by a static path in src/store/checksum.ts)
+# and the hashing Worker (src/store/hash-worker.ts, a second entry point) into a copy of
+# the running Bun runtime:
 #   * host target only: the runtime is the bun binary from node_modules, so the build is
 #     offline (a foreign --target would download a runtime);
 #   * --no-compile-autoload-dotenv / --no-compile-autoload-bunfig: a daemon must not pick
@@ -48,7 +50,7 @@ tmp="$work/bucketfs"
   --no-compile-autoload-dotenv --no-compile-autoload-bunfig \
   --minify --sourcemap \
   --outfile "$tmp" \
-  src/cli/main.ts >/dev/null
+  src/cli/main.ts src/store/hash-worker.ts >/dev/null
 
 chmod 0755 "$tmp"
 # The executable must carry the app: a plain Bun (stripped, or a failed embed) prints

@@ -3,11 +3,13 @@
  * objects are present in the local cache (with the ETag they were fetched at).
  *
  * Is: sqlite tables `meta_entries` (with `seen_ms`: when S3 last confirmed the entry),
- * `meta_dirs`, `meta_cached` and typed queries over them. Single rows learned one at a time
- * (`putEntry`, `putCached`: one per fetched object) are written in batches: kept in memory,
- * where every query sees them, and written in one transaction FLUSH_MS later, before any
- * query that reads many rows, and by `flush()` (the daemon calls it before closing the
- * index). A row lost with the process only means a fetch or a HEAD again. `meta_entries`/`meta_dirs` are
+ * `meta_dirs`, `meta_cached`, `cache_checks` (objects fetched, counted by what checked their
+ * bytes; `none` = unverified) and typed queries over them. Single rows learned one at a time
+ * (`putEntry`, `putCached`, `countCheck`: one each per fetched object) are written in batches:
+ * kept in memory, where every query of this index sees them, and written in one transaction
+ * FLUSH_MS later, before any query that reads many rows, and by `flush()` (the daemon calls it
+ * before closing the index). A row lost with the process only means a fetch or a HEAD again.
+ * `meta_entries`/`meta_dirs` are
  * used by fs/namespace.ts only, `meta_cached` by cache/object-cache.ts only.
  * Is not: the file cache itself (object-cache.ts) or freshness policy (fs/namespace.ts). Paths are bucket-relative without leading "/": "" is the root, "a/b" a child.
  */
@@ -54,6 +56,7 @@ export class MetaIndex {
   /** Rows written by putEntry / putCached and not yet in the database (with their time). */
   private pendingEntries = new Map<string, { e: IndexEntry; now: number }>();
   private pendingCached = new Map<string, { c: CachedObject; now: number }>();
+  private pendingChecks = new Map<string, number>();
   private flushTimer: Timer | undefined;
   private flushTx: () => void;
   /** Transactions that wrote batched rows (for the profile: SQLite writes per object). */
@@ -69,6 +72,7 @@ export class MetaIndex {
     markDir: Statement<unknown, [string, number]>;
     cached: Statement<{ key: string; etag: string; size: number; mtime_ms: number; mode: number | null }, [string]>;
     putCached: Statement<unknown, [string, string, number, number, number | null, number]>;
+    countCheck: Statement<unknown, [string, number]>;
   };
   private replaceTx: (dir: string, entries: IndexEntry[], now: number) => void;
 
@@ -80,6 +84,7 @@ export class MetaIndex {
     db.run(`CREATE TABLE IF NOT EXISTS meta_dirs (dir TEXT PRIMARY KEY, listed_ms INTEGER NOT NULL) WITHOUT ROWID`);
     db.run(`CREATE TABLE IF NOT EXISTS meta_cached (key TEXT PRIMARY KEY, etag TEXT NOT NULL, size INTEGER NOT NULL,
       mtime_ms INTEGER NOT NULL, mode INTEGER, fetched_ms INTEGER NOT NULL) WITHOUT ROWID`);
+    db.run(`CREATE TABLE IF NOT EXISTS cache_checks (kind TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID`);
     const cols = "dir, name, is_dir, size, mtime_ms, etag, mode";
     this.q = {
       entry: db.query(`SELECT ${cols}, seen_ms FROM meta_entries WHERE dir = ?1 AND name = ?2`),
@@ -91,12 +96,14 @@ export class MetaIndex {
       put: db.query(`INSERT OR REPLACE INTO meta_entries (${cols}, seen_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)`),
       markDir: db.query(`INSERT OR REPLACE INTO meta_dirs (dir, listed_ms) VALUES (?1, ?2)`),
       cached: db.query(`SELECT key, etag, size, mtime_ms, mode FROM meta_cached WHERE key = ?1`),
+      countCheck: db.query("INSERT INTO cache_checks (kind, n) VALUES (?1, ?2) ON CONFLICT(kind) DO UPDATE SET n = n + ?2"),
       putCached: db.query(`INSERT OR REPLACE INTO meta_cached (key, etag, size, mtime_ms, mode, fetched_ms)
         VALUES (?1, ?2, ?3, ?4, ?5, ?6)`),
     };
     this.flushTx = db.transaction(() => {
       for (const { e, now } of this.pendingEntries.values()) this.insert(e, now);
       for (const { c, now } of this.pendingCached.values()) this.q.putCached.run(c.key, c.etag, c.size, Math.round(c.mtimeMs), c.mode, now);
+      for (const [kind, n] of this.pendingChecks) this.q.countCheck.run(kind, n);
     });
     this.replaceTx = db.transaction((dir: string, entries: IndexEntry[], now: number) => {
       this.q.delDir.run(dir);
@@ -159,16 +166,17 @@ export class MetaIndex {
   flush(): void {
     if (this.flushTimer) clearTimeout(this.flushTimer);
     this.flushTimer = undefined;
-    if (this.pendingEntries.size === 0 && this.pendingCached.size === 0) return;
+    if (this.pending === 0) return;
     this.flushTx();
     this.flushes++;
     this.pendingEntries.clear();
     this.pendingCached.clear();
+    this.pendingChecks.clear();
   }
 
   /** Rows waiting to be written. */
   get pending(): number {
-    return this.pendingEntries.size + this.pendingCached.size;
+    return this.pendingEntries.size + this.pendingCached.size + this.pendingChecks.size;
   }
 
   private schedule(): void {
@@ -205,9 +213,24 @@ export class MetaIndex {
     this.db.query("DELETE FROM meta_cached WHERE key = ?1").run(key);
   }
 
+  /** One object fetched and checked by `kind` (a Verification kind; `none`: nothing could check it). */
+  countCheck(kind: string): void {
+    this.pendingChecks.set(kind, (this.pendingChecks.get(kind) ?? 0) + 1);
+    this.schedule();
+  }
+
   /** Every cached object's key and size (the evictor's start-up check against the files). */
   allCached(): { key: string; size: number }[] {
     this.flush();
     return this.db.query<{ key: string; size: number }, []>("SELECT key, size FROM meta_cached").all();
   }
+}
+
+/** Objects fetched per check kind, over every run (an index from before the table: none). */
+export function readChecks(db: Database): Record<string, number> {
+  const out: Record<string, number> = {};
+  const has = db.query<{ n: number }, []>("SELECT COUNT(*) AS n FROM sqlite_master WHERE type = 'table' AND name = 'cache_checks'").get()!.n > 0;
+  if (!has) return out;
+  for (const r of db.query<{ kind: string; n: number }, []>("SELECT kind, n FROM cache_checks").all()) out[r.kind] = r.n;
+  return out;
 }

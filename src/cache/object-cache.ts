@@ -8,7 +8,9 @@
  * decides whether the kernel may keep its page cache of an object (`Acquired.keepCache`).
  * `prefetch` starts the same download before an open asks (bounded; fs/dir-read-ahead.ts).
  * Tells its `hooks` (the evictor, evictor.ts) what is in use, read, fetched and stored, and
- * retries a fetch once after a full disk made it evict. Is not: the workdir (never fetched
+ * retries a fetch once after a full disk made it evict. Counts every fetched object by what
+ * checked its bytes (index table `cache_checks`, for `status --json`) and logs one warning per
+ * object nothing could check. Is not: the workdir (never fetched
  * through here), metadata freshness (fs/namespace.ts) or the eviction policy.
  */
 import { renameSync, rmSync, utimesSync, lstatSync } from "node:fs";
@@ -160,6 +162,7 @@ export class ObjectCache {
       utimesSync(path, mtimeMs / 1000, mtimeMs / 1000);
       const object: CachedObject = { key, etag: info.etag, size: info.size, mtimeMs, mode: objectMode(info) };
       this.index.putCached(object);
+      this.counted(key, info.unverified ? "none" : checkKind(info.checkedWith));
       this.hooks.stored(key, info.size);
       const secs = (performance.now() - t0) / 1000;
       this.log.debug(`fetched ${key} (${fmtBytes(info.size)} in ${secs.toFixed(2)} s)`);
@@ -204,15 +207,17 @@ export class ObjectCache {
     throw new CacheFullError(msg, { cause: err });
   }
 
-  /** The store as a PartialObject sees it: ranged GETs whose cache writes get one retry after ENOSPC. */
+  /** The store as a PartialObject sees it: ranged and part GETs whose cache writes get one retry after ENOSPC. */
   private roomyStore(): ObjectStore {
     const store = this.store;
     const streamRange: ObjectStore["streamRange"] = (key, start, end, sink, signal, ifMatch) =>
       this.roomy(key, end - start, () => store.streamRange(key, start, end, sink, signal, ifMatch));
+    const getPart: ObjectStore["getPart"] = (key, n, sink, opts) => this.roomy(key, 0, () => store.getPart(key, n, sink, opts));
     // A Proxy, not a copy: every other method stays the store's own, called on the store.
     return new Proxy(store, {
       get(target, prop) {
         if (prop === "streamRange") return streamRange;
+        if (prop === "getPart") return getPart;
         const v: unknown = Reflect.get(target, prop, target);
         return typeof v === "function" ? v.bind(target) : v;
       },
@@ -283,6 +288,7 @@ export class ObjectCache {
         p = new PartialObject(key, etag, size, tmp, path, this.roomyStore(), (finished) => {
           utimesSync(path, mtimeMs / 1000, mtimeMs / 1000);
           this.index.putCached(object);
+          this.counted(key, finished.verification?.kind ?? "none");
           this.hooks.stored(key, size);
           this.unreserve(finished);
           if (this.partials.get(key) === finished) this.partials.delete(key);
@@ -341,6 +347,16 @@ export class ObjectCache {
     return freed;
   }
 
+  /** One object fetched, checked by `kind`; `none` (unverified) gets one log line per object. */
+  private counted(key: string, kind: string): void {
+    if (kind === "none") this.log.warn(`${key}: fetched without a check of its bytes (S3 holds nothing usable for it); only its length was checked`);
+    try {
+      this.index.countCheck(kind);
+    } catch (err) {
+      this.log.debug(`cannot count the check of ${key}: ${errMsg(err)}`);
+    }
+  }
+
   /** mkdir -p for the parent, never through a symlink; a stale cached *file* (or symlink) in the way is removed. */
   private makeParent(path: string): void {
     mkdirsUnder(this.root, relative(this.root, dirname(path)), { replace: true });
@@ -354,4 +370,13 @@ export class ObjectCache {
       /* absent: fine */
     }
   }
+}
+
+/** The Verification kind a download's `checkedWith` words name. */
+function checkKind(what: string | undefined): string {
+  if (what === undefined) return "none";
+  if (what.startsWith("composite")) return "composite";
+  if (what.startsWith("multipart")) return "multipart-etag";
+  if (what.startsWith("MD5")) return "md5";
+  return "full";
 }

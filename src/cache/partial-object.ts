@@ -10,17 +10,25 @@
  * a READ waits only until its own blocks are written, not for the rest of their GET
  * (no chunk-sized buffers: a 1 GiB cold read peaked at 177-195 MiB RSS against 284-300 MiB
  * with whole-chunk buffers, and was faster), so memory stays bounded whatever the object size.
- * When every block is present and the whole object matches its ETag (object-digest.ts, hashed
- * in order as blocks complete), the file is renamed to its final name and recorded as cached.
- * The READ covering the last block of a complete object waits for that check; on a mismatch it
- * and every later READ of this copy fail with EIO, the temp file is removed and never renamed,
- * and the next open fetches a fresh copy. Is not: the whole-object path for small files
- * (object-cache.ts fetchWhole()).
+ * What checks the bytes comes from S3 (ObjectStore.integrity, one HEAD, two for a multipart
+ * object; store/checksum.ts chooses). An object with a composite checksum is fetched by part
+ * (GET partNumber=N), and a part's blocks count as present only once the part matched its own
+ * checksum: a reader never sees its unchecked bytes, a bad part is fetched again by the store,
+ * and one that stays bad fails the READs that need it with EIO (a part answer without its
+ * checksum turns the check of the copy into its multipart ETag's, `fallBackToEtag`). Every other object (full-object
+ * checksum, MD5 ETag, multipart ETag) is checked whole (object-digest.ts, hashed in order on the
+ * hashing Worker as blocks complete); when every block is present and the check passes, the file
+ * is renamed to its final name and recorded as cached. The READ covering the last block of a
+ * complete object waits for that check; on a mismatch it and every later READ of this copy fail
+ * with EIO, the temp file is removed and never renamed, and the next open fetches a fresh copy.
+ * An object nothing can check is served on its length alone, with one log line. Is not: the
+ * whole-object path for small files (object-cache.ts fetchWhole()).
  */
 import { closeSync, openSync, renameSync, rmSync, ftruncateSync, write as fsWrite } from "node:fs";
 import { StoreError, type ObjectStore } from "../store/types.ts";
 import { errMsg, type Logger } from "../util/log.ts";
 import { StreamedDigest } from "./object-digest.ts";
+import { chooseVerification, multipartEtagParts, partBounds, type Verification } from "../store/checksum.ts";
 import { createLimiter, deferred, type Deferred, type Limiter } from "../util/async.ts";
 
 export const BLOCK_SIZE = 1024 * 1024;
@@ -67,7 +75,21 @@ export class PartialObject {
   private fdOpen = true;
   /** Set once the temp file has been renamed to its final name (`complete` is true earlier). */
   private renamed = false;
-  private digest: StreamedDigest;
+  /** The whole-object check, once S3 said what it holds for the object (`ready()`). */
+  private digest: StreamedDigest | undefined;
+  private plan: Promise<StreamedDigest> | undefined;
+  /** A multipart ETag: the check may be a composite checksum, which decides how blocks are fetched. */
+  private multipart: boolean;
+  /**
+   * composite: fetched by part (GET partNumber=N); stays so for this copy even when a part
+   * without its checksum turns the check into the multipart ETag's (`fallBackToEtag`).
+   */
+  private partMode: (Verification & { kind: "composite" }) | undefined;
+  /** What `integrity` said of the ETag: not an MD5 (SSE-KMS/SSE-C), so it cannot check parts. */
+  private etagNotMd5 = false;
+  /** composite: parts in the file (1 per part), and the fetch of each part under way. */
+  private partDone: Uint8Array | undefined;
+  private partFetches = new Map<number, Promise<void>>();
   /** Set when the whole object did not match its ETag: every READ of this copy fails with it. */
   corrupt: StoreError | undefined;
   refs = 0;
@@ -89,7 +111,67 @@ export class PartialObject {
     ftruncateSync(this.fd, size);
     this.window = o.chunkBlocks;
     this.gets = createLimiter(o.maxInflight);
-    this.digest = new StreamedDigest(etag, size, tmpPath, BLOCK_SIZE, async () => (await store.head(key))?.etagNotMd5 === true);
+    this.multipart = multipartEtagParts(etag) !== undefined;
+    // Learned now, beside the first GET: single-part objects never wait for it before the end.
+    void this.ready().catch(() => {});
+  }
+
+  /** What checks this object, learned from S3 once (a failure is asked again by the next caller). */
+  private ready(): Promise<StreamedDigest> {
+    this.plan ??= this.learnPlan().catch((err: unknown) => {
+      this.plan = undefined;
+      throw err;
+    });
+    return this.plan;
+  }
+
+  private async learnPlan(): Promise<StreamedDigest> {
+    const i = await this.store.integrity(this.key, this.abort.signal);
+    if (i === null) {
+      throw new StoreError("not-found", `[cache] ${this.key}: gone from the bucket while being read`, { key: this.key, code: "NoSuchKey" });
+    }
+    // Another version now: what S3 holds is not this copy's (its GETs fail on If-Match anyway).
+    const v: Verification = i.etag === this.etag ? chooseVerification(i) : chooseVerification({ etag: this.etag, size: this.size });
+    const d = new StreamedDigest(
+      this.etag, this.size, this.tmpPath, BLOCK_SIZE, v,
+      async () => (await this.store.head(this.key))?.etagNotMd5 === true,
+      async () => {
+        const again = await this.store.integrity(this.key, this.abort.signal, { everyPart: true });
+        return again?.etag === this.etag && again.parts ? partBounds(again.parts, this.size) : undefined;
+      },
+    );
+    if (this.digest) return this.digest;
+    this.digest = d;
+    this.etagNotMd5 = i.etagNotMd5 === true;
+    if (this.discarded) d.stop();
+    else d.advance(this.present);
+    if (v.kind === "composite") {
+      this.partMode = v;
+      this.partDone = new Uint8Array(v.count);
+    }
+    return d;
+  }
+
+  /**
+   * A part answer came without its own checksum: check this copy by its multipart ETag instead
+   * (MD5 of each part, hashed in order like any ETag-checked copy). False when the ETag cannot
+   * check it (not a multipart ETag, or SSE-KMS/SSE-C).
+   */
+  private fallBackToEtag(v: Verification & { kind: "composite" }): boolean {
+    if (this.digest?.v.kind === "multipart-etag") return true;
+    if (this.etagNotMd5 || multipartEtagParts(this.etag) !== v.count) return false;
+    const etagCheck: Verification = { kind: "multipart-etag", etag: this.etag.toLowerCase(), count: v.count, bounds: v.bounds };
+    const d = new StreamedDigest(this.etag, this.size, this.tmpPath, BLOCK_SIZE, etagCheck, async () => false);
+    this.digest?.stop();
+    this.digest = d;
+    this.plan = Promise.resolve(d);
+    this.log.warn(`${this.key}: S3 sent a part without its x-amz-checksum-${v.algorithm}; this copy is checked by its multipart ETag instead`);
+    return true;
+  }
+
+  /** What the bytes are checked against, once known. */
+  get verification(): Verification | undefined {
+    return this.digest?.v;
   }
 
   get complete(): boolean {
@@ -110,7 +192,9 @@ export class PartialObject {
   async ensure(off: number, len: number): Promise<void> {
     if (this.corrupt) throw this.corrupt;
     if (this.renamed || len <= 0 || off >= this.size) return;
-    await this.ensureBlocks(off, len);
+    if (this.multipart) await this.ready();
+    if (this.partMode) await this.ensureParts(this.partMode, off, len);
+    else await this.ensureBlocks(off, len);
     // The READ that covers the last byte waits for the whole-object check once the object is
     // complete, so a reader that reads to the end learns of a bad copy before EOF.
     if (this.complete && off + len >= this.size) {
@@ -124,6 +208,27 @@ export class PartialObject {
     if (this.complete) return;
     const first = Math.floor(off / BLOCK_SIZE);
     const last = Math.floor((Math.min(off + len, this.size) - 1) / BLOCK_SIZE);
+    const { sequential, isFirst } = this.track(off, len);
+    // A random read, or the very first read of this object (which may be `head -c 100` of a
+    // huge object): only the blocks asked for. Chunks and read-ahead start when a second
+    // read shows the reader is sequential.
+    if (!sequential || isFirst) {
+      this.schedule(first, last, 1);
+      return this.waitFor(first, last);
+    }
+    // Sequential: whole chunks on chunk boundaries, so the growing window never produces the
+    // small tail GETs it would if its end moved by each read's size.
+    const c = this.o.chunkBlocks;
+    const chunkEnd = (blk: number) => Math.min(this.blocks - 1, Math.ceil((blk + 1) / c) * c - 1);
+    const demandEnd = chunkEnd(last);
+    this.schedule(Math.floor(first / c) * c, demandEnd, c);
+    // Read-ahead: errors surface when a reader actually needs those blocks.
+    this.schedule(demandEnd + 1, chunkEnd(last + this.window), c);
+    return this.waitFor(first, last);
+  }
+
+  /** Whether a READ at [off, off+len) continues a sequential scan; updates the read-ahead window. */
+  private track(off: number, len: number): { sequential: boolean; isFirst: boolean } {
     // The kernel issues a sequential reader's READs several at a time and they may arrive out of
     // order, so "sequential" means: inside the read-ahead window behind the furthest read so far,
     // or at most a chunk past it (or, for the first read, inside the first chunk). Anything else
@@ -142,22 +247,78 @@ export class PartialObject {
       this.window = this.o.chunkBlocks;
       this.lastEnd = off + len;
     }
-    // A random read, or the very first read of this object (which may be `head -c 100` of a
-    // huge object): only the blocks asked for. Chunks and read-ahead start when a second
-    // read shows the reader is sequential.
-    if (!sequential || isFirst) {
-      this.schedule(first, last, 1);
-      return this.waitFor(first, last);
+    return { sequential, isFirst };
+  }
+
+  /**
+   * composite: the parts covering [off, off+len) (and, for a sequential reader, the parts of its
+   * read-ahead window), each fetched whole and checked; resolves once the asked parts are in.
+   */
+  private async ensureParts(v: Verification & { kind: "composite" }, off: number, len: number): Promise<void> {
+    if (this.complete) return;
+    const end = Math.min(off + len, this.size);
+    const { sequential, isFirst } = this.track(off, len);
+    const first = partIndex(v.bounds, off);
+    const last = partIndex(v.bounds, end - 1);
+    const asked: Promise<void>[] = [];
+    for (let k = first; k <= last; k++) asked.push(this.partOnce(v, k));
+    if (sequential && !isFirst) {
+      const ahead = partIndex(v.bounds, Math.min(this.size - 1, end + this.window * BLOCK_SIZE));
+      for (let k = last + 1; k <= ahead; k++) void this.partOnce(v, k).catch(() => {});
     }
-    // Sequential: whole chunks on chunk boundaries, so the growing window never produces the
-    // small tail GETs it would if its end moved by each read's size.
-    const c = this.o.chunkBlocks;
-    const chunkEnd = (blk: number) => Math.min(this.blocks - 1, Math.ceil((blk + 1) / c) * c - 1);
-    const demandEnd = chunkEnd(last);
-    this.schedule(Math.floor(first / c) * c, demandEnd, c);
-    // Read-ahead: errors surface when a reader actually needs those blocks.
-    this.schedule(demandEnd + 1, chunkEnd(last + this.window), c);
-    return this.waitFor(first, last);
+    await Promise.all(asked);
+  }
+
+  private partOnce(v: Verification & { kind: "composite" }, k: number): Promise<void> {
+    if (this.partDone![k - 1]) return Promise.resolve();
+    let p = this.partFetches.get(k);
+    if (!p) {
+      p = this.fetchPart(v, k).finally(() => this.partFetches.delete(k));
+      this.partFetches.set(k, p);
+    }
+    return p;
+  }
+
+  /** Part k by GET partNumber=k, checked against its own checksum by the store; its blocks then count. */
+  private async fetchPart(v: Verification & { kind: "composite" }, k: number): Promise<void> {
+    const start = v.bounds[k - 1]!;
+    const end = v.bounds[k]!;
+    const done = await this.gets.acquire();
+    try {
+      const ans = await this.store.getPart(this.key, k, async (chunk, pos) => {
+        if (this.discarded) throw new Error(`fetch of ${this.key} cancelled`);
+        if (pos < start || pos + chunk.byteLength > end) throw new Error(`${this.key}: part ${k} is not bytes ${start}-${end} as its HEAD said`);
+        await writeAt(this.fd, chunk, pos);
+      }, { signal: this.abort.signal, ifMatch: this.etag, check: v.algorithm });
+      if (ans.start !== start || ans.end !== end) {
+        throw new StoreError("corrupt", `[cache] ${this.key}: part ${k} came as bytes ${ans.start}-${ans.end}, not ${start}-${end}`, { key: this.key, code: "PartLayout" });
+      }
+      if (ans.checksum === undefined && !this.fallBackToEtag(v)) {
+        throw new StoreError("corrupt", `[cache] ${this.key}: part ${k} came without its x-amz-checksum-${v.algorithm}, and the ETag cannot check it`, { key: this.key, code: "PartChecksumMissing" });
+      }
+      if (this.discarded) return;
+      if (ans.checksum !== undefined) this.digest!.partChecked(k, ans.checksum);
+      this.partDone![k - 1] = 1;
+      const last = Math.floor((end - 1) / BLOCK_SIZE);
+      for (let blk = Math.floor(start / BLOCK_SIZE); blk <= last; blk++) {
+        if (this.present[blk] || !this.blockChecked(v, blk)) continue;
+        this.present[blk] = 1;
+        this.presentCount++;
+      }
+      this.digest!.advance(this.present);
+    } finally {
+      done();
+      if (this.discarded && this.gets.inUse === 0) this.closeFd();
+    }
+    if (this.complete) this.finish();
+  }
+
+  /** composite: every part that holds bytes of block `blk` is checked and in the file. */
+  private blockChecked(v: Verification & { kind: "composite" }, blk: number): boolean {
+    const a = partIndex(v.bounds, blk * BLOCK_SIZE);
+    const b = partIndex(v.bounds, Math.min(this.size, (blk + 1) * BLOCK_SIZE) - 1);
+    for (let k = a; k <= b; k++) if (!this.partDone![k - 1]) return false;
+    return true;
   }
 
   /** Until blocks [first, last] are written (each was just scheduled, so each is here or on its way). */
@@ -245,7 +406,7 @@ export class PartialObject {
     if (!this.present[k]) {
       this.present[k] = 1;
       this.presentCount++;
-      this.digest.advance(this.present);
+      this.digest?.advance(this.present);
     }
     this.inflight.delete(k);
     d.resolve();
@@ -254,9 +415,19 @@ export class PartialObject {
   private finish(): void {
     this.finished ??= (async () => {
       try {
-        if (!(await this.digest.result())) {
-          this.corrupt = new StoreError("corrupt", `[cache] ${this.key}: the fetched object does not match its ETag ${this.etag}; not cached`, { key: this.key, code: "BodyDigestMismatch" });
-          this.log.error(`${this.key}: the streamed copy does not match its ETag ${this.etag} (MD5); reads of it fail with EIO, it is not cached, the next open fetches it again`);
+        let d: StreamedDigest;
+        try {
+          d = await this.ready();
+        } catch (err) {
+          // Nothing said what checks this copy: it is not served as checked, nor cached.
+          this.corrupt = new StoreError("corrupt", `[cache] ${this.key}: cannot learn what checks it (${errMsg(err)}); not cached`, { key: this.key, code: "CheckUnknown" });
+          this.log.error(`${this.key}: cannot learn what S3 holds to check the streamed copy (${errMsg(err)}); reads of it fail with EIO, the next open fetches it again`);
+          rmSync(this.tmpPath, { force: true });
+          return;
+        }
+        if (!(await d.result())) {
+          this.corrupt = new StoreError("corrupt", `[cache] ${this.key}: the fetched object does not match its ${d.what}; not cached`, { key: this.key, code: "BodyDigestMismatch" });
+          this.log.error(`${this.key}: the streamed copy does not match its ${d.what} (ETag ${this.etag}); reads of it fail with EIO, it is not cached, the next open fetches it again`);
           rmSync(this.tmpPath, { force: true });
           return;
         }
@@ -279,9 +450,21 @@ export class PartialObject {
   discard(): void {
     if ((this.complete && !this.corrupt) || this.discarded) return;
     this.discarded = true;
-    this.digest.stop();
+    this.digest?.stop();
     this.abort.abort();
     if (this.gets.inUse === 0) this.closeFd();
     rmSync(this.tmpPath, { force: true });
   }
+}
+
+/** The part (1-based) holding byte `pos`, where part k is [bounds[k-1], bounds[k]). */
+function partIndex(bounds: number[], pos: number): number {
+  let lo = 1;
+  let hi = bounds.length - 1;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (pos < bounds[mid]!) hi = mid;
+    else lo = mid + 1;
+  }
+  return lo;
 }

@@ -12,6 +12,7 @@ import type { Database } from "bun:sqlite";
 import type { BucketConfig, Config } from "../config/types.ts";
 import { openIndex } from "../cache/db.ts";
 import { fsSpace, readCacheUse } from "../cache/evictor.ts";
+import { readChecks } from "../cache/meta-index.ts";
 import { RunLog, type RunRecord } from "../cache/runs.ts";
 import { EVENTS, cacheLayout, workdirOf } from "./bucket-run.ts";
 import type { OwnerStatus } from "./workdir/workdir-owner.ts";
@@ -75,6 +76,13 @@ export interface ReadCacheStatus {
   /** Evictions of this bucket, over every run. */
   evictions: number;
   evictedBytes: number;
+  /**
+   * Objects fetched, over every run, by what checked their bytes (store/checksum.ts
+   * Verification kinds: full, composite, multipart-etag, md5, none), and the `none` ones:
+   * fetched with their length as the only check.
+   */
+  checks: Record<string, number>;
+  unverified: number;
   cachePath: string;
   /** Buckets of this config that share the cachepath and its limits. */
   sharedWith: string[];
@@ -92,7 +100,8 @@ export interface ReadCacheStatus {
 function readCacheStatus(config: Config): Map<string, ReadCacheStatus | null> {
   const uses = new Map(config.buckets.map((b) => [b.bucket, (() => {
     try {
-      return withIndex(b, readCacheUse) ?? { bytes: 0, objects: 0, evictions: 0, evictedBytes: 0 };
+      return withIndex(b, (db) => ({ ...readCacheUse(db), checks: readChecks(db) }))
+        ?? { bytes: 0, objects: 0, evictions: 0, evictedBytes: 0, checks: {} };
     } catch {
       return undefined;
     }
@@ -108,6 +117,7 @@ function readCacheStatus(config: Config): Map<string, ReadCacheStatus | null> {
     const space = fsSpace(b.cachePath, b.cacheMinFree);
     out.set(b.bucket, {
       ...u,
+      unverified: u.checks.none ?? 0,
       cachePath: b.cachePath,
       sharedWith: sharing.map((o) => o.bucket),
       cachePathBytes: sharing.reduce((n, o) => n + (uses.get(o.bucket)?.bytes ?? 0), 0),
@@ -129,7 +139,8 @@ function readCacheLine(c: ReadCacheStatus): string {
       : `free space unknown (${c.cachePath} missing?)`;
   return (
     `  read cache: ${fmtBytes(c.bytes)} in ${c.objects} objects${shared}; limit ${limit} for ${c.cachePath}; ` +
-    `${free}; ${c.evictions} evictions (${fmtBytes(c.evictedBytes)})`
+    `${free}; ${c.evictions} evictions (${fmtBytes(c.evictedBytes)})` +
+    (c.unverified > 0 ? `; ${c.unverified} objects fetched unverified (S3 held no checksum or MD5 for them)` : "")
   );
 }
 

@@ -8,15 +8,15 @@
  * Is not: a cache, or anything that knows about the filesystem layout (temp names, renames).
  *
  * Works on AWS (virtual-hosted URLs) and on S3-compatible servers with a custom endpoint (path
- * style). Upload checksums are plain headers (x-amz-checksum-crc32), never aws-chunked trailers,
+ * style). Upload checksums are plain headers (x-amz-checksum-crc64nvme; CRC32 for bucketfs' own small records), never aws-chunked trailers,
  * which several third-party servers mis-store (research notes, ts-deps.md section 4.1).
  */
 import type { BucketConfig } from "../config/types.ts";
 import { logger, redact } from "../util/log.ts";
 import type { ObjectInfo, ObjectStore } from "./types.ts";
 import { credentialSource } from "./s3/credentials.ts";
-import { download, getSmall, streamRange } from "./s3/get.ts";
-import { hasPrefix, headObject } from "./s3/head.ts";
+import { download, getPart, getSmall, streamRange } from "./s3/get.ts";
+import { hasPrefix, headIntegrity, headObject } from "./s3/head.ts";
 import { listPages } from "./s3/list.ts";
 import { putSmall, upload, type PutContext } from "./s3/put.ts";
 import { s3Context, type RetryPolicy } from "./s3/request.ts";
@@ -74,6 +74,8 @@ export function createS3Store(cfg: S3StoreConfig, tuning: S3StoreTuning = {}): O
     head: (key, signal) => headObject(ctx, key, signal),
     hasPrefix: (prefix, signal) => hasPrefix(ctx, prefix, signal),
     streamRange: (key, start, end, sink, signal, ifMatch) => streamRange(ctx, key, start, end, sink, signal, ifMatch),
+    integrity: (key, signal, opts) => headIntegrity(ctx, key, signal, opts),
+    getPart: (key, n, sink, opts) => getPart(ctx, key, n, sink, opts),
     download: (key, destPath, opts) => download(ctx, key, destPath, opts),
     upload: (key, srcPath, opts) => upload(ctx, key, srcPath, opts),
     getSmall: (key, signal) => getSmall(ctx, key, signal),

@@ -8,6 +8,23 @@
  * contract suite in test/helpers/store-contract.ts.
  */
 
+import type { ChecksumAlgorithm, ObjectIntegrity } from "./checksum.ts";
+
+export type { ObjectIntegrity };
+
+/** Where a part answer (GET partNumber=N) sits in its object, and what it says of itself. */
+export interface PartAnswer {
+  /** The part's bytes are [start, end) of the object (Content-Range). */
+  start: number;
+  end: number;
+  /** The object's size and its parts count (x-amz-mp-parts-count; 1 for a single-part object). */
+  size: number;
+  count: number;
+  /** The part's own checksum (base64 raw) when the answer carried one of `check`'s algorithm. */
+  checksum?: string;
+  etag: string;
+}
+
 /** One object as the store reports it. */
 export interface ObjectInfo {
   /** Full key, e.g. `data/sample1.fastq.gz`. */
@@ -24,6 +41,12 @@ export interface ObjectInfo {
    * it looks like one (SSE-KMS or SSE-C encrypted objects), so it must not be used to verify them.
    */
   etagNotMd5?: boolean;
+  /**
+   * From download only: what the bytes were checked against (`full-object crc64nvme`, `MD5
+   * ETag`, ...), and `unverified: true` when nothing S3 holds could check them (length only).
+   */
+  checkedWith?: string;
+  unverified?: boolean;
 }
 
 /** One directory level of a delimiter listing. */
@@ -44,6 +67,8 @@ export interface DownloadOptions {
 export interface UploadOptions {
   /** Stored as `x-amz-meta-<name>`. */
   meta?: Record<string, string>;
+  /** Told the whole object's checksum as S3 accepted it (full-object CRC64NVME, base64), once uploaded. */
+  onChecksum?: (c: { algorithm: "crc64nvme"; value: string }) => void;
   signal?: AbortSignal;
   onProgress?: (bytes: number) => void;
 }
@@ -72,6 +97,25 @@ export interface ObjectStore {
     signal?: AbortSignal, ifMatch?: string,
   ): Promise<number>;
   /**
+   * What S3 holds to check the object's bytes: its ETag, size, checksum (HEAD with
+   * x-amz-checksum-mode: ENABLED) and, for a multipart object without a full-object checksum,
+   * its parts (HEAD partNumber=1: x-amz-mp-parts-count and the size of part 1; every part's size
+   * when they cannot all be that size, or with `everyPart`). Null when absent.
+   */
+  integrity(key: string, signal?: AbortSignal, opts?: { everyPart?: boolean }): Promise<ObjectIntegrity | null>;
+  /**
+   * Part `n` (1-based) of a multipart object (GET partNumber=n, If-Match `ifMatch`), handed to
+   * `sink` with object offsets as it arrives. With `check`, the part's bytes are verified against
+   * the part checksum of that algorithm in the answer; a mismatch or a short body is fetched
+   * again (the sink sees the part again from its start), and fails with kind "corrupt" when it
+   * stays so. An answer without that checksum resolves with `checksum` undefined: its bytes were
+   * not checked, and the caller must check them another way. Resolves with the part's place.
+   */
+  getPart(
+    key: string, n: number, sink: (chunk: Uint8Array, pos: number) => Promise<void>,
+    opts: { signal?: AbortSignal; ifMatch?: string; check?: ChecksumAlgorithm },
+  ): Promise<PartAnswer>;
+  /**
    * Stream the whole object into `destPath` (created/truncated). Returns the object's info
    * including user metadata, as of the GET. The body is verified against what S3 says of it
    * (MD5 ETag of a single-part object, or a full-object x-amz-checksum-*) and fetched again
@@ -81,7 +125,8 @@ export interface ObjectStore {
   download(key: string, destPath: string, opts?: DownloadOptions): Promise<ObjectInfo>;
   /**
    * Upload a local file as `key` (multipart when large), read from disk part by part, every
-   * request carrying a checksum S3 verifies. Returns the new ETag.
+   * request carrying a checksum S3 verifies, and the whole object a full-object CRC64NVME
+   * (`onChecksum`). Returns the new ETag.
    */
   upload(key: string, srcPath: string, opts?: UploadOptions): Promise<string>;
   /**

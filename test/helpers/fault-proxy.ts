@@ -4,8 +4,8 @@
  * Is: a plain HTTP forwarder (headers kept verbatim, so SigV4 signatures made for the proxy's
  * host:port still verify at MinIO, which sees the same Host header) with rules that match a
  * request by S3 operation, method, path and query and then answer with a status and S3 error
- * code, reset the connection, stall, cut the answer's body short, or flip one byte of the
- * answer's or the request's body. Each rule fires `times` times (after skipping `after`
+ * code, reset the connection, stall, cut the answer's body short, flip one byte of the
+ * answer's or the request's body, or leave a header out of the answer. Each rule fires `times` times (after skipping `after`
  * matches) and counts its hits; the proxy counts requests per S3 operation for every test that
  * wants to wait on or assert request counts, and logs every request with timestamps (arrival,
  * forwarding to the server, answer) for tests that order events across proxies. Is not: a mock
@@ -30,10 +30,12 @@ export type FaultAction =
   | { stall: number }
   /** Forward, then send the answer's headers and only this many body bytes, and close. */
   | { truncate: number }
-  /** Forward, and XOR this byte of the answer's body with 0xff. */
-  | { flipResponseByte: number }
+  /** Forward, and XOR this byte of the answer's body with 0xff (and leave a header out, if named). */
+  | { flipResponseByte: number; dropResponseHeader?: string }
   /** XOR this byte of the request's body with 0xff on the way to the server. */
-  | { flipRequestByte: number };
+  | { flipRequestByte: number }
+  /** Forward, and leave this header (any case) out of the answer. */
+  | { dropResponseHeader: string };
 
 export interface FaultRule {
   op?: S3Op;
@@ -157,6 +159,9 @@ export async function startFaultProxy(target: { port: number }): Promise<FaultPr
         const headers = { ...upRes.headers };
         entry.answeredMs = Date.now();
         entry.status = upRes.statusCode ?? 502;
+        if (action !== undefined && "dropResponseHeader" in action && action.dropResponseHeader !== undefined) {
+          delete headers[action.dropResponseHeader.toLowerCase()];
+        }
         res.writeHead(upRes.statusCode ?? 502, headers);
         let pos = 0;
         upRes.on("data", (chunk: Buffer) => {

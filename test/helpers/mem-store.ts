@@ -10,7 +10,7 @@
  */
 import { createHash } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
-import { StoreError, type DownloadOptions, type Listing, type ObjectInfo, type ObjectStore, type UploadOptions } from "../../src/store/types.ts";
+import { StoreError, type DownloadOptions, type Listing, type ObjectInfo, type ObjectIntegrity, type ObjectStore, type PartAnswer, type UploadOptions } from "../../src/store/types.ts";
 
 export interface MemObject {
   data: Uint8Array;
@@ -134,6 +134,24 @@ export class MemStore implements ObjectStore {
       await sink(bytes.slice(off, off + this.pieceBytes), start + off);
     }
     return bytes.byteLength;
+  }
+
+  /** Every object here is a single PUT: its MD5 ETag is what checks it. */
+  async integrity(key: string, signal?: AbortSignal, _opts?: { everyPart?: boolean }): Promise<ObjectIntegrity | null> {
+    aborted(signal, "HeadObject", key);
+    await this.enter("integrity");
+    const o = this.objects.get(key);
+    return o ? { etag: o.etag, size: o.data.length } : null;
+  }
+
+  /** Part 1 is the whole (single-part) object, as S3 answers it; there is no other part. */
+  async getPart(
+    key: string, n: number, sink: (chunk: Uint8Array, pos: number) => Promise<void>, opts: { signal?: AbortSignal; ifMatch?: string } = {},
+  ): Promise<PartAnswer> {
+    const o = this.objects.get(key);
+    if (!o || n !== 1) throw new StoreError("not-found", `[mem] GetObject ${this.bucket}/${key} part ${n}: 404`, { status: 404, op: "GetObject", bucket: this.bucket, key });
+    const got = await this.streamRange(key, 0, o.data.length, sink, opts.signal, opts.ifMatch);
+    return { start: 0, end: got, size: o.data.length, count: 1, etag: o.etag };
   }
 
   async download(key: string, destPath: string, opts?: DownloadOptions): Promise<ObjectInfo> {

@@ -14,7 +14,11 @@ Every command takes the connection fields
 and "op", one of:
     mkbucket    {bucket}                                   -> {created}
     put         {bucket, key, file | content_b64 | content_utf8,
-                 metadata?, content_type?, multipart?, part_size?}
+                 metadata?, content_type?, multipart?, part_size?,
+                 checksum? ("crc32" | "crc32c" | "crc64nvme"), checksum_type? ("COMPOSITE" | "FULL_OBJECT"),
+                 part_sizes? (multipart: the size of each part, instead of part_size)}
+                with checksum, each request carries that checksum (computed here, in
+                Python, so botocore needs no awscrt) and S3 stores it with the object
                                                            -> {key, size, etag, sha256}
     put-many    {bucket, prefix?, count?, keys?, size | sizes, workers?}
                 content is generated (see gen) from key and size
@@ -24,6 +28,9 @@ and "op", one of:
     get         {bucket, key, path?, range?, return_content?}
                                                            -> {size, sha256, etag, content_b64?}
     head        {bucket, key}   -> {exists, size, etag, last_modified_ms, metadata, content_type}
+    checksums   {bucket, key, part_number?}  HEAD with ChecksumMode ENABLED
+                -> {etag, size, parts_count, checksum_type, crc32?, crc32c?, crc64nvme?, sha1?, sha256?}
+    crc         {algorithm, content_b64 | file} the checksum computed here -> {value (base64)}
     list        {bucket, prefix?, recursive? (default true), page_size?}
                 all pages   -> {objects: [{key, size, etag, last_modified_ms}], prefixes, pages}
     delete-many {bucket, keys? | prefix?}                  -> {deleted}
@@ -34,6 +41,7 @@ import hashlib
 import json
 import random
 import sys
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 import boto3
@@ -97,7 +105,71 @@ def body_of(cmd):
     raise ValueError("put needs one of: file, content_b64, content_utf8")
 
 
-def put_bytes(client, bucket, key, data, metadata=None, content_type=None, multipart=False, part_size=None):
+def _table(poly, width):
+    mask = (1 << width) - 1
+    t = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ poly if c & 1 else c >> 1
+        t.append(c & mask)
+    return t
+
+
+# Reflected CRCs: CRC-32C (Castagnoli, poly 0x1EDC6F41 reflected) and CRC-64/NVME (0xAD93D23594C93659 reflected).
+_CRC32C = _table(0x82F63B78, 32)
+_CRC64NVME = _table(0x9A6C9329AC4BC9B5, 64)
+
+
+def _crc_reflected(table, width, data):
+    mask = (1 << width) - 1
+    c = mask
+    for b in data:
+        c = table[(c ^ b) & 0xFF] ^ (c >> 8)
+    return c ^ mask
+
+
+def crc_raw(alg, data):
+    """The checksum S3 stores for `data`, as raw big-endian bytes."""
+    if alg == "crc32":
+        return (zlib.crc32(data) & 0xFFFFFFFF).to_bytes(4, "big")
+    if alg == "crc32c":
+        return _crc_reflected(_CRC32C, 32, data).to_bytes(4, "big")
+    if alg == "crc64nvme":
+        return _crc_reflected(_CRC64NVME, 64, data).to_bytes(8, "big")
+    raise ValueError("unknown checksum algorithm %r" % alg)
+
+
+def crc_b64(alg, data):
+    return base64.b64encode(crc_raw(alg, data)).decode("ascii")
+
+
+_ARG = {"crc32": "ChecksumCRC32", "crc32c": "ChecksumCRC32C", "crc64nvme": "ChecksumCRC64NVME"}
+
+# The next request's extra headers: checksum headers as plain headers (signed like any other),
+# since the botocore model installed here may not know CRC64NVME or x-amz-checksum-type.
+_EXTRA = {}
+
+
+def _add_extra(request, **kwargs):
+    for k, v in _EXTRA.items():
+        request.headers[k] = v
+
+
+def call(client, op, headers, **kwargs):
+    if not getattr(client, "_s3tool_hooked", False):
+        client.meta.events.register("before-sign.s3", _add_extra)
+        client._s3tool_hooked = True
+    _EXTRA.clear()
+    _EXTRA.update(headers)
+    try:
+        return getattr(client, op)(**kwargs)
+    finally:
+        _EXTRA.clear()
+
+
+def put_bytes(client, bucket, key, data, metadata=None, content_type=None, multipart=False, part_size=None,
+              checksum=None, checksum_type=None, part_sizes=None):
     extra = {}
     if metadata:
         extra["Metadata"] = {str(k): str(v) for k, v in metadata.items()}
@@ -107,28 +179,75 @@ def put_bytes(client, bucket, key, data, metadata=None, content_type=None, multi
         part = int(part_size or 8 * CHUNK)
         if part < 5 * CHUNK and len(data) > part:
             raise ValueError("part_size must be >= 5 MiB")
-        up = client.create_multipart_upload(Bucket=bucket, Key=key, **extra)
+        create_h = {}
+        complete_h = {}
+        if checksum:
+            ctype = checksum_type or ("FULL_OBJECT" if checksum == "crc64nvme" else "COMPOSITE")
+            create_h = {"x-amz-checksum-algorithm": checksum.upper(), "x-amz-checksum-type": ctype}
+            complete_h = {"x-amz-checksum-type": ctype}
+            if ctype == "FULL_OBJECT":
+                complete_h["x-amz-checksum-" + checksum] = crc_b64(checksum, data)
+        up = call(client, "create_multipart_upload", create_h, Bucket=bucket, Key=key, **extra)
         uid = up["UploadId"]
         try:
             parts = []
-            offsets = range(0, max(len(data), 1), part)
-            for n, off in enumerate(offsets, start=1):
-                r = client.upload_part(Bucket=bucket, Key=key, UploadId=uid, PartNumber=n, Body=data[off:off + part])
+            sums = []
+            if part_sizes:
+                if sum(part_sizes) != len(data):
+                    raise ValueError("part_sizes must add up to the object's size")
+                bounds = [sum(part_sizes[:i]) for i in range(len(part_sizes) + 1)]
+            else:
+                bounds = list(range(0, max(len(data), 1), part)) + [len(data)]
+            for n in range(1, len(bounds)):
+                off, end = bounds[n - 1], bounds[n]
+                body = data[off:end]
+                ph = {"x-amz-checksum-" + checksum: crc_b64(checksum, body)} if checksum else {}
+                r = call(client, "upload_part", ph, Bucket=bucket, Key=key, UploadId=uid, PartNumber=n, Body=body)
                 parts.append({"PartNumber": n, "ETag": r["ETag"]})
-            r = client.complete_multipart_upload(
-                Bucket=bucket, Key=key, UploadId=uid, MultipartUpload={"Parts": parts}
-            )
+                sums.append(ph.get("x-amz-checksum-" + checksum) if checksum else None)
+            body_parts = parts
+            if checksum and checksum in ("crc32", "crc32c"):
+                # The model knows ChecksumCRC32/ChecksumCRC32C of a completed part.
+                body_parts = [dict(p, **{_ARG[checksum]: v}) for p, v in zip(parts, sums)]
+            elif checksum:
+                body_parts = None
+            if body_parts is not None:
+                r = call(client, "complete_multipart_upload", complete_h,
+                         Bucket=bucket, Key=key, UploadId=uid, MultipartUpload={"Parts": body_parts})
+            else:
+                # CRC64NVME parts: the model cannot carry them, so the XML is sent as is.
+                xml = "<CompleteMultipartUpload>" + "".join(
+                    "<Part><PartNumber>%d</PartNumber><ETag>%s</ETag><ChecksumCRC64NVME>%s</ChecksumCRC64NVME></Part>"
+                    % (p["PartNumber"], p["ETag"], v) for p, v in zip(parts, sums)) + "</CompleteMultipartUpload>"
+                r = _complete_raw(client, bucket, key, uid, xml, complete_h)
         except Exception:
             client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=uid)
             raise
     else:
-        r = client.put_object(Bucket=bucket, Key=key, Body=data, **extra)
+        h = {"x-amz-checksum-" + checksum: crc_b64(checksum, data)} if checksum else {}
+        r = call(client, "put_object", h, Bucket=bucket, Key=key, Body=data, **extra)
     return {
         "key": key,
         "size": len(data),
         "etag": etag(r.get("ETag")),
         "sha256": hashlib.sha256(data).hexdigest(),
     }
+
+
+def _complete_raw(client, bucket, key, uid, xml, headers):
+    """CompleteMultipartUpload with this XML body: boto3 sends it, the body swapped in before signing."""
+    def swap(request, **kwargs):
+        request.data = xml.encode("utf-8")
+        for name in ("Content-Length", "Content-MD5"):
+            if name in request.headers:
+                del request.headers[name]
+        request.headers["Content-Length"] = str(len(request.data))
+    client.meta.events.register_first("before-sign.s3.CompleteMultipartUpload", swap)
+    try:
+        return call(client, "complete_multipart_upload", headers,
+                    Bucket=bucket, Key=key, UploadId=uid, MultipartUpload={"Parts": []})
+    finally:
+        client.meta.events.unregister("before-sign.s3.CompleteMultipartUpload", swap)
 
 
 def op_mkbucket(cmd):
@@ -153,6 +272,9 @@ def op_put(cmd):
         content_type=cmd.get("content_type"),
         multipart=bool(cmd.get("multipart")),
         part_size=cmd.get("part_size"),
+        checksum=cmd.get("checksum"),
+        checksum_type=cmd.get("checksum_type"),
+        part_sizes=cmd.get("part_sizes"),
     )
 
 
@@ -234,6 +356,29 @@ def op_head(cmd):
     }
 
 
+def op_checksums(cmd):
+    client = make_client(cmd)
+    extra = {"PartNumber": int(cmd["part_number"])} if cmd.get("part_number") else {}
+    r = client.head_object(Bucket=cmd["bucket"], Key=cmd["key"], ChecksumMode="ENABLED", **extra)
+    # From the raw headers: the botocore model installed here may not know CRC64NVME or the type.
+    h = r["ResponseMetadata"]["HTTPHeaders"]
+    out = {
+        "etag": etag(r.get("ETag")),
+        "size": r["ContentLength"],
+        "parts_count": int(h["x-amz-mp-parts-count"]) if "x-amz-mp-parts-count" in h else None,
+        "checksum_type": h.get("x-amz-checksum-type"),
+    }
+    for alg in ("crc32", "crc32c", "crc64nvme", "sha1", "sha256"):
+        v = h.get("x-amz-checksum-" + alg)
+        if v:
+            out[alg] = v
+    return out
+
+
+def op_crc(cmd):
+    return {"value": crc_b64(cmd["algorithm"], body_of(cmd))}
+
+
 def op_list(cmd):
     client = make_client(cmd)
     kwargs = {"Bucket": cmd["bucket"], "Prefix": cmd.get("prefix", "")}
@@ -288,6 +433,8 @@ OPS = {
     "gen": op_gen,
     "get": op_get,
     "head": op_head,
+    "checksums": op_checksums,
+    "crc": op_crc,
     "list": op_list,
     "delete-many": op_delete_many,
 }

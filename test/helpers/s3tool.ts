@@ -31,6 +31,25 @@ export interface PutOptions {
   multipart?: boolean;
   /** Part size for multipart uploads in bytes (default 8 MiB, at least 5 MiB). */
   partSize?: number;
+  /** Every request carries this checksum (computed by s3tool.py itself); S3 stores it with the object. */
+  checksum?: "crc32" | "crc32c" | "crc64nvme";
+  /** Multipart: the size of each part (parts of unequal sizes), instead of `partSize`. */
+  partSizes?: number[];
+  /** Multipart: COMPOSITE (default for CRC32/CRC32C) or FULL_OBJECT (default for CRC64NVME). */
+  checksumType?: "COMPOSITE" | "FULL_OBJECT";
+}
+
+/** HEAD with ChecksumMode ENABLED (optionally of one part), as boto3 reports it. */
+export interface ChecksumsResult {
+  etag: string;
+  size: number;
+  partsCount: number | null;
+  checksumType: string | null;
+  crc32?: string;
+  crc32c?: string;
+  crc64nvme?: string;
+  sha1?: string;
+  sha256?: string;
 }
 
 export interface PutResult {
@@ -110,6 +129,10 @@ export interface S3Tool {
   getBytes(bucket: string, key: string, range?: string): Promise<Uint8Array>;
   /** null when the object does not exist. */
   head(bucket: string, key: string): Promise<HeadResult | null>;
+  /** The checksums S3 holds for the object (or for part `partNumber` of it). */
+  checksums(bucket: string, key: string, partNumber?: number): Promise<ChecksumsResult>;
+  /** The checksum of these bytes, computed by s3tool.py (base64 of the big-endian value). */
+  crc(algorithm: "crc32" | "crc32c" | "crc64nvme", body: PutBody): Promise<string>;
   list(bucket: string, opts?: ListOptions): Promise<ListResult>;
   deleteMany(bucket: string, which: { keys: string[] } | { prefix: string }): Promise<{ deleted: number }>;
   /** Multipart uploads in progress under `prefix` (ListMultipartUploads). */
@@ -229,6 +252,9 @@ export function s3tool(server: S3Endpoint): S3Tool {
         ...(opts?.contentType !== undefined ? { content_type: opts.contentType } : {}),
         ...(opts?.multipart === true ? { multipart: true } : {}),
         ...(opts?.partSize !== undefined ? { part_size: opts.partSize } : {}),
+        ...(opts?.checksum !== undefined ? { checksum: opts.checksum } : {}),
+        ...(opts?.checksumType !== undefined ? { checksum_type: opts.checksumType } : {}),
+        ...(opts?.partSizes !== undefined ? { part_sizes: opts.partSizes } : {}),
       });
       return toPutResult(r);
     },
@@ -286,6 +312,21 @@ export function s3tool(server: S3Endpoint): S3Tool {
         metadata: meta,
         contentType: typeof r.content_type === "string" ? r.content_type : null,
       };
+    },
+    async checksums(bucket, key, partNumber) {
+      const r = await run("checksums", { bucket, key, ...(partNumber !== undefined ? { part_number: partNumber } : {}) });
+      const out: ChecksumsResult = {
+        etag: str(r, "etag"), size: num(r, "size"),
+        partsCount: typeof r.parts_count === "number" ? r.parts_count : null,
+        checksumType: typeof r.checksum_type === "string" ? r.checksum_type : null,
+      };
+      for (const alg of ["crc32", "crc32c", "crc64nvme", "sha1", "sha256"] as const) {
+        if (typeof r[alg] === "string") out[alg] = r[alg];
+      }
+      return out;
+    },
+    async crc(algorithm, body) {
+      return str(await run("crc", { algorithm, ...putBodyArgs(body) }), "value");
     },
     async list(bucket, opts) {
       const r = await run("list", {

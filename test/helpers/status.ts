@@ -67,6 +67,8 @@ export interface BucketJson {
     };
   };
   runs: RunJson[];
+  /** The read cache: objects fetched by what checked them (`none`: unverified), over every run. */
+  readCache: null | { checks: Record<string, number>; unverified: number };
   /** The live daemon's FUSE request counters (by opcode name). */
   fuse: null | { requests: Record<string, number> };
   error?: string;

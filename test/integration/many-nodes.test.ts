@@ -196,7 +196,17 @@ describe("commit records", () => {
     expect(await a.stop()).toBe(0);
     const ok = cli(["verify", "--config", a.configPath]);
     expect(ok.out).toContain(": OK");
+    expect(ok.out).toContain("2 CRC64NVME checksums compared");
     expect(ok.code).toBe(0);
+    // Each uploaded file's record entry carries the full-object CRC64NVME S3 holds (boto3).
+    const recBody = JSON.parse(new TextDecoder().decode(await s3.getBytes(spec.bucket, "wd/.bucketfs/commits/000000000001.json"))) as {
+      files: { path: string; crc64nvme?: string }[];
+    };
+    for (const path of ["t1/out.txt", "big.bin"]) {
+      const held = await s3.checksums(spec.bucket, `wd/${path}`);
+      expect(held.checksumType).toBe("FULL_OBJECT");
+      expect(recBody.files.find((f) => f.path === path)?.crc64nvme).toBe(held.crc64nvme!);
+    }
     // The record came before the marker.
     const listed = (await s3.list(spec.bucket, { prefix: "wd/" })).objects;
     const rec = listed.find((o) => o.key === "wd/.bucketfs/commits/000000000001.json");

@@ -271,6 +271,9 @@ describe("compiled binary dist/bucketfs", () => {
     await s3.mkbucket(B);
     await s3.put(B, "data/hello.txt", { text: "hello from s3\n" });
     await s3.put(B, "wd/in.txt", { text: "prefetched\n" });
+    // Streamed and checked by its multipart ETag: MD5s on the hashing Worker, a second entry point of the binary.
+    const multi = new Uint8Array(12 * 1024 * 1024).map((_, i) => (i * 7 + (i >> 10)) & 0xff);
+    await s3.put(B, "data/multi.bin", { bytes: multi }, { multipart: true, partSize: 5 * 1024 * 1024 });
     const savedBin = process.env.BUCKETFS_BIN;
     const savedPool = process.env.UV_THREADPOOL_SIZE;
     process.env.BUCKETFS_BIN = BIN;
@@ -295,6 +298,7 @@ describe("compiled binary dist/bucketfs", () => {
       expect(mountpoints()).toContain(`${M}/wd`);
       expect((await ok(["cat", `${M}/data/hello.txt`])).toString()).toBe("hello from s3\n");
       expect(await ok(["cat", `${M}/wd/in.txt`])).toBe("prefetched\n");
+      expect((await ok(["sha256sum", `${M}/data/multi.bin`])).split(" ")[0]).toBe(sha256(multi));
       expect((await ok(["ls", "-A", M])).split("\n").filter(Boolean).sort()).toEqual(["data", "wd"]);
       const erofs = await bash(`echo x > ${q(`${M}/data/new.txt`)}`);
       expect(erofs.code).not.toBe(0);
@@ -308,6 +312,9 @@ describe("compiled binary dist/bucketfs", () => {
       expect(code).toBe(0);
       expect(d.log()).toContain("stopped cleanly");
       expect(sha256(await s3.getBytes(B, "wd/sub/out.txt"))).toBe(sha256("out\n"));
+      // The upload carried a full-object CRC64NVME (aws-crt's N-API file embedded in the binary).
+      const held = await s3.checksums(B, "wd/sub/out.txt");
+      expect([held.checksumType, held.crc64nvme]).toEqual(["FULL_OBJECT", await s3.crc("crc64nvme", { text: "out\n" })]);
       expect(new TextDecoder().decode(await s3.getBytes(B, "wd/sub/.exitcode"))).toBe("0\n");
       expect(mountpoints().filter((m) => m.startsWith(d!.dir))).toEqual([]);
     } finally {

@@ -101,6 +101,20 @@ describe("verifyRecord", () => {
     expect(diffs.map((d) => [d.path, d.problem])).toEqual([["b", "etag"], ["c", "size"]]);
     expect(verifyRecord(rec, [])).toHaveLength(4);
   });
+
+  test("compares the full-object CRC64NVME where both the record and S3 have one", () => {
+    const rec = buildRecord({
+      prev: null, prefix: "wd/", runId: "r", node: "n", kind: "stop",
+      files: [{ ...file("a", "ea"), crc64nvme: "rosUhgp5mIg=" }, { ...file("b", "eb"), crc64nvme: "rosUhgp5mIg=" }, file("c", "ec")],
+      symlinks: [], dirs: [],
+    });
+    const diffs = verifyRecord(rec, [
+      { key: "wd/a", size: 3, etag: "ea", crc64nvme: "AAAAAAAAAAA=" },
+      { key: "wd/b", size: 3, etag: "eb" }, // S3 has no checksum for it: not compared
+      { key: "wd/c", size: 3, etag: "ec", crc64nvme: "AAAAAAAAAAA=" }, // the record has none
+    ]);
+    expect(diffs).toEqual([{ path: "a", problem: "checksum", expected: "crc64nvme rosUhgp5mIg=", actual: "crc64nvme AAAAAAAAAAA=" }]);
+  });
 });
 
 describe("parseRecord (untrusted input)", () => {
@@ -108,6 +122,8 @@ describe("parseRecord (untrusted input)", () => {
 
   test("round-trips a record bucketfs wrote", () => {
     expect(parseRecord(enc(good), "wd/")).toEqual(good);
+    const withSum = { ...good, files: [{ ...file("a", "e"), crc64nvme: "rosUhgp5mIg=" }] };
+    expect(parseRecord(enc(withSum), "wd/")).toEqual(withSum);
   });
 
   test.each([
@@ -119,6 +135,7 @@ describe("parseRecord (untrusted input)", () => {
     ["a NUL in a symlink target", enc({ ...good, symlinks: [{ path: "l", target: "a\0b" }] })],
     ["a negative size", enc({ ...good, files: [{ ...file("a", "e"), size: -1 }] })],
     ["no deleted list", enc({ ...good, deleted: undefined })],
+    ["a checksum that is not a base64 CRC64", enc({ ...good, files: [{ ...file("a", "e"), crc64nvme: "x" }] })],
   ])("rejects %s", (_name, body) => {
     expect(() => parseRecord(body, "wd/")).toThrow();
   });

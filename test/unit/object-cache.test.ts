@@ -10,7 +10,7 @@
 import { afterAll, describe, expect, test } from "bun:test";
 import { Database } from "bun:sqlite";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { MetaIndex } from "../../src/cache/meta-index.ts";
+import { MetaIndex, readChecks } from "../../src/cache/meta-index.ts";
 import { ObjectCache, PREFETCH_CONCURRENCY, STREAM_MIN_SIZE } from "../../src/cache/object-cache.ts";
 import { MemStore } from "../helpers/mem-store.ts";
 import { logger } from "../../src/util/log.ts";
@@ -91,5 +91,39 @@ describe("prefetch", () => {
     expect(readFileSync(last.path, "utf8")).toBe("v19");
     expect(store.maxInflight).toBeLessThanOrEqual(PREFETCH_CONCURRENCY);
     expect(downloads()).toBe(20);
+  });
+});
+
+describe("what checked each fetched object", () => {
+  test("objects nothing can check (ETag not an MD5, no checksum) are counted as `none`, whole and streamed", async () => {
+    const store = new MemStore("b");
+    const db = new Database(":memory:");
+    const index = new MetaIndex(db);
+    const cache = new ObjectCache(mkdtempSync(`${root}/u-`), store, index, logger("t"));
+    store.put("small", "hello", {}, 1_700_000_000_000).etag = "not-an-md5";
+    const big = new Uint8Array(STREAM_MIN_SIZE + 5).fill(7);
+    store.put("big", big, {}, 1_700_000_000_000).etag = "also-not-an-md5";
+    const a = await cache.acquire("small", "not-an-md5", 5, 0);
+    cache.release("small", a.partial);
+    const b = await cache.acquire("big", "also-not-an-md5", big.length, 0);
+    await b.partial!.ensure(0, big.length);
+    expect(b.partial!.verification).toEqual({ kind: "none", reason: expect.stringContaining("neither an MD5") });
+    cache.release("big", b.partial);
+    index.flush(); // the counts are written in batches
+    expect(readChecks(db)).toEqual({ none: 2 });
+  });
+
+  test("a streamed object with an MD5 ETag is counted as `md5`", async () => {
+    const store = new MemStore("b");
+    const db = new Database(":memory:");
+    const index = new MetaIndex(db);
+    const cache = new ObjectCache(mkdtempSync(`${root}/m-`), store, index, logger("t"));
+    const big = new Uint8Array(STREAM_MIN_SIZE + 5).fill(9);
+    const etag = store.put("big", big, {}, 1_700_000_000_000).etag;
+    const b = await cache.acquire("big", etag, big.length, 0);
+    await b.partial!.ensure(0, big.length);
+    cache.release("big", b.partial);
+    index.flush(); // the counts are written in batches
+    expect(readChecks(db)).toEqual({ md5: 1 });
   });
 });

@@ -6,7 +6,8 @@
  * the greatest key), building the next record from the workdir and the previous record, parsing
  * a record read from S3 (untrusted input: every path is checked like any key), the prefetch plan
  * a record implies (which remote keys were deleted locally after bucketfs uploaded them, which
- * symlinks and empty directories to recreate), and the comparison `bucketfs verify` prints.
+ * symlinks and empty directories to recreate), and the comparison `bucketfs verify` prints
+ * (missing, size, ETag, and each file's full-object CRC64NVME where S3 has one).
  * Is not: I/O. Callers list, get and put; this module only decides.
  *
  * Deletions: bucketfs never deletes in S3. A file that bucketfs uploaded and the workdir later
@@ -31,6 +32,8 @@ export interface RecordFile {
   etag: string;
   /** A marker file (`lastuploadfile`): uploaded after this record, checked by size only. */
   marker?: true;
+  /** The full-object CRC64NVME (base64) S3 accepted for the upload, when bucketfs uploaded it. */
+  crc64nvme?: string;
 }
 
 export interface CommitRecord {
@@ -164,7 +167,8 @@ export function parseRecord(body: Uint8Array, prefix: string): CommitRecord {
   const deleted = Array.isArray(r.deleted) ? r.deleted : null;
   if (!files || !symlinks || !dirs || !deleted) throw new Error("missing files/symlinks/dirs/deleted");
   for (const f of files) {
-    if (!okPath(f?.path) || !okNum(f.size) || !okNum(f.mtimeMs) || !okNum(f.mode) || typeof f.etag !== "string") {
+    if (!okPath(f?.path) || !okNum(f.size) || !okNum(f.mtimeMs) || !okNum(f.mode) || typeof f.etag !== "string" ||
+      (f.crc64nvme !== undefined && (typeof f.crc64nvme !== "string" || !/^[A-Za-z0-9+/]{11}=$/.test(f.crc64nvme)))) {
       throw new Error(`bad file entry ${JSON.stringify(f).slice(0, 200)}`);
     }
   }
@@ -213,14 +217,20 @@ export function prefetchPlan(record: CommitRecord | null, remote: Iterable<Pick<
 
 export interface VerifyDifference {
   path: string;
-  problem: "missing" | "size" | "etag";
+  problem: "missing" | "size" | "etag" | "checksum";
   expected: string;
   actual: string;
 }
 
-/** Every way S3 (objects under the prefix) differs from the record's files. */
-export function verifyRecord(record: CommitRecord, remote: Iterable<Pick<ObjectInfo, "key" | "size" | "etag">>): VerifyDifference[] {
-  const byRel = new Map<string, Pick<ObjectInfo, "size" | "etag">>();
+/** An object as `verify` sees it: listed, and its full-object CRC64NVME when S3 has one (HEAD). */
+export type VerifiedObject = Pick<ObjectInfo, "key" | "size" | "etag"> & { crc64nvme?: string };
+
+/**
+ * Every way S3 (objects under the prefix) differs from the record's files: missing, size,
+ * ETag, and the full-object CRC64NVME where both the record and S3 have one.
+ */
+export function verifyRecord(record: CommitRecord, remote: Iterable<VerifiedObject>): VerifyDifference[] {
+  const byRel = new Map<string, VerifiedObject>();
   for (const o of remote) if (o.key.startsWith(record.prefix)) byRel.set(o.key.slice(record.prefix.length), o);
   const out: VerifyDifference[] = [];
   for (const f of record.files) {
@@ -228,6 +238,9 @@ export function verifyRecord(record: CommitRecord, remote: Iterable<Pick<ObjectI
     if (o === undefined) out.push({ path: f.path, problem: "missing", expected: `${f.size} bytes`, actual: "no object" });
     else if (o.size !== f.size) out.push({ path: f.path, problem: "size", expected: `${f.size} bytes`, actual: `${o.size} bytes` });
     else if (f.etag !== "" && o.etag !== f.etag) out.push({ path: f.path, problem: "etag", expected: f.etag, actual: o.etag });
+    else if (f.crc64nvme !== undefined && o.crc64nvme !== undefined && o.crc64nvme !== f.crc64nvme) {
+      out.push({ path: f.path, problem: "checksum", expected: `crc64nvme ${f.crc64nvme}`, actual: `crc64nvme ${o.crc64nvme}` });
+    }
   }
   return out;
 }

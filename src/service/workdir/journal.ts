@@ -268,8 +268,12 @@ export class WorkdirJournal {
     db.run(WD_LEASE_DDL);
     try {
       db.run(WD_NOTES_DDL);
+      // The full-object CRC64NVME S3 accepted for an upload, by path and the ETag it belongs to.
+      db.run(`CREATE TABLE IF NOT EXISTS wd_checksums (
+        scope TEXT NOT NULL, path TEXT NOT NULL, etag TEXT NOT NULL, crc64nvme TEXT NOT NULL,
+        PRIMARY KEY (scope, path)) WITHOUT ROWID`);
     } catch {
-      /* a read-only index (status) of an older bucketfs: notes() reads none */
+      /* a read-only index (status) of an older bucketfs: notes() and checksumOf() read none */
     }
   }
 
@@ -297,6 +301,24 @@ export class WorkdirJournal {
   noteList<T>(name: WorkdirNote): T[] {
     const v = this.note(name);
     return Array.isArray(v) ? (v as T[]) : [];
+  }
+
+  /** The object `etag` that `path` was uploaded as has this full-object CRC64NVME (base64). */
+  recordChecksum(path: string, etag: string, crc64nvme: string): void {
+    bestEffort(this.db, () => this.db
+      .query("INSERT OR REPLACE INTO wd_checksums (scope, path, etag, crc64nvme) VALUES (?, ?, ?, ?)")
+      .run(this.scope, path, etag, crc64nvme));
+  }
+
+  /** The CRC64NVME recorded for `path` uploaded as `etag`, if any (none in an older read-only index). */
+  checksumOf(path: string, etag: string): string | undefined {
+    try {
+      return this.db
+        .query<{ crc64nvme: string }, [string, string, string]>("SELECT crc64nvme FROM wd_checksums WHERE scope = ? AND path = ? AND etag = ?")
+        .get(this.scope, path, etag)?.crc64nvme;
+    } catch {
+      return undefined;
+    }
   }
 
   /** Records the workdir lease's state for `status` (best effort: a full disk only loses the display). */

@@ -386,8 +386,10 @@ class UploadRun {
     this.inflight.set(c.rel, 0);
     const src = openable(c.abs);
     try {
+      let crc64nvme: string | undefined;
       const etag = await this.store.upload(this.prefix + c.rel, src.path, {
         meta,
+        onChecksum: (sum) => (crc64nvme = sum.value),
         signal: this.signal,
         onProgress: (b) => {
           this.inflight.set(c.rel, b);
@@ -397,6 +399,7 @@ class UploadRun {
       const after = lstatBig(c.abs);
       if (after !== null && sameStamp(stamp, stampOf(after))) {
         journal.record(c.rel, stamp, etag, "upload");
+        if (crc64nvme !== undefined) journal.recordChecksum(c.rel, etag, crc64nvme);
         journal.clearFailure(c.rel);
         return { ok: true, bytes: stamp.size };
       }

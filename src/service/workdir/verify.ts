@@ -2,8 +2,9 @@
  * `bucketfs verify`: checks, from any machine with the config, that S3 still holds what the
  * latest commit record of each workdir says was uploaded.
  *
- * Is: for every bucket with a workdir, one listing of the prefix, the latest record, and the
- * comparison (`verifyRecord`): a missing object, another size, another ETag. Exit 0 when every
+ * Is: for every bucket with a workdir, one listing of the prefix, the latest record, a HEAD
+ * (checksum mode) of each file the record gives a CRC64NVME for, and the comparison
+ * (`verifyRecord`): a missing object, another size, another ETag, another checksum. Exit 0 when every
  * workdir matches, 1 when any differs (each difference is printed), 2 when a workdir cannot be
  * verified (no record, an unreadable record, S3 errors).
  * Is not: a repair, and not a check of the local cache; it never mounts, writes or deletes.
@@ -11,8 +12,9 @@
 import type { Config } from "../../config/types.ts";
 import { createS3Store } from "../../store/s3.ts";
 import type { ObjectInfo, ObjectStore } from "../../store/types.ts";
+import { runAll } from "../../util/async.ts";
 import { errMsg, logger } from "../../util/log.ts";
-import { isReservedPath, verifyRecord, type VerifyDifference } from "./commit-record.ts";
+import { isReservedPath, verifyRecord, type VerifiedObject, type VerifyDifference } from "./commit-record.ts";
 import { loadLatestRecord } from "./workdir-record.ts";
 
 export interface VerifyResult {
@@ -21,6 +23,8 @@ export interface VerifyResult {
   /** "ok", "differs", or "unverifiable" (with `error`). */
   outcome: "ok" | "differs" | "unverifiable";
   record?: { seq: number; runId: string; node: string; createdMs: number; files: number };
+  /** Files whose full-object CRC64NVME was compared (the record and S3 both had one). */
+  checksums?: number;
   differences: VerifyDifference[];
   error?: string;
 }
@@ -42,7 +46,20 @@ export async function verifyWorkdir(store: ObjectStore, prefix: string): Promise
       return res;
     }
     res.record = { seq: rec.seq, runId: rec.runId, node: rec.node, createdMs: rec.createdMs, files: rec.files.length };
-    res.differences = verifyRecord(rec, objects);
+    // The checksum of each recorded file S3 still holds at the recorded ETag (HEAD, checksum mode).
+    const byKey = new Map<string, VerifiedObject>(objects.map((o) => [o.key, { key: o.key, size: o.size, etag: o.etag }]));
+    const withSum = rec.files.filter((f) => f.crc64nvme !== undefined && byKey.get(prefix + f.path)?.etag === f.etag);
+    let compared = 0;
+    await runAll(withSum, 8, async (f) => {
+      const i = await store.integrity(prefix + f.path);
+      const o = byKey.get(prefix + f.path)!;
+      if (i?.etag === f.etag && i.checksum?.algorithm === "crc64nvme" && i.checksum.type === "FULL_OBJECT") {
+        o.crc64nvme = i.checksum.value;
+        compared++;
+      }
+    });
+    res.checksums = compared;
+    res.differences = verifyRecord(rec, byKey.values());
     res.outcome = res.differences.length === 0 ? "ok" : "differs";
   } catch (err) {
     res.error = errMsg(err);
@@ -67,7 +84,7 @@ export async function runVerify(config: Config, opts: { json?: boolean } = {}): 
         continue;
       }
       const rec = r.record!;
-      const head = `${where}: commit record ${rec.seq} (run ${rec.runId} on ${rec.node}, ${new Date(rec.createdMs).toISOString()}, ${rec.files} files)`;
+      const head = `${where}: commit record ${rec.seq} (run ${rec.runId} on ${rec.node}, ${new Date(rec.createdMs).toISOString()}, ${rec.files} files, ${r.checksums ?? 0} CRC64NVME checksums compared)`;
       if (r.outcome === "ok") console.log(`${head}: OK`);
       else {
         console.log(`${head}: ${r.differences.length} DIFFERENCE(S)`);

@@ -56,7 +56,8 @@ export function recordFromWorkdir(
         log.warn(`commit record: ${e.rel} has no uploaded version; left out of the record`);
         continue;
       }
-      files.push({ path: e.rel, size: e.stamp.size, mtimeMs, mode: e.mode & 0o7777, etag: base.etag });
+      const crc64nvme = journal.checksumOf(e.rel, base.etag);
+      files.push({ path: e.rel, size: e.stamp.size, mtimeMs, mode: e.mode & 0o7777, etag: base.etag, ...(crc64nvme ? { crc64nvme } : {}) });
     } else if (e.kind === "symlink") {
       try {
         symlinks.push({ path: e.rel, target: readlinkSync(e.abs, "utf8") });

@@ -1,10 +1,15 @@
 /**
  * GetObject: https://docs.aws.amazon.com/AmazonS3/latest/API/API_GetObject.html
  *
- * Is: ranged GETs streamed to a sink (a retry resumes at the first byte not yet delivered), and
- * whole-object downloads to a file, checked as they stream by against what S3 says of the
- * object (checksum.ts `bodyCheck`; asked for with x-amz-checksum-mode: ENABLED). A body that does
- * not match is fetched again by the request path's retry policy; one that stays wrong fails with
+ * Is: ranged GETs streamed to a sink (a retry resumes at the first byte not yet delivered),
+ * part GETs (`getPart`, GET partNumber=N, the part checked against its own checksum when asked),
+ * and whole-object downloads to a file, checked as they stream by against what S3 says of the
+ * object (checksum.ts; asked for with x-amz-checksum-mode: ENABLED): a full-object checksum or
+ * a single-part MD5 ETag over the one GET's body; a composite checksum or a multipart ETag part
+ * by part (`downloadParts`: each part's checksum or MD5, then the composite or the ETag of the
+ * parts; a part answer without its own checksum turns the object's check into its multipart
+ * ETag's). A body that does not match is fetched again by the request path's retry policy (a
+ * multipart body part by part, or whole for an ETag mismatch); one that stays wrong fails with
  * kind "corrupt" and an error log line naming the key. Is not: the cache (which owns temp names
  * and renames) or the check of ranges against the whole object (cache/object-digest.ts).
  */
@@ -12,7 +17,11 @@ import { open, type FileHandle } from "node:fs/promises";
 import { fmtBytes, logger } from "../../util/log.ts";
 import { SMALL_OBJECT_MAX, StoreError, type DownloadOptions, type ObjectInfo } from "../types.ts";
 import { s3Error } from "./errors.ts";
-import { bodyCheck } from "../checksum.ts";
+import {
+  checksumFromHeaders, chooseVerification, compositeChecksum, describeVerification, multipartEtagOfDigests, newHasher,
+  toBase64, wholeBodyCheck, bodyCheck, type ChecksumAlgorithm, type Hasher, type ObjectChecksum,
+} from "../checksum.ts";
+import type { PartAnswer } from "../types.ts";
 import { infoFromHeaders } from "./head.ts";
 import { etagNotMd5, send, unquote, type S3Context } from "./request.ts";
 
@@ -64,34 +73,190 @@ export async function streamRange(
   }, signal);
 }
 
+/** `bytes a-b/total` as [a, b + 1, total], or undefined. */
+function contentRange(v: string | null): [number, number, number] | undefined {
+  const m = /^bytes (\d+)-(\d+)\/(\d+)$/.exec(v ?? "");
+  return m ? [Number(m[1]), Number(m[2]) + 1, Number(m[3])] : undefined;
+}
+
+async function writeAll(file: FileHandle, chunk: Uint8Array, pos: number): Promise<void> {
+  let off = 0;
+  while (off < chunk.byteLength) {
+    const { bytesWritten } = await file.write(chunk, off, chunk.byteLength - off, pos + off);
+    off += bytesWritten;
+  }
+}
+
+function corrupt(ctx: S3Context, key: string, msg: string, code = "BodyDigestMismatch"): StoreError {
+  return new StoreError("corrupt", `[s3] GetObject ${ctx.bucket}/${key}: ${msg}`, { op: "GetObject", bucket: ctx.bucket, key, code });
+}
+
+export interface PartOptions {
+  signal?: AbortSignal;
+  ifMatch?: string;
+  /** Verify the part against its own checksum of this algorithm (a missing header fails the attempt). */
+  check?: ChecksumAlgorithm;
+  /** Called at the start of every attempt's body: the sink sees the part again from its start. */
+  restart?: () => void;
+}
+
+/** Part `n` of `key` (GET partNumber=n), streamed to `sink` with object offsets; see ObjectStore.getPart. */
+export async function getPart(
+  ctx: S3Context, key: string, n: number, sink: (chunk: Uint8Array, pos: number) => Promise<void>, opts: PartOptions = {},
+): Promise<PartAnswer> {
+  const headers: Record<string, string> = { "x-amz-checksum-mode": "ENABLED", "accept-encoding": "identity" };
+  if (opts.ifMatch) headers["if-match"] = `"${opts.ifMatch}"`;
+  const req = { op: "GetObject", method: "GET" as const, key, query: [["partNumber", String(n)]] as [string, string][], headers };
+  return send(ctx, req, async (res, a) => {
+    opts.restart?.();
+    const declared = Number(res.headers.get("content-length") ?? NaN);
+    const range = contentRange(res.headers.get("content-range"));
+    // A single-part object answers partNumber=1 with the whole object (200, no Content-Range).
+    const [start, end, size] = range ?? (Number.isFinite(declared) ? [0, declared, declared] : [0, NaN, NaN]);
+    if (!Number.isFinite(end) || (Number.isFinite(declared) && end - start !== declared)) {
+      throw new StoreError("other", `[s3] GetObject ${ctx.bucket}/${key} part ${n}: no usable Content-Range/Content-Length`, { op: "GetObject", bucket: ctx.bucket, key });
+    }
+    const count = Number(res.headers.get("x-amz-mp-parts-count") ?? 1) || 1;
+    let hasher: Hasher | undefined;
+    let expected: string | undefined;
+    if (opts.check !== undefined) {
+      const v = res.headers.get(`x-amz-checksum-${opts.check}`);
+      // A value with `-N` is the object's composite checksum, not this part's. Without its own
+      // checksum the part is delivered unchecked (`checksum` undefined): the caller checks the
+      // object another way (its multipart ETag) or refuses it.
+      if (v !== null && v !== "" && !/-\d+$/.test(v)) {
+        expected = v;
+        hasher = newHasher(opts.check);
+      }
+    }
+    let pos = start;
+    if (res.body) {
+      for await (const chunk of res.body) {
+        a.arm();
+        if (pos + chunk.byteLength > end) throw new StoreError("network", `[s3] GetObject ${ctx.bucket}/${key} part ${n}: more bytes than its ${end - start}`, { op: "GetObject", bucket: ctx.bucket, key });
+        hasher?.update(chunk);
+        await sink(chunk, pos);
+        pos += chunk.byteLength;
+      }
+    }
+    if (pos !== end) {
+      throw new StoreError("network", `[s3] GetObject ${ctx.bucket}/${key} part ${n}: body ended after ${pos - start} of ${end - start} bytes`, {
+        op: "GetObject", bucket: ctx.bucket, key, code: "IncompleteBody",
+      });
+    }
+    if (hasher !== undefined && toBase64(hasher.digest()) !== expected) {
+      throw corrupt(ctx, key, `part ${n} does not match its x-amz-checksum-${opts.check} (attempt ${a.n})`);
+    }
+    const out: PartAnswer = { start, end, size, count, etag: unquote(res.headers.get("etag")) };
+    if (expected !== undefined) out.checksum = expected;
+    return out;
+  }, opts.signal);
+}
+
+/** Whole-object downloads of multipart objects are fetched again at most this many times when the ETag of their parts does not match. */
+const PART_ROUNDS = 3;
+
+/**
+ * A multipart object without a full-object checksum, part by part into `file`: each part
+ * checked against its own checksum (composite; retried per part by getPart), or hashed (MD5)
+ * and the ETag of the parts compared at the end (the whole object fetched again on a mismatch).
+ */
+async function downloadParts(
+  ctx: S3Context, key: string, file: FileHandle, info: ObjectInfo, checksum: ObjectChecksum | undefined, opts: DownloadOptions,
+): Promise<{ size: number; what: string }> {
+  let composite = checksum?.type === "COMPOSITE" ? checksum : undefined;
+  let what = composite ? `composite ${composite.algorithm} of each part` : "multipart ETag (MD5 of each part)";
+  const etagUsable = info.etagNotMd5 !== true && /^[0-9a-f]{32}-\d+$/i.test(info.etag);
+  for (let round = 1; ; round++) {
+    const md5s: Uint8Array[] = [];
+    const sums: Uint8Array[] = [];
+    let count = 1;
+    let size = 0;
+    let written = 0;
+    for (let n = 1; n <= count; n++) {
+      let md5: Hasher | undefined;
+      const part = await getPart(ctx, key, n, async (chunk, pos) => {
+        md5?.update(chunk);
+        await writeAll(file, chunk, pos);
+        opts.onProgress?.(written + chunk.byteLength);
+      }, {
+        ...(opts.signal ? { signal: opts.signal } : {}), ifMatch: info.etag,
+        ...(composite ? { check: composite.algorithm } : {}),
+        restart: () => { md5 = composite ? undefined : newHasher("md5"); },
+      });
+      if (composite && part.checksum === undefined) {
+        // S3 did not say this part's checksum: check the whole object by its multipart ETag instead.
+        if (!etagUsable) throw corrupt(ctx, key, `part ${n} came without its x-amz-checksum-${composite.algorithm}, and the ETag cannot check it`, "PartChecksumMissing");
+        log.warn(`GET ${ctx.bucket}/${key}: part ${n} came without its x-amz-checksum-${composite.algorithm}; checking the object by its multipart ETag instead`);
+        composite = undefined;
+        what = "multipart ETag (MD5 of each part; S3 sent no part checksum)";
+        break;
+      }
+      if (n === 1) {
+        count = part.count;
+        size = part.size;
+      } else if (part.start !== written) {
+        throw corrupt(ctx, key, `part ${n} starts at ${part.start}, not where part ${n - 1} ended (${written})`, "PartLayout");
+      }
+      written = part.end;
+      if (md5) md5s.push(md5.digest());
+      if (part.checksum !== undefined) sums.push(Buffer.from(part.checksum, "base64"));
+    }
+    if (!composite && md5s.length !== count) continue; // switched to the ETag check: fetch again, hashing every part
+    if (written !== size) throw corrupt(ctx, key, `its ${count} parts end at ${written} of ${size} bytes`, "PartLayout");
+    await file.truncate(size);
+    if (composite) {
+      const want = `${composite.value}-${composite.parts ?? count}`;
+      const got = compositeChecksum(composite.algorithm, sums);
+      // Every part matched its own checksum: a different composite means the answers' checksums were not S3's.
+      if (got === want) return { size, what };
+      if (round >= PART_ROUNDS) throw corrupt(ctx, key, `the checksums of its parts make ${got}, not ${want}`);
+    } else {
+      const got = multipartEtagOfDigests(md5s);
+      if (got === info.etag.toLowerCase()) return { size, what };
+      if (round >= PART_ROUNDS) throw corrupt(ctx, key, `the MD5s of its ${count} parts make ETag ${got}, not ${info.etag}, after ${round} rounds`);
+    }
+    log.warn(`GET ${ctx.bucket}/${key}: the parts do not match the object's ${what}; fetching them again (round ${round + 1})`);
+  }
+}
+
+/** Part-by-part download needed: a composite checksum, or a multipart ETag without a full-object checksum. */
+function needsParts(etag: string, checksum: ObjectChecksum | undefined, notMd5: boolean): boolean {
+  if (checksum?.type === "COMPOSITE") return true;
+  if (checksum !== undefined) return false;
+  return !notMd5 && /^[0-9a-f]{32}-\d+$/i.test(etag);
+}
+
 /** The whole object into `destPath`, checked; fsynced unless `durable: false`. */
 export async function download(ctx: S3Context, key: string, destPath: string, opts: DownloadOptions = {}): Promise<ObjectInfo> {
   const { signal, onProgress } = opts;
-  const req = { op: "GetObject", method: "GET" as const, key, headers: { "x-amz-checksum-mode": "ENABLED", "accept-encoding": "identity" } };
-  return send(ctx, req, async (res, a) => {
-    const expected = Number(res.headers.get("content-length") ?? NaN);
-    const etag = unquote(res.headers.get("etag"));
-    const info = infoFromHeaders(key, res.headers, 0);
-    const check = bodyCheck(res.headers, etag, info.etagNotMd5 === true);
-    let file: FileHandle;
+  const openDest = async (): Promise<FileHandle> => {
     try {
-      file = await open(destPath, "w", 0o600);
+      return await open(destPath, "w", 0o600);
     } catch (err) {
       throw new StoreError("other", `[s3] GetObject ${ctx.bucket}/${key}: cannot write ${destPath}: ${(err as Error).message}`, {
         cause: err, op: "GetObject", bucket: ctx.bucket, key,
       });
     }
+  };
+  const req = { op: "GetObject", method: "GET" as const, key, headers: { "x-amz-checksum-mode": "ENABLED", "accept-encoding": "identity" } };
+  const first = await send(ctx, req, async (res, a) => {
+    const expected = Number(res.headers.get("content-length") ?? NaN);
+    const etag = unquote(res.headers.get("etag"));
+    const info = infoFromHeaders(key, res.headers, 0);
+    const checksum = checksumFromHeaders(res.headers);
+    // Checked part by part instead: this answer's body is not read (the request path cancels it).
+    if (needsParts(etag, checksum, info.etagNotMd5 === true)) return { info, checksum, parts: true };
+    const v = chooseVerification({ etag, size: expected, ...(checksum ? { checksum } : {}), etagNotMd5: info.etagNotMd5 === true });
+    const check = wholeBodyCheck(v);
+    const file = await openDest();
     let written = 0;
     try {
       if (res.body) {
         for await (const chunk of res.body) {
           a.arm();
           check?.update(chunk);
-          let off = 0;
-          while (off < chunk.byteLength) {
-            const { bytesWritten } = await file.write(chunk, off, chunk.byteLength - off);
-            off += bytesWritten;
-          }
+          await writeAll(file, chunk, written);
           written += chunk.byteLength;
           onProgress?.(written);
         }
@@ -102,18 +267,31 @@ export async function download(ctx: S3Context, key: string, destPath: string, op
         });
       }
       if (check !== undefined && !check.matches()) {
-        throw new StoreError("corrupt", `[s3] GetObject ${ctx.bucket}/${key}: the body does not match its ${check.what} (attempt ${a.n})`, {
-          op: "GetObject", bucket: ctx.bucket, key, code: "BodyDigestMismatch",
-        });
+        throw corrupt(ctx, key, `the body does not match its ${check.what} (attempt ${a.n})`);
       }
       if (opts.durable !== false) await file.sync();
     } finally {
       await file.close();
     }
-    log.debug(`GET ${ctx.bucket}/${key}: ${fmtBytes(written)}${check ? `, ${check.what} verified` : ", not verifiable (multipart or encrypted)"}`);
     info.size = written;
-    return info;
+    if (check) info.checkedWith = check.what;
+    else info.unverified = true;
+    log.debug(`GET ${ctx.bucket}/${key}: ${fmtBytes(written)}, checked against ${describeVerification(v)}`);
+    return { info, checksum, parts: false };
   }, signal);
+  if (!first.parts) return first.info;
+  const { info, checksum } = first;
+  const file = await openDest();
+  try {
+    const { size, what } = await downloadParts(ctx, key, file, info, checksum, opts);
+    if (opts.durable !== false) await file.sync();
+    info.size = size;
+    info.checkedWith = what;
+    log.debug(`GET ${ctx.bucket}/${key}: ${fmtBytes(size)} part by part, checked against its ${what}`);
+    return info;
+  } finally {
+    await file.close();
+  }
 }
 
 /** A small object whole in memory with its ETag, checked like a download; null when absent. */
@@ -143,7 +321,7 @@ export async function getSmall(ctx: S3Context, key: string, signal?: AbortSignal
     const check = bodyCheck(res.headers, etag, etagNotMd5(res.headers));
     check?.update(body);
     if (check !== undefined && !check.matches()) {
-      throw new StoreError("corrupt", `[s3] GetObject ${ctx.bucket}/${key}: the body does not match its ${check.what} (attempt ${a.n})`, { ...where, code: "BodyDigestMismatch" });
+      throw corrupt(ctx, key, `the body does not match its ${check.what} (attempt ${a.n})`);
     }
     return { body, etag };
   }, signal);

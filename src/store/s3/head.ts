@@ -2,10 +2,15 @@
  * HeadObject: https://docs.aws.amazon.com/AmazonS3/latest/API/API_HeadObject.html
  *
  * Is: one HEAD (retried by request.ts), 404 as `null`, the object's size, ETag, Last-Modified,
- * user metadata and whether its ETag may serve as an MD5. Also `hasPrefix`, a one-key
+ * user metadata and whether its ETag may serve as an MD5; `headIntegrity`, what S3 holds to
+ * check the bytes (checksum, parts of a multipart object). Also `hasPrefix`, a one-key
  * ListObjectsV2. Is not: a listing.
  */
 import type { ObjectInfo } from "../types.ts";
+import { checksumFromHeaders, multipartEtagParts, uniformParts, type ObjectIntegrity } from "../checksum.ts";
+
+/** Parts learned one HEAD each when their sizes differ (S3 allows 10000; past this, unverified). */
+const MAX_PART_HEADS = 1000;
 import { listPage } from "./list.ts";
 import { etagNotMd5, send, unquote, userMeta, type S3Context } from "./request.ts";
 
@@ -27,4 +32,41 @@ export function headObject(ctx: S3Context, key: string, signal?: AbortSignal): P
 export async function hasPrefix(ctx: S3Context, prefix: string, signal?: AbortSignal): Promise<boolean> {
   const page = await listPage(ctx, prefix, undefined, undefined, signal, 1);
   return page.objects.length > 0 || page.prefixes.length > 0;
+}
+
+/**
+ * What S3 holds to check the object (ObjectStore.integrity): a HEAD with checksum mode, and for
+ * a multipart object without a full-object checksum a HEAD partNumber=1 of the same version
+ * (and one per part when the parts cannot all be part 1's size, or `everyPart` asks).
+ */
+export async function headIntegrity(
+  ctx: S3Context, key: string, signal?: AbortSignal, opts: { everyPart?: boolean } = {},
+): Promise<ObjectIntegrity | null> {
+  const head = (query: [string, string][], ifMatch?: string) => {
+    const headers: Record<string, string> = { "x-amz-checksum-mode": "ENABLED" };
+    if (ifMatch) headers["if-match"] = `"${ifMatch}"`;
+    return send(ctx, { op: "HeadObject", method: "HEAD", key, query, headers, ok: (s) => (s >= 200 && s < 300) || s === 404 },
+      async (res) => (res.status === 404 ? null : res.headers), signal);
+  };
+  const h = await head([]);
+  if (h === null) return null;
+  const out: ObjectIntegrity = { etag: unquote(h.get("etag")), size: Number(h.get("content-length") ?? 0) };
+  const checksum = checksumFromHeaders(h);
+  if (checksum) out.checksum = checksum;
+  if (etagNotMd5(h)) out.etagNotMd5 = true;
+  if (multipartEtagParts(out.etag) !== undefined && (checksum === undefined || checksum.type === "COMPOSITE")) {
+    const p = await head([["partNumber", "1"]], out.etag);
+    const count = Number(p?.get("x-amz-mp-parts-count") ?? NaN);
+    const size = Number(p?.get("content-length") ?? NaN);
+    if (Number.isSafeInteger(count) && count >= 1 && Number.isSafeInteger(size) && size > 0) {
+      out.parts = { count, size };
+      // Not count-1 parts of part 1's size and a shorter last one: learn each part's size.
+      if ((opts.everyPart || !uniformParts(count, size, out.size)) && count <= MAX_PART_HEADS) {
+        const sizes = [size];
+        for (let n = 2; n <= count; n++) sizes.push(Number((await head([["partNumber", String(n)]], out.etag))?.get("content-length") ?? NaN));
+        if (sizes.every((s) => Number.isSafeInteger(s) && s > 0)) out.parts.sizes = sizes;
+      }
+    }
+  }
+  return out;
 }

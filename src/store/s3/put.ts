@@ -7,8 +7,12 @@
  * https://docs.aws.amazon.com/AmazonS3/latest/API/API_AbortMultipartUpload.html
  *
  * Is: every body read from the file on disk for each attempt (a file slice handed to fetch; small
- * files read whole), with x-amz-checksum-crc32 on every PutObject and UploadPart so S3 verifies
- * what it received (a damaged body is answered BadDigest and sent again by the request path);
+ * files read whole), with x-amz-checksum-crc64nvme on every PutObject and UploadPart so S3 verifies
+ * what it received (a damaged body is answered BadDigest and sent again by the request path),
+ * and a multipart upload of checksum type FULL_OBJECT whose Complete carries the whole file's
+ * CRC64NVME (the parts' CRCs combined, no second read), so S3 checks the whole object too and
+ * keeps that checksum for every later reader (as current AWS SDKs do); the CRC of a file
+ * slice is computed on the hashing Worker (store/hashing.ts), off the FUSE thread;
  * ONE process-wide bound on upload bytes in flight (`UPLOAD_INFLIGHT_BYTES`); an idempotent
  * Complete (a retried Complete answered NoSuchUpload is accepted when HEAD shows the ETag
  * md5-of-part-md5s-N and the size the parts make); AbortMultipartUpload after a failure.
@@ -18,7 +22,8 @@ import { readFileSync, statSync } from "node:fs";
 import { createLimiter, linkSignals, runAll } from "../../util/async.ts";
 import { fmtBytes, logger } from "../../util/log.ts";
 import { StoreError, type UploadOptions } from "../types.ts";
-import { crc32Base64, crc32ToBase64, multipartEtag } from "../checksum.ts";
+import { crc32Base64, crc64nvmeCombine, multipartEtag, newHasher, toBase64 } from "../checksum.ts";
+import { rangeHasher } from "../hashing.ts";
 import { headObject } from "./head.ts";
 import { send, unquote, type Body, xmlBlocks, xmlEscape, xmlValue, type S3Context } from "./request.ts";
 import { s3Error } from "./errors.ts";
@@ -50,32 +55,43 @@ function metaHeaders(meta: Record<string, string> | undefined): Record<string, s
   return h;
 }
 
-/** CRC32 of bytes [start, end) of a file, read in 1 MiB pieces. */
-async function crc32OfFile(path: string, start: number, end: number): Promise<{ crc: string; bytes: number }> {
-  let crc = 0;
-  let bytes = 0;
-  for await (const chunk of Bun.file(path).slice(start, end).stream()) {
-    crc = Bun.hash.crc32(chunk, crc);
-    bytes += chunk.byteLength;
+/** The CRC64NVME of bytes [start, end) of a file (raw), hashed on the hashing Worker. */
+async function crc64OfFile(path: string, start: number, end: number): Promise<Uint8Array | undefined> {
+  const h = rangeHasher("crc64nvme");
+  try {
+    await h.update(path, start, end);
+    return await h.digest();
+  } catch {
+    return undefined; // the file is shorter now (or unreadable): the caller says it changed
+  } finally {
+    h.close();
   }
-  return { crc: crc32ToBase64(crc), bytes };
+}
+
+/** What the last attempt of a body sent: its raw CRC64NVME (the combine of a multipart upload needs it). */
+interface SentCrc {
+  raw?: Uint8Array;
 }
 
 /**
  * A body for bytes [start, end) of `path` and its checksum header, made for each attempt.
  * `changed` is thrown when the file no longer has those bytes (it shrank).
  */
-function fileBody(path: string, start: number, end: number, what: () => string, headers: Record<string, string>) {
+function fileBody(path: string, start: number, end: number, what: () => string, headers: Record<string, string>, sent: SentCrc = {}) {
   return async (): Promise<Body> => {
     if (start === 0 && end <= READ_WHOLE_MAX) {
       const bytes = readFileSync(path);
       if (bytes.byteLength !== end - start) throw changed(what(), path);
-      headers["x-amz-checksum-crc32"] = crc32Base64(bytes);
+      const h = newHasher("crc64nvme");
+      h.update(bytes);
+      sent.raw = h.digest();
+      headers["x-amz-checksum-crc64nvme"] = toBase64(sent.raw);
       return bytes;
     }
-    const { crc, bytes } = await crc32OfFile(path, start, end);
-    if (bytes !== end - start) throw changed(what(), path);
-    headers["x-amz-checksum-crc32"] = crc;
+    const raw = await crc64OfFile(path, start, end);
+    if (raw === undefined) throw changed(what(), path);
+    sent.raw = raw;
+    headers["x-amz-checksum-crc64nvme"] = toBase64(raw);
     return Bun.file(path).slice(start, end);
   };
 }
@@ -107,11 +123,13 @@ async function putFile(ctx: PutContext, key: string, path: string, size: number,
   const release = await acquire(ctx, key, size, opts.signal);
   try {
     const headers = metaHeaders(opts.meta);
+    const sent: SentCrc = {};
     const req = {
       op: "PutObject", method: "PUT" as const, key, headers: () => headers,
-      body: fileBody(path, 0, size, () => `[s3] PutObject ${ctx.bucket}/${key}`, headers),
+      body: fileBody(path, 0, size, () => `[s3] PutObject ${ctx.bucket}/${key}`, headers, sent),
     };
     const etag = await send(ctx, req, async (res) => unquote(res.headers.get("etag")), opts.signal);
+    if (sent.raw) opts.onChecksum?.({ algorithm: "crc64nvme", value: toBase64(sent.raw) });
     opts.onProgress?.(size);
     return etag;
   } finally {
@@ -130,7 +148,10 @@ async function acquire(ctx: S3Context, key: string, bytes: number, signal: Abort
 interface DonePart {
   n: number;
   etag: string;
+  /** The part's CRC64NVME, base64 and raw, and its length (for the combine). */
   crc: string;
+  raw: Uint8Array;
+  bytes: number;
 }
 
 async function multipartUpload(ctx: PutContext, key: string, path: string, size: number, opts: UploadOptions): Promise<string> {
@@ -138,7 +159,7 @@ async function multipartUpload(ctx: PutContext, key: string, path: string, size:
   const count = Math.max(1, Math.ceil(size / partSize));
   const uploadId = await send(ctx, {
     op: "CreateMultipartUpload", method: "POST", key, query: [["uploads", ""]],
-    headers: { ...metaHeaders(opts.meta), "x-amz-checksum-algorithm": "CRC32" },
+    headers: { ...metaHeaders(opts.meta), "x-amz-checksum-algorithm": "CRC64NVME", "x-amz-checksum-type": "FULL_OBJECT" },
   }, async (res) => {
     const xml = await res.text();
     const id = xmlValue(xml, "UploadId");
@@ -166,7 +187,11 @@ async function multipartUpload(ctx: PutContext, key: string, path: string, size:
         throw err;
       }
     });
-    return await complete(ctx, key, uploadId, parts, size, opts.signal);
+    let whole = parts[0]!.raw;
+    for (const p of parts.slice(1)) whole = crc64nvmeCombine(whole, p.raw, p.bytes);
+    const etag = await complete(ctx, key, uploadId, parts, size, toBase64(whole), opts.signal);
+    opts.onChecksum?.({ algorithm: "crc64nvme", value: toBase64(whole) });
+    return etag;
   } catch (err) {
     void abortUpload(ctx, key, uploadId);
     if (opts.signal?.aborted && !(err instanceof StoreError && err.kind === "aborted")) {
@@ -182,12 +207,15 @@ async function uploadPart(
   ctx: S3Context, key: string, uploadId: string, n: number, path: string, start: number, end: number, signal: AbortSignal,
 ): Promise<DonePart> {
   const headers: Record<string, string> = {};
+  const sent: SentCrc = {};
   const req = {
     op: "UploadPart", method: "PUT" as const, key, headers: () => headers,
     query: [["partNumber", String(n)], ["uploadId", uploadId]] as [string, string][],
-    body: fileBody(path, start, end, () => `[s3] UploadPart ${ctx.bucket}/${key}`, headers),
+    body: fileBody(path, start, end, () => `[s3] UploadPart ${ctx.bucket}/${key}`, headers, sent),
   };
-  return send(ctx, req, async (res) => ({ n, etag: unquote(res.headers.get("etag")), crc: headers["x-amz-checksum-crc32"] ?? "" }), signal);
+  return send(ctx, req, async (res) => ({
+    n, etag: unquote(res.headers.get("etag")), crc: headers["x-amz-checksum-crc64nvme"] ?? "", raw: sent.raw!, bytes: end - start,
+  }), signal);
 }
 
 /**
@@ -195,16 +223,18 @@ async function uploadPart(
  * the retry is answered NoSuchUpload. That is accepted when the object now has the ETag and size
  * these parts make. A 200 answer carrying an <Error> is an error (S3 does that for Complete).
  */
-async function complete(ctx: S3Context, key: string, uploadId: string, parts: DonePart[], size: number, signal?: AbortSignal): Promise<string> {
+async function complete(
+  ctx: S3Context, key: string, uploadId: string, parts: DonePart[], size: number, wholeCrc: string, signal?: AbortSignal,
+): Promise<string> {
   const xml =
     `<CompleteMultipartUpload xmlns="http://s3.amazonaws.com/doc/2006-03-01/">` +
-    parts.map((p) => `<Part><PartNumber>${p.n}</PartNumber><ETag>"${xmlEscape(p.etag)}"</ETag>${p.crc ? `<ChecksumCRC32>${p.crc}</ChecksumCRC32>` : ""}</Part>`).join("") +
+    parts.map((p) => `<Part><PartNumber>${p.n}</PartNumber><ETag>"${xmlEscape(p.etag)}"</ETag>${p.crc ? `<ChecksumCRC64NVME>${p.crc}</ChecksumCRC64NVME>` : ""}</Part>`).join("") +
     `</CompleteMultipartUpload>`;
   const where = { op: "CompleteMultipartUpload", bucket: ctx.bucket, key };
   try {
     return await send(ctx, {
       op: "CompleteMultipartUpload", method: "POST", key, query: [["uploadId", uploadId]],
-      headers: { "content-type": "application/xml" },
+      headers: { "content-type": "application/xml", "x-amz-checksum-crc64nvme": wholeCrc, "x-amz-checksum-type": "FULL_OBJECT" },
       body: () => xml,
     }, async (res) => {
       const text = await res.text();
