@@ -10,6 +10,7 @@
 import { afterAll, describe, expect, test } from "bun:test";
 import { Database } from "bun:sqlite";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { dirname } from "node:path";
 import { MetaIndex, readChecks } from "../../src/cache/meta-index.ts";
 import { ObjectCache, PREFETCH_CONCURRENCY, STREAM_MIN_SIZE } from "../../src/cache/object-cache.ts";
 import { MemStore } from "../helpers/mem-store.ts";
@@ -32,6 +33,22 @@ function setup() {
 }
 
 describe("acquire", () => {
+  test("a key that changes kind: what stands in the way goes; cache directories removed under a running cache are made again", async () => {
+    const { objects, cache } = setup();
+    const read = async (key: string, body: string, etag: string) => {
+      objects.set(key, { body, etag, meta: {} });
+      const got = await cache.acquire(key, etag, body.length, 0);
+      cache.release(key, got.partial);
+      expect(readFileSync(got.path, "utf8")).toBe(body);
+      return got.path;
+    };
+    await read("k/x", "under k", "e1");
+    await read("k", "k is an object now", "e2"); // the cached directory k/ is stale: removed
+    const y = await read("k/y", "k is a prefix again", "e3"); // the cached file k is stale: replaced
+    rmSync(dirname(y), { recursive: true, force: true }); // someone cleans the cache meanwhile
+    await read("k/z", "made again", "e4");
+  });
+
   test("returns the object it fetched, with the GET's metadata, and whether this open fetched it", async () => {
     const { objects, cache, downloads } = setup();
     objects.set("a/f", { body: "hello", etag: "e1", meta: { mode: "33216", mtime: "1600000000" } });
