@@ -190,8 +190,6 @@ async function main(): Promise<void> {
           removeDir(dir);
         }
       }
-      await s3.deleteMany(lsBucket, { prefix: "" }).catch(() => undefined);
-      await s3.deleteMany(wdBucket, { prefix: "" }).catch(() => undefined);
     }
   } finally {
     await server.stop();
