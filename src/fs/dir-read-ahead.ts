@@ -71,7 +71,7 @@ export class DirReadAhead {
       const same = streams.findIndex((x) => x.last === name);
       if (same >= 0) streams.splice(same, 1);
       const s: Stream = { last: name, next: [], scanned: name, end: false, ahead: "" };
-      this.fill(dir, s, NEXT_SCAN + this.window);
+      this.fill(dir, s, NEXT_SCAN);
       streams.push(s);
       if (streams.length > MAX_STREAMS) streams.shift();
       return;
