@@ -60,6 +60,8 @@ const USAGE = `usage: bun bench/run.ts [options]
   --profile             run the bucketfs daemon under \`bun --cpu-prof --cpu-prof-md\` (profiles in <out>/profiles/)
   --slow-cache-disk N   test 6: cold read with every cache on a loop-device ext4 throttled to N MB/s (read and
                         write, blkio throttle on the device, so page-cache writeback is throttled too)
+  --scale               after the tests, the scale rows (bench/scale.ts: ls -l, workdir stop upload and prefetch,
+                        start-up sweep at 1k/10k/100k objects; minutes; with --quick 1k/10k) into <out>/scale.md
   --help`;
 
 const { values: argv } = parseArgs({
@@ -77,6 +79,7 @@ const { values: argv } = parseArgs({
     out: { type: "string" },
     profile: { type: "boolean", default: false },
     "slow-cache-disk": { type: "string" },
+    scale: { type: "boolean", default: false },
     help: { type: "boolean", default: false },
   },
   allowPositionals: false,
@@ -528,8 +531,13 @@ async function main(): Promise<void> {
       { id: "small_seq", metric: `read ${SIZES.small} × 64 KiB objects, cold, cat one after another`, cmd: (d: string) => `cat '${d}'/* | wc -c` },
       { id: "small_par", metric: `read ${SIZES.small} × 64 KiB objects, cold, 8 readers in parallel`, cmd: (d: string) => `find '${d}' -type f -print0 | xargs -0 -P 8 -n 25 cat | wc -c` },
     ];
+    const small: Record<string, Row> = {};
     for (const v of variants) {
-      const r = row({ id: v.id, metric: v.metric, unit: "s", better: "lower", cells: {} });
+      const r = row({
+        id: v.id, metric: v.metric, unit: "s", better: "lower", cells: {},
+        ...(v.id === "small_par" ? { target: { kind: "peer" as const, factor: 2.5, text: "≤ 0.4× faster peer's time" } } : {}),
+      });
+      small[v.id] = r;
       for (const sys of systems) {
         log(`test 3: ${v.id}, ${sys}`);
         const res = await attempt(`${sys} ${v.id}`, async () =>
@@ -554,6 +562,22 @@ async function main(): Promise<void> {
         return { value: x.ms / 1000, ms: x.ms };
       });
       r.cells.local = cellOf(loc.values);
+    }
+    // Issue 21: parallel readers must gain (≥ 1.6× faster with 8 than with 1), at ≤ 0.8 ms of daemon CPU per object.
+    const gain = row({
+      id: "small_par_gain", metric: `8 readers' time / one reader's time (${SIZES.small} × 64 KiB, medians)`, unit: "×", better: "lower", cells: {},
+      target: { kind: "max", max: 0.625, text: "≤ 0.625 (≥ 1.6× faster)" },
+    });
+    const cpuRow = row({
+      id: "small_par_cpu", metric: "serving process CPU per object, 8 readers (median)", unit: "ms", better: "lower", cells: {},
+      target: { kind: "max", max: 0.8, text: "≤ 0.8 ms per object" },
+    });
+    for (const sys of systems) {
+      const one = small.small_seq?.cells[sys]?.value;
+      const eight = small.small_par?.cells[sys]?.value;
+      if (one && eight) gain.cells[sys] = cellOf([eight / one]);
+      const cpu = usage.small_par?.[sys]?.cpu;
+      if (cpu?.length) cpuRow.cells[sys] = cellOf(cpu.map((perGiB) => (perGiB * (expect / (1024 * MiB)) * 1000) / SIZES.small));
     }
   }
 
@@ -1049,6 +1073,15 @@ try {
   } catch {
     /* reported by the exit hook path */
   }
+}
+if (argv.scale && !failed) {
+  log("scale rows (bench/scale.ts)");
+  mkdirSync(OUT, { recursive: true });
+  const counts = QUICK ? "1000,10000" : "1000,10000,100000";
+  const p = Bun.spawnSync([process.execPath, join(REPO, "bench", "scale.ts"), "--counts", counts, "--out", join(OUT, "scale.md")], {
+    stdout: "inherit", stderr: "inherit",
+  });
+  notes.push(p.exitCode === 0 ? `Scale rows (--scale, N = ${counts}): ${join(OUT, "scale.md")}.` : `The scale rows failed (bench/scale.ts exit ${p.exitCode}).`);
 }
 if (rows.length > 0) await report();
 cleanupSync();

@@ -41,6 +41,8 @@ export interface CacheLimits {
 const TICK_MS = 1000;
 /** Most objects one background pass evicts (the event loop serves FUSE meanwhile). */
 const TICK_MAX_OBJECTS = 2000;
+/** How long `stored` rows wait in memory to be written together. */
+const STORED_FLUSH_MS = 50;
 /** Candidates read from the index per query while evicting. */
 const BATCH = 64;
 
@@ -279,6 +281,10 @@ export class BucketLedger implements CacheHooks {
   };
   private dropTx: (key: string) => void;
   private touchTx: (entries: [string, number][]) => void;
+  /** `stored` rows not written yet (key -> size, time), and the timer that writes them. */
+  private pendingStored = new Map<string, { size: number; ms: number }>();
+  private storedTimer: Timer | undefined;
+  private storedTx: (rows: [string, { size: number; ms: number }][]) => void;
 
   constructor(
     private ev: Evictor,
@@ -305,6 +311,9 @@ export class BucketLedger implements CacheHooks {
     });
     this.touchTx = db.transaction((entries: [string, number][]) => {
       for (const [key, ms] of entries) this.q.touch.run(ms, key);
+    });
+    this.storedTx = db.transaction((rows: [string, { size: number; ms: number }][]) => {
+      for (const [key, r] of rows) this.q.put.run(key, r.size, r.ms);
     });
     this.reconcile();
     const use = readCacheUse(db);
@@ -336,12 +345,18 @@ export class BucketLedger implements CacheHooks {
 
   stored(key: string, size: number): void {
     // A key evicted with its rows still pending had its bytes counted off already.
-    const old = this.pendingDrops.has(key) ? undefined : this.q.size.get(key);
+    const old = this.pendingDrops.has(key) ? undefined : (this.pendingStored.get(key) ?? this.q.size.get(key));
     if (old) {
       this.bytes -= old.size;
       this.objects--;
     }
-    this.q.put.run(key, size, Date.now());
+    // Written with the next batch (STORED_FLUSH_MS), in one transaction: one per fetch cost
+    // more than the rest of a small object's bookkeeping.
+    this.pendingStored.set(key, { size, ms: Date.now() });
+    this.storedTimer ??= setTimeout(() => {
+      this.storedTimer = undefined;
+      this.flushStored();
+    }, STORED_FLUSH_MS);
     this.pendingDrops.delete(key); // fetched again: the new rows stay
     this.touched.delete(key);
     this.bytes += size;
@@ -360,6 +375,7 @@ export class BucketLedger implements CacheHooks {
 
   /** Eviction candidates, least recently read first; pinned and workdir keys are skipped. */
   *oldest(): Generator<Candidate, void, undefined> {
+    this.flushStored();
     this.flushTouches();
     let lastMs = Number.MIN_SAFE_INTEGER;
     let lastKey = "";
@@ -377,6 +393,7 @@ export class BucketLedger implements CacheHooks {
 
   /** Evict one object: rows first (one transaction), then the file. Returns its size. */
   evict(key: string, size: number): number {
+    this.pendingStored.delete(key); // never written after its eviction
     this.evictions++;
     this.evictionsThisRun++;
     this.evictedBytes += size;
@@ -423,7 +440,23 @@ export class BucketLedger implements CacheHooks {
     } catch (err) {
       this.o.log.debug(`cache index update deferred again: ${errMsg(err)}`);
     }
+    this.flushStored();
     this.flushTouches();
+  }
+
+  /** Write the batched `stored` rows; on a full disk they stay in memory for the next try. */
+  private flushStored(): void {
+    if (this.storedTimer) clearTimeout(this.storedTimer);
+    this.storedTimer = undefined;
+    if (this.pendingStored.size === 0) return;
+    const rows = [...this.pendingStored];
+    try {
+      this.storedTx(rows);
+    } catch (err) {
+      this.o.log.debug(`cache rows not written yet: ${errMsg(err)}`);
+      return;
+    }
+    for (const [key, r] of rows) if (this.pendingStored.get(key) === r) this.pendingStored.delete(key);
   }
 
   private writeStats(): void {

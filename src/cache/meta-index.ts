@@ -4,7 +4,12 @@
  *
  * Is: sqlite tables `meta_entries` (with `seen_ms`: when S3 last confirmed the entry),
  * `meta_dirs`, `meta_cached`, `cache_checks` (objects fetched, counted by what checked their
- * bytes; `none` = unverified) and typed queries over them. `meta_entries`/`meta_dirs` are
+ * bytes; `none` = unverified) and typed queries over them. Single rows learned one at a time
+ * (`putEntry`, `putCached`, `countCheck`: one each per fetched object) are written in batches:
+ * kept in memory, where every query of this index sees them, and written in one transaction
+ * FLUSH_MS later, before any query that reads many rows, and by `flush()` (the daemon calls it
+ * before closing the index). A row lost with the process only means a fetch or a HEAD again.
+ * `meta_entries`/`meta_dirs` are
  * used by fs/namespace.ts only, `meta_cached` by cache/object-cache.ts only.
  * Is not: the file cache itself (object-cache.ts) or freshness policy (fs/namespace.ts). Paths are bucket-relative without leading "/": "" is the root, "a/b" a child.
  */
@@ -42,7 +47,20 @@ const toEntry = (r: Row): KnownEntry => ({
   dir: r.dir, name: r.name, isDir: r.is_dir === 1, size: r.size, mtimeMs: r.mtime_ms, etag: r.etag, mode: r.mode, seenMs: r.seen_ms,
 });
 
+/** How long single-row writes wait in memory to be written together. */
+export const FLUSH_MS = 50;
+
+const entryKey = (dir: string, name: string): string => `${dir}\0${name}`;
+
 export class MetaIndex {
+  /** Rows written by putEntry / putCached and not yet in the database (with their time). */
+  private pendingEntries = new Map<string, { e: IndexEntry; now: number }>();
+  private pendingCached = new Map<string, { c: CachedObject; now: number }>();
+  private pendingChecks = new Map<string, number>();
+  private flushTimer: Timer | undefined;
+  private flushTx: () => void;
+  /** Transactions that wrote batched rows (for the profile: SQLite writes per object). */
+  flushes = 0;
   private q: {
     entry: Statement<Row, [string, string]>;
     list: Statement<Row, [string]>;
@@ -54,6 +72,7 @@ export class MetaIndex {
     markDir: Statement<unknown, [string, number]>;
     cached: Statement<{ key: string; etag: string; size: number; mtime_ms: number; mode: number | null }, [string]>;
     putCached: Statement<unknown, [string, string, number, number, number | null, number]>;
+    countCheck: Statement<unknown, [string, number]>;
   };
   private replaceTx: (dir: string, entries: IndexEntry[], now: number) => void;
 
@@ -77,9 +96,15 @@ export class MetaIndex {
       put: db.query(`INSERT OR REPLACE INTO meta_entries (${cols}, seen_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)`),
       markDir: db.query(`INSERT OR REPLACE INTO meta_dirs (dir, listed_ms) VALUES (?1, ?2)`),
       cached: db.query(`SELECT key, etag, size, mtime_ms, mode FROM meta_cached WHERE key = ?1`),
+      countCheck: db.query("INSERT INTO cache_checks (kind, n) VALUES (?1, ?2) ON CONFLICT(kind) DO UPDATE SET n = n + ?2"),
       putCached: db.query(`INSERT OR REPLACE INTO meta_cached (key, etag, size, mtime_ms, mode, fetched_ms)
         VALUES (?1, ?2, ?3, ?4, ?5, ?6)`),
     };
+    this.flushTx = db.transaction(() => {
+      for (const { e, now } of this.pendingEntries.values()) this.insert(e, now);
+      for (const { c, now } of this.pendingCached.values()) this.q.putCached.run(c.key, c.etag, c.size, Math.round(c.mtimeMs), c.mode, now);
+      for (const [kind, n] of this.pendingChecks) this.q.countCheck.run(kind, n);
+    });
     this.replaceTx = db.transaction((dir: string, entries: IndexEntry[], now: number) => {
       this.q.delDir.run(dir);
       for (const e of entries) this.insert(e, now);
@@ -97,36 +122,72 @@ export class MetaIndex {
    * cannot be trusted after a power loss (service/bucket-run.ts decides, from the runs table).
    */
   forgetCached(): number {
+    this.flush();
     return this.db.query("DELETE FROM meta_cached").run().changes;
   }
 
   /** Replace the whole listing of `dir` and mark it listed at `now`. */
   replaceDir(dir: string, entries: IndexEntry[], now = Date.now()): void {
+    this.flush();
     this.replaceTx(dir, entries, now);
   }
 
   /** Record one entry learned outside a listing (HEAD, probe). */
   putEntry(e: IndexEntry, now = Date.now()): void {
-    this.insert(e, now);
+    this.pendingEntries.set(entryKey(e.dir, e.name), { e: { ...e }, now });
+    this.schedule();
   }
 
   /** Forget one entry (S3 said it is gone). */
   deleteEntry(dir: string, name: string): void {
+    this.pendingEntries.delete(entryKey(dir, name));
     this.q.delEntry.run(dir, name);
   }
 
   entry(dir: string, name: string): KnownEntry | undefined {
+    const p = this.pendingEntries.get(entryKey(dir, name));
+    if (p) return { ...p.e, mtimeMs: Math.round(p.e.mtimeMs), seenMs: p.now };
     const r = this.q.entry.get(dir, name);
     return r ? toEntry(r) : undefined;
   }
 
   list(dir: string): KnownEntry[] {
+    this.flush();
     return this.q.list.all(dir).map(toEntry);
   }
 
   /** Up to `limit` entries of `dir` after `name`, in listing (byte) order. */
   after(dir: string, name: string, limit: number): KnownEntry[] {
+    this.flush();
     return this.q.after.all(dir, name, limit).map(toEntry);
+  }
+
+  /** Write the batched rows now (one transaction). */
+  flush(): void {
+    if (this.flushTimer) clearTimeout(this.flushTimer);
+    this.flushTimer = undefined;
+    if (this.pending === 0) return;
+    this.flushTx();
+    this.flushes++;
+    this.pendingEntries.clear();
+    this.pendingCached.clear();
+    this.pendingChecks.clear();
+  }
+
+  /** Rows waiting to be written. */
+  get pending(): number {
+    return this.pendingEntries.size + this.pendingCached.size + this.pendingChecks.size;
+  }
+
+  private schedule(): void {
+    this.flushTimer ??= setTimeout(() => {
+      this.flushTimer = undefined;
+      try {
+        this.flush();
+      } catch {
+        /* disk full or index closed: the rows stay in memory for the next flush */
+      }
+    }, FLUSH_MS);
   }
 
   /** When `dir` was last listed completely, or undefined. */
@@ -135,26 +196,32 @@ export class MetaIndex {
   }
 
   cached(key: string): CachedObject | undefined {
+    const p = this.pendingCached.get(key);
+    if (p) return { ...p.c, mtimeMs: Math.round(p.c.mtimeMs) };
     const r = this.q.cached.get(key);
     return r ? { key: r.key, etag: r.etag, size: r.size, mtimeMs: r.mtime_ms, mode: r.mode } : undefined;
   }
 
   putCached(c: CachedObject, now = Date.now()): void {
-    this.q.putCached.run(c.key, c.etag, c.size, Math.round(c.mtimeMs), c.mode, now);
+    this.pendingCached.set(c.key, { c: { ...c }, now });
+    this.schedule();
   }
 
   /** Forget a cached copy (evicted, or its file is gone). Hook for the evictor. */
   dropCached(key: string): void {
+    this.pendingCached.delete(key);
     this.db.query("DELETE FROM meta_cached WHERE key = ?1").run(key);
   }
 
   /** One object fetched and checked by `kind` (a Verification kind; `none`: nothing could check it). */
   countCheck(kind: string): void {
-    this.db.query("INSERT INTO cache_checks (kind, n) VALUES (?1, 1) ON CONFLICT(kind) DO UPDATE SET n = n + 1").run(kind);
+    this.pendingChecks.set(kind, (this.pendingChecks.get(kind) ?? 0) + 1);
+    this.schedule();
   }
 
   /** Every cached object's key and size (the evictor's start-up check against the files). */
   allCached(): { key: string; size: number }[] {
+    this.flush();
     return this.db.query<{ key: string; size: number }, []>("SELECT key, size FROM meta_cached").all();
   }
 }

@@ -15,7 +15,7 @@
  */
 import { renameSync, rmSync, utimesSync, lstatSync } from "node:fs";
 import { basename, dirname, relative } from "node:path";
-import type { ObjectStore } from "../store/types.ts";
+import type { ObjectInfo, ObjectStore } from "../store/types.ts";
 import { objectMode, objectMtimeMs } from "../store/meta.ts";
 import { containedPath } from "./keys.ts";
 import { mkdirsUnder, tempNameFor } from "./cache-root.ts";
@@ -56,12 +56,17 @@ export class CacheFullError extends Error {
   }
 }
 
-/** ENOSPC anywhere in the error's cause chain (the store wraps the write's own error). */
-export function isNoSpace(err: unknown): boolean {
+/** `code` (ENOSPC, ENOENT, ...) anywhere in the error's cause chain (the store wraps the write's own error). */
+function hasErrno(err: unknown, code: string): boolean {
   for (let e = err, depth = 0; e && typeof e === "object" && depth < 8; e = (e as { cause?: unknown }).cause, depth++) {
-    if ((e as { code?: unknown }).code === "ENOSPC") return true;
+    if ((e as { code?: unknown }).code === code) return true;
   }
   return false;
+}
+
+/** ENOSPC anywhere in the error's cause chain (the store wraps the write's own error). */
+export function isNoSpace(err: unknown): boolean {
+  return hasErrno(err, "ENOSPC");
 }
 
 /** Objects at least this large are streamed (read while fetched) instead of downloaded whole first. */
@@ -104,6 +109,12 @@ export class ObjectCache {
   /** The fetch-end callback of each streamed download's reservation. */
   private reservations = new Map<PartialObject, () => void>();
   private lastFullLog = 0;
+  /**
+   * Cache directories (relative to the root) made or found real this run: a fetch into them
+   * checks nothing again (mkdirsUnder's memo). Entries under a directory clearBlocker removes
+   * are forgotten; the start-up sweep runs before any fetch.
+   */
+  private dirsMade = new Set<string>();
   /** Downloads started ahead of an open (`prefetch`): at most this many at once. */
   private ahead = createLimiter(PREFETCH_CONCURRENCY);
 
@@ -142,22 +153,51 @@ export class ObjectCache {
    * stale cache and is cleared now, before any fetch: a file where a parent directory must
    * be, or a directory where the object's file goes.
    */
-  private prepareTemp(key: string): { path: string; tmp: string } {
+  private prepareTemp(key: string, clearNow = true): { path: string; tmp: string } {
     const path = this.pathOf(key);
     this.makeParent(path);
-    this.clearBlocker(path);
+    if (clearNow) this.clearBlocker(path);
     return { path, tmp: `${dirname(path)}/${tempNameFor(basename(path))}` };
   }
 
+  /**
+   * The whole object into `tmp`. A parent directory removed meanwhile (ENOENT: someone cleaned
+   * the cache under a running daemon) is made again, and the download tried once more.
+   */
+  private async downloadTo(key: string, path: string, tmp: string): Promise<ObjectInfo> {
+    try {
+      return await this.store.download(key, tmp, { durable: false });
+    } catch (err) {
+      if (!hasErrno(err, "ENOENT")) throw err;
+      this.dirsMade.clear();
+      this.makeParent(path);
+      return await this.store.download(key, tmp, { durable: false });
+    }
+  }
+
+  /**
+   * The downloaded temp file to its final name. A directory standing there (the key was a
+   * prefix before) is stale cache: removed, and the rename done again. Checked only when the
+   * rename fails, not with an lstat before every fetch.
+   */
+  private place(tmp: string, path: string): void {
+    try {
+      renameSync(tmp, path);
+    } catch (err) {
+      if (!this.clearBlocker(path)) throw err;
+      renameSync(tmp, path);
+    }
+  }
+
   private async download(key: string, size: number): Promise<EnsureResult> {
-    const { path, tmp } = this.prepareTemp(key);
+    const { path, tmp } = this.prepareTemp(key, false);
     const t0 = performance.now();
     const done = this.hooks.reserve(size);
     try {
       // No fsync per object: the next start forgets cached objects of a run that ended
       // with the machine, so a copy lost in a power cut is fetched again instead of trusted.
-      const info = await this.roomy(key, size, () => this.store.download(key, tmp, { durable: false }));
-      renameSync(tmp, path);
+      const info = await this.roomy(key, size, () => this.downloadTo(key, path, tmp));
+      this.place(tmp, path);
       const mtimeMs = objectMtimeMs(info);
       utimesSync(path, mtimeMs / 1000, mtimeMs / 1000);
       const object: CachedObject = { key, etag: info.etag, size: info.size, mtimeMs, mode: objectMode(info) };
@@ -359,16 +399,23 @@ export class ObjectCache {
 
   /** mkdir -p for the parent, never through a symlink; a stale cached *file* (or symlink) in the way is removed. */
   private makeParent(path: string): void {
-    mkdirsUnder(this.root, relative(this.root, dirname(path)), { replace: true });
+    mkdirsUnder(this.root, relative(this.root, dirname(path)), { replace: true, known: this.dirsMade });
   }
 
-  /** A stale cached *directory* where the object's file goes (the key changed kind) is removed. */
-  private clearBlocker(path: string): void {
+  /**
+   * A stale cached *directory* where the object's file goes (the key changed kind) is removed
+   * (and forgotten as made); true when one was.
+   */
+  private clearBlocker(path: string): boolean {
     try {
-      if (lstatSync(path).isDirectory()) rmSync(path, { recursive: true, force: true });
+      if (!lstatSync(path).isDirectory()) return false;
     } catch {
-      /* absent: fine */
+      return false; // absent: fine
     }
+    rmSync(path, { recursive: true, force: true });
+    const rel = relative(this.root, path);
+    for (const d of this.dirsMade) if (d === rel || d.startsWith(`${rel}/`)) this.dirsMade.delete(d);
+    return true;
   }
 }
 

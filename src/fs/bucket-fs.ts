@@ -68,6 +68,8 @@ export class BucketFs implements FsOps {
   private fileHandles = new Map<number, Handle>();
   private nextFh = 1;
   private readAhead: DirReadAhead;
+  /** Opens between their start and their reply (mostly waiting for a fetch). */
+  private opening = 0;
   /** Listing version (listed-at time) each directory inode was last opened with. */
   private dirVersionSeen = new Map<number, number>();
 
@@ -79,6 +81,8 @@ export class BucketFs implements FsOps {
     this.readAhead = new DirReadAhead({
       after: (dir, name, limit) => this.ns.entriesAfter(dir, name, limit),
       prefetch: (e) => void o.objects.prefetch(join(e.dir, e.name), e.etag, e.size),
+      // Another open already waits: parallel readers keep the fetches busy themselves.
+      busy: () => this.opening > 1,
     });
   }
 
@@ -123,6 +127,15 @@ export class BucketFs implements FsOps {
     const accmode = flags & 3;
     if (accmode !== FS.O_RDONLY || flags & FS.O_TRUNC) throw new FsError(E.EROFS, "read-only outside the workdir");
     const key = this.ns.node(ino).path;
+    this.opening++;
+    try {
+      return await this.openFile(key);
+    } finally {
+      this.opening--;
+    }
+  }
+
+  private async openFile(key: string): Promise<OpenReply> {
     const { objects } = this.o;
     const e = await this.ns.forOpen(key, (known) => objects.peek(key, known.etag) !== undefined);
     this.readAhead.opened(parentOf(key), baseOf(key));

@@ -506,6 +506,11 @@ export class BucketRun {
         exitCode: this.exitCode,
         cacheSynced: synced,
       });
+      try {
+        h.index.flush(); // the batched rows of the last fetches
+      } catch (err) {
+        this.log.warn(`writing the index: ${errMsg(err)}`);
+      }
       if (this.ledger) this.opts.evictor?.detach(this.ledger); // its last writes, before the index closes
       this.ledger = undefined;
       try {

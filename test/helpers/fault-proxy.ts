@@ -108,6 +108,8 @@ export interface FaultProxy {
   clear(): void;
   /** Requests seen per S3 operation (all of them, faulted or not). */
   count(op: S3Op): number;
+  /** Answer body bytes sent back to clients per S3 operation (e.g. what GETs fetched). */
+  bodyBytes(op: S3Op): number;
   counts(): Record<string, number>;
   /** Every request seen so far, in arrival order (live entries: times fill in as they happen). */
   log(): readonly ProxyLogEntry[];
@@ -174,6 +176,7 @@ export async function startFaultProxy(target: { port: number }, initial: LinkOpt
   const takeUp = rateLimiter(() => link.upBytesPerSec);
   const rules: (FaultRule & { matched: number; fired: number })[] = [];
   const counts = new Map<S3Op, number>();
+  const bodyBytes = new Map<S3Op, number>();
   const waiters: { op: S3Op; n: number; resolve: () => void }[] = [];
   const sockets = new Set<Socket>();
   const entries: ProxyLogEntry[] = [];
@@ -244,6 +247,7 @@ export async function startFaultProxy(target: { port: number }, initial: LinkOpt
             }
           }
           pos += chunk.length;
+          bodyBytes.set(entry.op, (bodyBytes.get(entry.op) ?? 0) + out.length);
           res.write(out);
         });
         upRes.on("end", () => {
@@ -416,6 +420,7 @@ export async function startFaultProxy(target: { port: number }, initial: LinkOpt
       return connections;
     },
     count: (op) => counts.get(op) ?? 0,
+    bodyBytes: (op) => bodyBytes.get(op) ?? 0,
     counts: () => Object.fromEntries(counts),
     log: () => entries,
     waitFor(op, n, timeoutMs = 60_000) {

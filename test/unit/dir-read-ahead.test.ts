@@ -8,7 +8,7 @@ import { describe, expect, test } from "bun:test";
 import { DirReadAhead } from "../../src/fs/dir-read-ahead.ts";
 import type { IndexEntry } from "../../src/cache/meta-index.ts";
 
-function setup(names: string[], window = 4) {
+function setup(names: string[], window = 4, busy = () => false) {
   const entries: IndexEntry[] = names.sort().map((n) => ({
     dir: "d", name: n, isDir: n.startsWith("sub"), size: 10, mtimeMs: 0, etag: `e-${n}`, mode: null,
   }));
@@ -20,6 +20,7 @@ function setup(names: string[], window = 4) {
       return dir === "d" ? entries.filter((e) => e.name > name).slice(0, limit) : [];
     },
     prefetch: (e) => void fetched.push(e.name),
+    busy,
   }, window);
   return { ra, fetched, queries: () => queries };
 }
@@ -63,5 +64,27 @@ describe("read-ahead across files", () => {
     off.ra.opened("d", "f000");
     off.ra.opened("d", "f001");
     expect([off.fetched, off.queries()]).toEqual([[], 0]);
+  });
+
+  test("parallel in-order readers (xargs -P) are followed apart; in-order opens cost no index query", () => {
+    const { ra, fetched, queries } = setup(files(200));
+    // Two readers, interleaved: f000.. and f100..
+    for (let i = 0; i < 40; i++) {
+      ra.opened("d", `f${String(i).padStart(3, "0")}`);
+      ra.opened("d", `f${String(100 + i).padStart(3, "0")}`);
+    }
+    expect(fetched.filter((n) => n < "f100")).toEqual(files(44).slice(2));
+    expect(fetched.filter((n) => n >= "f100")).toEqual(files(144).slice(102));
+    expect(queries()).toBeLessThanOrEqual(2 + 2 * Math.ceil(40 / 4));
+  });
+
+  test("no fetches while busy() says opens are waiting; the position still moves", () => {
+    let busy = true;
+    const { ra, fetched } = setup(files(20), 4, () => busy);
+    for (const n of ["f000", "f001", "f002"]) ra.opened("d", n);
+    expect(fetched).toEqual([]);
+    busy = false;
+    ra.opened("d", "f003");
+    expect(fetched).toEqual(["f004", "f005", "f006", "f007"]);
   });
 });

@@ -103,10 +103,16 @@ describe("Evictor", () => {
     expect([y.has("y1"), x.has("x2")]).toEqual([false, true]);
   });
 
-  test("last-read times reach the index in batches (at the tick), not one write per touch", () => {
+  test("rows of fetched objects and last-read times reach the index in batches, not one write per fetch or touch", () => {
     const ev = evictor(1024 * KiB);
     const b = bucket(ev);
+    const rows = () => b.db.query<{ n: number }, []>("SELECT COUNT(*) AS n FROM cache_lru").get()!.n;
+    for (let i = 0; i < 10; i++) b.put(`s${i}`, KiB);
+    expect([rows(), b.ledger.objects, b.ledger.bytes]).toEqual([0, 10, 10 * KiB]);
+    ev.tick();
+    expect(rows()).toBe(10);
     b.put("k", KiB);
+    b.ledger.flush();
     const readMs = () => b.db.query<{ read_ms: number }, []>("SELECT read_ms FROM cache_lru WHERE key = 'k'").get()!.read_ms;
     const before = readMs();
     b.db.run("UPDATE cache_lru SET read_ms = 1"); // as if read long ago

@@ -10,6 +10,7 @@
 import { afterAll, describe, expect, test } from "bun:test";
 import { Database } from "bun:sqlite";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { dirname } from "node:path";
 import { MetaIndex, readChecks } from "../../src/cache/meta-index.ts";
 import { ObjectCache, PREFETCH_CONCURRENCY, STREAM_MIN_SIZE } from "../../src/cache/object-cache.ts";
 import { MemStore } from "../helpers/mem-store.ts";
@@ -32,6 +33,22 @@ function setup() {
 }
 
 describe("acquire", () => {
+  test("a key that changes kind: what stands in the way goes; cache directories removed under a running cache are made again", async () => {
+    const { objects, cache } = setup();
+    const read = async (key: string, body: string, etag: string) => {
+      objects.set(key, { body, etag, meta: {} });
+      const got = await cache.acquire(key, etag, body.length, 0);
+      cache.release(key, got.partial);
+      expect(readFileSync(got.path, "utf8")).toBe(body);
+      return got.path;
+    };
+    await read("k/x", "under k", "e1");
+    await read("k", "k is an object now", "e2"); // the cached directory k/ is stale: removed
+    const y = await read("k/y", "k is a prefix again", "e3"); // the cached file k is stale: replaced
+    rmSync(dirname(y), { recursive: true, force: true }); // someone cleans the cache meanwhile
+    await read("k/z", "made again", "e4");
+  });
+
   test("returns the object it fetched, with the GET's metadata, and whether this open fetched it", async () => {
     const { objects, cache, downloads } = setup();
     objects.set("a/f", { body: "hello", etag: "e1", meta: { mode: "33216", mtime: "1600000000" } });
@@ -98,7 +115,8 @@ describe("what checked each fetched object", () => {
   test("objects nothing can check (ETag not an MD5, no checksum) are counted as `none`, whole and streamed", async () => {
     const store = new MemStore("b");
     const db = new Database(":memory:");
-    const cache = new ObjectCache(mkdtempSync(`${root}/u-`), store, new MetaIndex(db), logger("t"));
+    const index = new MetaIndex(db);
+    const cache = new ObjectCache(mkdtempSync(`${root}/u-`), store, index, logger("t"));
     store.put("small", "hello", {}, 1_700_000_000_000).etag = "not-an-md5";
     const big = new Uint8Array(STREAM_MIN_SIZE + 5).fill(7);
     store.put("big", big, {}, 1_700_000_000_000).etag = "also-not-an-md5";
@@ -108,18 +126,21 @@ describe("what checked each fetched object", () => {
     await b.partial!.ensure(0, big.length);
     expect(b.partial!.verification).toEqual({ kind: "none", reason: expect.stringContaining("neither an MD5") });
     cache.release("big", b.partial);
+    index.flush(); // the counts are written in batches
     expect(readChecks(db)).toEqual({ none: 2 });
   });
 
   test("a streamed object with an MD5 ETag is counted as `md5`", async () => {
     const store = new MemStore("b");
     const db = new Database(":memory:");
-    const cache = new ObjectCache(mkdtempSync(`${root}/m-`), store, new MetaIndex(db), logger("t"));
+    const index = new MetaIndex(db);
+    const cache = new ObjectCache(mkdtempSync(`${root}/m-`), store, index, logger("t"));
     const big = new Uint8Array(STREAM_MIN_SIZE + 5).fill(9);
     const etag = store.put("big", big, {}, 1_700_000_000_000).etag;
     const b = await cache.acquire("big", etag, big.length, 0);
     await b.partial!.ensure(0, big.length);
     cache.release("big", b.partial);
+    index.flush(); // the counts are written in batches
     expect(readChecks(db)).toEqual({ md5: 1 });
   });
 });
