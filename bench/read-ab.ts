@@ -21,7 +21,7 @@ import { s3tool } from "../test/helpers/s3tool.ts";
 import { writeRandom } from "../test/helpers/files.ts";
 import { startBenchServer } from "./lib/server.ts";
 import { cleanupAllSync, mount, type Mounted, type SystemsContext } from "./lib/systems.ts";
-import { dropCaches, fmtNum, loadavg, median, MiB, sh, withUsage } from "./lib/util.ts";
+import { abSamples, dropCaches, fmtNum, loadavg, MiB, sh, withUsage } from "./lib/util.ts";
 import { fuseCountersPath, readFuseCounters } from "../src/service/fuse-counters.ts";
 
 const REPO = resolve(import.meta.dir, "..");
@@ -52,10 +52,8 @@ process.on("exit", () => {
 for (const sig of ["SIGINT", "SIGTERM"] as const) process.on(sig, () => process.exit(130));
 
 type Variant = "new" | "base" | "s3fs";
-const results: Record<string, Record<string, number[]>> = {};
-function put(v: string, metric: string, x: number): void {
-  ((results[v] ??= {})[metric] ??= []).push(x);
-}
+const samples = abSamples();
+const put = samples.put;
 
 async function dd(path: string): Promise<number> {
   const r = await sh(`dd if='${path}' of=/dev/null bs=1M 2>&1 >/dev/null | tail -1`, { timeoutS: 1800 });
@@ -146,10 +144,7 @@ async function main(): Promise<void> {
   } finally {
     await bench.stop();
   }
-  console.log("\nmedians (all samples in brackets):");
-  for (const [v, metrics] of Object.entries(results)) {
-    for (const [k, xs] of Object.entries(metrics)) console.log(`  ${v.padEnd(5)} ${k.padEnd(26)} ${fmtNum(median(xs), 2).padStart(8)}  [${xs.map((x) => fmtNum(x, 2)).join(", ")}]`);
-  }
+  samples.print(5, 26);
   if (argv.profile) console.log(`profiles: ${readdirSync(profDir).map((f) => join(profDir, f)).join(" ")}`);
 }
 

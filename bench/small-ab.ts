@@ -19,7 +19,7 @@ import { s3tool } from "../test/helpers/s3tool.ts";
 import { startBenchServer } from "./lib/server.ts";
 import { s3Requests, requestDelta } from "./lib/minio-metrics.ts";
 import { cleanupAllSync, mount, type Mounted, type SystemsContext } from "./lib/systems.ts";
-import { dropCaches, fmtNum, loadavg, median, sh, withUsage } from "./lib/util.ts";
+import { abSamples, dropCaches, fmtNum, loadavg, sh, withUsage } from "./lib/util.ts";
 import { fuseCountersPath, readFuseCounters } from "../src/service/fuse-counters.ts";
 
 const REPO = resolve(import.meta.dir, "..");
@@ -52,8 +52,8 @@ const READERS = {
   one: (d: string) => `cat '${d}'/* | wc -c`,
   eight: (d: string) => `find '${d}' -type f -print0 | xargs -0 -P 8 -n 25 cat | wc -c`,
 };
-const results: Record<string, Record<string, number[]>> = {};
-const put = (v: string, metric: string, x: number): void => void ((results[v] ??= {})[metric] ??= []).push(x);
+const samples = abSamples();
+const put = samples.put;
 const perObj = (m: Map<string, number> | Record<string, number>): string =>
   Object.entries(m instanceof Map ? Object.fromEntries(m) : m)
     .filter(([, n]) => n > 0)
@@ -135,10 +135,7 @@ async function main(): Promise<void> {
   } finally {
     await bench.stop();
   }
-  console.log("\nmedians (all samples in brackets):");
-  for (const [v, metrics] of Object.entries(results)) {
-    for (const [k, xs] of Object.entries(metrics)) console.log(`  ${v.padEnd(5)} ${k.padEnd(22)} ${fmtNum(median(xs), 2).padStart(8)}  [${xs.map((x) => fmtNum(x, 2)).join(", ")}]`);
-  }
+  samples.print(5, 22);
   if (argv.profile) console.log(`profiles: ${readdirSync(profDir).map((f) => join(profDir, f)).join(" ")}`);
 }
 

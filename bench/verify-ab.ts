@@ -23,7 +23,7 @@ import { createS3Store } from "../src/store/s3.ts";
 import { newHasher, type HashAlgorithm } from "../src/store/checksum.ts";
 import { startBenchServer } from "./lib/server.ts";
 import { cleanupAllSync, mount, type SystemsContext } from "./lib/systems.ts";
-import { dropCaches, fmtNum, loadavg, median, MiB, sh, withUsage } from "./lib/util.ts";
+import { abSamples, dropCaches, fmtNum, loadavg, MiB, sh, withUsage } from "./lib/util.ts";
 
 const { values: argv } = parseArgs({
   options: {
@@ -63,8 +63,8 @@ lat.sort()
 print(n, total, lat[len(lat) // 2], lat[int(len(lat) * 0.99)], lat[-1])
 `);
 
-const results: Record<string, Record<string, number[]>> = {};
-const put = (k: string, m: string, x: number) => (((results[k] ??= {})[m] ??= []).push(x));
+const samples = abSamples();
+const put = samples.put;
 
 function hashCost(alg: HashAlgorithm): number {
   const buf = new Uint8Array(64 * MiB).map((_, i) => i & 0xff);
@@ -130,10 +130,7 @@ async function main(): Promise<void> {
   } finally {
     await bench.stop();
   }
-  console.log("\nmedians (all samples in brackets):");
-  for (const [k, metrics] of Object.entries(results)) {
-    for (const [m, xs] of Object.entries(metrics)) console.log(`  ${k.padEnd(12)} ${m.padEnd(12)} ${fmtNum(median(xs), 2).padStart(8)}  [${xs.map((x) => fmtNum(x, 2)).join(", ")}]`);
-  }
+  samples.print(12, 12);
 }
 
 await main();

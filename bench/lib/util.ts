@@ -251,3 +251,29 @@ export function threadCpuByName(
   }
   return [...by.entries()].map(([name, v]) => ({ name, ...v })).sort((x, y) => y.s - x.s);
 }
+
+/**
+ * Samples of an A/B run, by variant and metric: `put` adds one, `print` shows each metric's
+ * median with every sample in brackets (the A/B scripts read-ab, small-ab and verify-ab).
+ */
+export function abSamples(): {
+  results: Record<string, Record<string, number[]>>;
+  put(variant: string, metric: string, x: number): void;
+  print(variantWidth: number, metricWidth: number): void;
+} {
+  const results: Record<string, Record<string, number[]>> = {};
+  return {
+    results,
+    put(variant, metric, x) {
+      ((results[variant] ??= {})[metric] ??= []).push(x);
+    },
+    print(variantWidth, metricWidth) {
+      console.log("\nmedians (all samples in brackets):");
+      for (const [v, metrics] of Object.entries(results)) {
+        for (const [m, xs] of Object.entries(metrics)) {
+          console.log(`  ${v.padEnd(variantWidth)} ${m.padEnd(metricWidth)} ${fmtNum(median(xs), 2).padStart(8)}  [${xs.map((x) => fmtNum(x, 2)).join(", ")}]`);
+        }
+      }
+    },
+  };
+}
