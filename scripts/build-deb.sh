@@ -32,13 +32,7 @@ die() { printf '[build-deb] ERROR: %s\n' "$*" >&2; exit 1; }
 # shellcheck source=lib/packaging.sh
 source "$ROOT/scripts/lib/packaging.sh"
 
-build=1
-for a in "$@"; do
-  case "$a" in
-    --no-build) build=0 ;;
-    *) die "unknown argument $a (use --no-build)" ;;
-  esac
-done
+build_flag "$@"
 
 command -v dpkg-deb >/dev/null || die "dpkg-deb not found (apt-get install dpkg)"
 version=$(package_version)
@@ -46,7 +40,7 @@ version=$(package_version)
 arch=$(dpkg --print-architecture)
 [[ "$arch" == amd64 ]] || die "this builds an amd64 package from the host binary; host is $arch"
 
-packaged_binary "$build" "$version"
+packaged_binary "$BUILD" "$version"
 
 DEB="$DIST/bucketfs_${version}_${arch}.deb"
 STAGE=$(mktemp -d "$DIST/.deb-stage.XXXXXX")

@@ -31,20 +31,14 @@ die() { printf '[build-rpm] ERROR: %s\n' "$*" >&2; exit 1; }
 # shellcheck source=lib/packaging.sh
 source "$ROOT/scripts/lib/packaging.sh"
 
-build=1
-for a in "$@"; do
-  case "$a" in
-    --no-build) build=0 ;;
-    *) die "unknown argument $a (use --no-build)" ;;
-  esac
-done
+build_flag "$@"
 
 command -v rpmbuild >/dev/null || die "rpmbuild not found (apt-get install rpm)"
 version=$(package_version)
 [[ "$version" =~ ^[0-9][A-Za-z0-9.+~]*$ ]] || die "package.json version '$version' is not an RPM version (no '-')"
 [[ "$(uname -m)" == x86_64 ]] || die "this packages the host binary as x86_64; host is $(uname -m)"
 
-packaged_binary "$build" "$version"
+packaged_binary "$BUILD" "$version"
 
 RPM="$DIST/bucketfs-${version}.x86_64.rpm"
 TOP=$(mktemp -d "$DIST/.rpm-build.XXXXXX")

@@ -1,6 +1,18 @@
 # packaging.sh — sourced by build-deb.sh and build-rpm.sh: what both packages take from the tree.
 # Expects ROOT, DIST and a die() function from the caller.
 
+# BUILD from the script's arguments: 1, or 0 with --no-build (package dist/bucketfs as it is).
+build_flag() {
+  local a
+  BUILD=1
+  for a in "$@"; do
+    case "$a" in
+      --no-build) BUILD=0 ;;
+      *) die "unknown argument $a (use --no-build)" ;;
+    esac
+  done
+}
+
 # package.json's "version".
 package_version() {
   sed -n 's/^[[:space:]]*"version":[[:space:]]*"\([^"]*\)".*/\1/p' "$ROOT/package.json" | head -n 1
