@@ -22,7 +22,7 @@ import { startS3Server, TEST_ROOT, type S3Server } from "../helpers/s3server.ts"
 import { s3tool, type S3Tool } from "../helpers/s3tool.ts";
 import { daemonDir, removeDir, startDaemon, type DaemonHandle } from "../helpers/daemon.ts";
 import { writeRandom } from "../helpers/files.ts";
-import { statusJson } from "../helpers/status.ts";
+import { waitStatus, type BucketJson } from "../helpers/status.ts";
 import { MAX_READ_BYTES, type FuseCounters } from "../../src/fuse/session.ts";
 
 const REPO = new URL("../..", import.meta.url).pathname.replace(/\/$/, "");
@@ -84,14 +84,9 @@ type Fuse = FuseCounters & { pid: number };
 
 /** The daemon's FUSE status once it has answered `releases` RELEASEs (read through `status --json`). */
 async function fuseAfter(d: DaemonHandle, bucket: string, releases: number): Promise<Fuse> {
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    const b = (await statusJson(d.configPath)).find((x) => x.bucket === bucket);
-    const f = b?.fuse as Fuse | null | undefined;
-    if (f && (f.requests["RELEASE"] ?? 0) >= releases) return f;
-    if (Date.now() > deadline) throw new Error(`no fuse status with ${releases} RELEASEs: ${JSON.stringify(b)}\n${d.log()}`);
-    await Bun.sleep(100);
-  }
+  const fuseOf = (b: BucketJson) => b.fuse as Fuse | null | undefined;
+  const b = await waitStatus(d.configPath, bucket, (x) => (fuseOf(x)?.requests["RELEASE"] ?? 0) >= releases, `${releases} RELEASEs`, 30_000);
+  return fuseOf(b)!;
 }
 
 function mountedUnder(dir: string): string[] {
