@@ -13,6 +13,7 @@
  * kind "corrupt" and an error log line naming the key. Is not: the cache (which owns temp names
  * and renames) or the check of ranges against the whole object (cache/object-digest.ts).
  */
+import { closeSync, openSync, writeSync } from "node:fs";
 import { open, type FileHandle } from "node:fs/promises";
 import { fmtBytes, logger } from "../../util/log.ts";
 import { SMALL_OBJECT_MAX, StoreError, type DownloadOptions, type ObjectInfo } from "../types.ts";
@@ -84,6 +85,55 @@ async function writeAll(file: FileHandle, chunk: Uint8Array, pos: number): Promi
   while (off < chunk.byteLength) {
     const { bytesWritten } = await file.write(chunk, off, chunk.byteLength - off, pos + off);
     off += bytesWritten;
+  }
+}
+
+/** Bodies up to this size (declared by Content-Length) are collected and written to the cache file at once. */
+const ONE_WRITE_MAX = 1024 * 1024;
+
+/** A body of `expected` bytes, into one buffer. */
+async function collect(
+  ctx: S3Context, key: string, body: AsyncIterable<Uint8Array> | null, expected: number, arm: () => void,
+  onProgress: ((n: number) => void) | undefined,
+): Promise<Uint8Array> {
+  const out = new Uint8Array(expected);
+  let n = 0;
+  if (body) {
+    for await (const chunk of body) {
+      arm();
+      if (n + chunk.byteLength > expected) {
+        throw new StoreError("network", `[s3] GetObject ${ctx.bucket}/${key}: more bytes than its Content-Length ${expected}`, {
+          op: "GetObject", bucket: ctx.bucket, key,
+        });
+      }
+      out.set(chunk, n);
+      n += chunk.byteLength;
+      onProgress?.(n);
+    }
+  }
+  if (n !== expected) {
+    throw new StoreError("network", `[s3] GetObject ${ctx.bucket}/${key}: body ended after ${n} of ${expected} bytes`, {
+      op: "GetObject", bucket: ctx.bucket, key, code: "IncompleteBody",
+    });
+  }
+  return out;
+}
+
+/** `body` as the whole content of a new file at `destPath` (0600), written synchronously. */
+function writeWhole(ctx: S3Context, key: string, destPath: string, body: Uint8Array): void {
+  let fd: number;
+  try {
+    fd = openSync(destPath, "w", 0o600);
+  } catch (err) {
+    throw new StoreError("other", `[s3] GetObject ${ctx.bucket}/${key}: cannot write ${destPath}: ${(err as Error).message}`, {
+      cause: err, op: "GetObject", bucket: ctx.bucket, key,
+    });
+  }
+  try {
+    let off = 0;
+    while (off < body.byteLength) off += writeSync(fd, body, off, body.byteLength - off, off);
+  } finally {
+    closeSync(fd);
   }
 }
 
@@ -249,6 +299,21 @@ export async function download(ctx: S3Context, key: string, destPath: string, op
     if (needsParts(etag, checksum, info.etagNotMd5 === true)) return { info, checksum, parts: true };
     const v = chooseVerification({ etag, size: expected, ...(checksum ? { checksum } : {}), etagNotMd5: info.etagNotMd5 === true });
     const check = wholeBodyCheck(v);
+    // A small body whose length is declared is collected in memory and written in one
+    // synchronous open/write/close, not one awaited write per socket chunk.
+    if (opts.durable === false && Number.isFinite(expected) && expected <= ONE_WRITE_MAX) {
+      const body = await collect(ctx, key, res.body, expected, a.arm, onProgress);
+      if (check !== undefined) {
+        check.update(body);
+        if (!check.matches()) throw corrupt(ctx, key, `the body does not match its ${check.what} (attempt ${a.n})`);
+      }
+      writeWhole(ctx, key, destPath, body);
+      info.size = body.byteLength;
+      if (check) info.checkedWith = check.what;
+      else info.unverified = true;
+      log.debug(`GET ${ctx.bucket}/${key}: ${fmtBytes(body.byteLength)}, checked against ${describeVerification(v)}`);
+      return { info, checksum, parts: false };
+    }
     const file = await openDest();
     let written = 0;
     try {
