@@ -3,7 +3,7 @@
  * alternated rep by rep in one run on one MinIO. N × 64 KiB objects read cold (fresh mount,
  * page cache dropped) with one reader (`cat dir/*`) and with 8 (`find | xargs -P 8 cat`), as
  * bench/run.ts's test 3 does. Per rep, system and reader count: seconds, daemon CPU ms per
- * object, S3 requests per object by API (MinIO's counters), FUSE requests per object by op
+ * object (and the kernel's share of it), S3 requests per object by API (MinIO's counters), FUSE requests per object by op
  * (the daemon's counters file) and, with --strace, the daemon's syscalls per object (fsync,
  * rename, pwrite, ...; strace slows the daemon, so those reps are not timed).
  *
@@ -11,7 +11,7 @@
  *              [--strace] [--profile]
  * Is: a measurement program (loopback only; everything it creates goes away). Is not: a test.
  */
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { TEST_ROOT } from "../test/helpers/s3server.ts";
@@ -67,6 +67,17 @@ function script(name: string, checkout: string, prefix: string): string {
   return p;
 }
 
+/** stime of `pid` (all threads) in seconds: the kernel's share of its CPU. */
+function sysSeconds(pid: number | undefined): number {
+  if (pid === undefined) return 0;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[12]) / 100;
+  } catch {
+    return 0;
+  }
+}
+
 async function withMount<T>(ctx: SystemsContext, bin: string, fn: (m: Mounted) => Promise<T>): Promise<T> {
   process.env.BUCKETFS_BIN = bin; // test/helpers/daemon.ts reads it at spawn time
   const m = await mount(ctx, "bucketfs", BUCKET);
@@ -100,11 +111,14 @@ async function main(): Promise<void> {
           await withMount(ctx, bins[v], async (m) => {
             dropCaches();
             const q0 = await s3Requests(bench.server);
+            const s0 = sysSeconds(m.pid);
             const r = await withUsage(m.pid, () => sh(cmd(`${m.root}/small`), { timeoutS: 1800 }));
+            const sys = sysSeconds(m.pid) - s0;
             const q = requestDelta(q0, await s3Requests(bench.server));
             if (Number(r.r.out.trim()) !== SMALL * SIZE) throw new Error(`${v}: ${r.r.out.trim()} bytes`);
             put(v, `${rname} s`, r.r.ms / 1000);
             put(v, `${rname} CPU ms/object`, (r.cpu * 1000) / SMALL);
+            put(v, `${rname} of it kernel ms`, (sys * 1000) / SMALL);
             const c = readFuseCounters(fuseCountersPath({ cachePath: join(m.dir, "cache"), bucket: BUCKET }));
             console.log(
               `rep ${rep} ${v} ${rname}: ${fmtNum(r.r.ms / 1000, 2)} s, ${fmtNum((r.cpu * 1000) / SMALL, 2)} ms CPU/object; ` +
