@@ -325,7 +325,7 @@ export async function download(ctx: S3Context, key: string, destPath: string, op
       info.size = body.byteLength;
       if (check) info.checkedWith = check.what;
       else info.unverified = true;
-      log.debug(`GET ${ctx.bucket}/${key}: ${fmtBytes(body.byteLength)}, checked against ${describeVerification(v)}`);
+      if (log.enabled("debug")) log.debug(`GET ${ctx.bucket}/${key}: ${fmtBytes(body.byteLength)}, checked against ${describeVerification(v)}`);
       return { info, checksum, parts: false };
     }
     const file = await openDest();
@@ -355,7 +355,7 @@ export async function download(ctx: S3Context, key: string, destPath: string, op
     info.size = written;
     if (check) info.checkedWith = check.what;
     else info.unverified = true;
-    log.debug(`GET ${ctx.bucket}/${key}: ${fmtBytes(written)}, checked against ${describeVerification(v)}`);
+    if (log.enabled("debug")) log.debug(`GET ${ctx.bucket}/${key}: ${fmtBytes(written)}, checked against ${describeVerification(v)}`);
     return { info, checksum, parts: false };
   }, signal);
   if (!first.parts) return first.info;
