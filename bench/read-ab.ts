@@ -10,7 +10,7 @@
  * For this checkout it also prints the FUSE request counters (READ count and largest READ).
  *
  * Run (root):  node_modules/.bin/bun bench/read-ab.ts --base /tmp/readbase [--reps 2] [--mib 1024] [--small 1000]
- *              [--no-s3fs] [--profile]
+ *              [--no-s3fs] [--profile] [--checksum crc32|crc32c|crc64nvme]   (the big object's; none: multipart ETag)
  * Is: a measurement program (loopback only; everything it creates goes away). Is not: a test.
  */
 import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
@@ -33,6 +33,7 @@ const { values: argv } = parseArgs({
     small: { type: "string", default: "1000" },
     "no-s3fs": { type: "boolean", default: false },
     profile: { type: "boolean", default: false },
+    checksum: { type: "string" },
   },
 });
 if (!argv.base) throw new Error("--base <checkout of the 'before' version> is required");
@@ -92,7 +93,9 @@ async function main(): Promise<void> {
     const local = join(workRoot, "local.bin");
     writeRandom(local, BIG);
     const localSha = (await sh(`sha256sum '${local}'`)).out.split(" ")[0];
-    await s3.put(BUCKET, BIG_KEY, { file: local }, { multipart: true, partSize: 64 * MiB });
+    // Without --checksum the object is checked by its multipart ETag (MD5 of each part).
+    const ck = argv.checksum as "crc32" | "crc32c" | "crc64nvme" | undefined;
+    await s3.put(BUCKET, BIG_KEY, { file: local }, { multipart: true, partSize: 64 * MiB, ...(ck ? { checksum: ck } : {}) });
     await s3.putMany(BUCKET, { prefix: "small/obj-", count: SMALL, size: 64 * 1024, workers: 32 });
     const variants: Variant[] = argv["no-s3fs"] ? ["new", "base"] : ["new", "base", "s3fs"];
     for (let rep = 1; rep <= REPS; rep++) {
