@@ -3,7 +3,8 @@
  *
  * Is: ranged GETs streamed to a sink (a retry resumes at the first byte not yet delivered),
  * part GETs (`getPart`, GET partNumber=N, the part checked against its own checksum when asked),
- * and whole-object downloads to a file, checked as they stream by against what S3 says of the
+ * and whole-object downloads to a file, checked as they stream by (a body of at most 1 MiB:
+ * collected, checked in memory, then written in one write) against what S3 says of the
  * object (checksum.ts; asked for with x-amz-checksum-mode: ENABLED): a full-object checksum or
  * a single-part MD5 ETag over the one GET's body; a composite checksum or a multipart ETag part
  * by part (`downloadParts`: each part's checksum or MD5, then the composite or the ETag of the
