@@ -534,6 +534,25 @@ describe("store: throttling and bounded GETs", () => {
     proxy.clear();
   });
 
+  test("a request with a deadline (a lease renewal) keeps its throttling backoffs inside it, and makes no attempt after it", async () => {
+    proxy.clear();
+    const st = storeVia(proxy.endpoint, { retryBaseMs: 100 });
+    const rule = proxy.add({ op: "PutObject", path: "/deadline/lease", action: { status: 503, code: "SlowDown" }, times: Infinity });
+    const t0 = Date.now();
+    const e = await errorOf(st.putSmall("deadline/lease", new TextEncoder().encode("{}"), {}, undefined, Date.now() + 2_000));
+    const ms = Date.now() - t0;
+    expect(e.kind).toBe("throttled");
+    expect(ms).toBeLessThan(2_600); // the deadline, plus one attempt's round trip
+    expect(rule.fired).toBeGreaterThanOrEqual(3); // several tries fit, not one long sleep
+    proxy.clear();
+    // Throttled a few times, then answered: the deadline does not cut a request that succeeds in time.
+    const few = proxy.add({ op: "PutObject", path: "/deadline/lease", action: { status: 503, code: "SlowDown" }, times: 3 });
+    expect(await st.putSmall("deadline/lease", new TextEncoder().encode("{}"), {}, undefined, Date.now() + 3_000)).toMatch(/^[0-9a-f]{32}$/);
+    expect(few.fired).toBe(3);
+    expect((await s3.head(BUCKET, "deadline/lease"))?.size).toBe(2);
+    proxy.clear();
+  }, 30_000);
+
   test("GETs in flight never exceed the process-wide bound; the rest wait their turn", async () => {
     const keys = Array.from({ length: 40 }, (_, i) => `many/o${i}`);
     const put = await s3.putMany(BUCKET, { keys, size: 1000 });
