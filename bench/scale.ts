@@ -12,7 +12,8 @@
  * cost against the smallest N (a curve is linear or better when that ratio stays ≤ ~1).
  * Targets: every curve linear or better; RSS ≤ 300 MiB during the 100k prefetch and upload.
  *
- * Run (root):  node_modules/.bin/bun bench/scale.ts [--counts 1000,10000,100000] [--out FILE.md]
+ * Run (root):  node_modules/.bin/bun bench/scale.ts [--counts 1000,10000,100000] [--rows ls,workdir,sweep] [--out FILE.md]
+ *              (--rows picks groups: `--rows workdir` runs only the stop upload and prefetch rows)
  *              (bench/run.ts --scale runs it after its tests; the default run skips it: the
  *              100k rows put 200,000 objects and take minutes)
  * Is: a measurement program (loopback only; everything it creates goes away). Is not: a test.
@@ -26,8 +27,11 @@ import { daemonDir, removeDir, startDaemon, type BucketSpec, type DaemonHandle }
 import { cpuSeconds, fmtNum, loadavg, rssKiB, sh } from "./lib/util.ts";
 
 const { values: argv } = parseArgs({
-  options: { counts: { type: "string", default: "1000,10000,100000" }, out: { type: "string" } },
+  options: { counts: { type: "string", default: "1000,10000,100000" }, rows: { type: "string", default: "ls,workdir,sweep" }, out: { type: "string" } },
 });
+/** Which groups of rows run: `ls` (ls -l cold/warm), `workdir` (stop upload, then prefetch), `sweep` (start with N cached files). */
+const ROWS = new Set(argv.rows!.split(",").map((s) => s.trim()));
+for (const r of ROWS) if (!["ls", "workdir", "sweep"].includes(r)) throw new Error(`--rows: unknown group ${JSON.stringify(r)} (ls, workdir, sweep)`);
 const COUNTS = argv.counts!.split(",").map((s) => Number(s.trim())).filter((n) => n > 0).sort((a, b) => a - b);
 const FILE_BYTES = 4096;
 const PER_DIR = 100;
@@ -102,11 +106,13 @@ async function main(): Promise<void> {
   const s3 = s3tool(server);
   try {
     for (const n of COUNTS) {
-      // --- ls -l of N objects ---
+      // --- ls -l of N objects (the sweep rows use this bucket too) ---
       const lsBucket = `scale-ls-${n}`;
-      await s3.mkbucket(lsBucket);
-      await s3.putMany(lsBucket, { prefix: "many/o-", count: n, size: 100, workers: 32 });
-      {
+      if (ROWS.has("ls") || ROWS.has("sweep")) {
+        await s3.mkbucket(lsBucket);
+        await s3.putMany(lsBucket, { prefix: "many/o-", count: n, size: 100, workers: 32 });
+      }
+      if (ROWS.has("ls")) {
         const { d } = await timedStart(server, { bucket: lsBucket });
         try {
           const m = d.mnt[lsBucket];
@@ -124,9 +130,9 @@ async function main(): Promise<void> {
 
       // --- stop upload of N files, then their prefetch at the next start ---
       const wdBucket = `scale-wd-${n}`;
-      await s3.mkbucket(wdBucket);
       const spec: BucketSpec = { bucket: wdBucket, workdir: `/${wdBucket}/work` };
-      {
+      if (ROWS.has("workdir")) await s3.mkbucket(wdBucket);
+      if (ROWS.has("workdir")) {
         const { d } = await timedStart(server, spec);
         try {
           const wd = `${d.mnt[wdBucket]}/work`;
@@ -145,7 +151,7 @@ async function main(): Promise<void> {
         const files = listed.filter((o) => /\/f\d+$/.test(o.key));
         if (files.length !== n) throw new Error(`S3 has ${files.length} workdir files, expected ${n}`);
       }
-      {
+      if (ROWS.has("workdir")) {
         const start = await timedStart(server, spec);
         try {
           const got = await sh(`find '${start.d.mnt[wdBucket]}/work' -type f -name 'f*' | wc -l`, { timeoutS: 1800 });
@@ -159,7 +165,7 @@ async function main(): Promise<void> {
       }
 
       // --- start-up sweep of a read cache with N files ---
-      {
+      if (ROWS.has("sweep")) {
         const dir = daemonDir("sweep");
         try {
           const first = await timedStart(server, { bucket: lsBucket }, dir);

@@ -34,7 +34,7 @@ import { RunLog, type RunOutcome, type RunRecord } from "../cache/runs.ts";
 import { BucketFs } from "../fs/bucket-fs.ts";
 import { FuseSession, MAX_READ_BYTES } from "../fuse/session.ts";
 import { libc, MNT_DETACH } from "../sys/libc.ts";
-import { createS3Store } from "../store/s3.ts";
+import { createS3Store, type S3StoreTuning } from "../store/s3.ts";
 import type { ObjectStore } from "../store/types.ts";
 import { WorkdirJournal, type TransferKind } from "./workdir/journal.ts";
 import { prefetchWorkdir, type WorkdirSpec } from "./workdir/prefetch.ts";
@@ -301,7 +301,7 @@ export class BucketRun {
       }
       const swept = sweepTempFiles(root);
       if (swept.length > 0) log.info(`removed ${swept.length} temp files of interrupted downloads`);
-      const store = createS3Store(cfg);
+      const store = createS3Store(cfg, storeTuning());
       this.stopNet ??= publishNetStatus(cfg);
       const objects = new ObjectCache(root, store, index, log);
       objects.partialOptions = {
@@ -599,4 +599,10 @@ function syncCacheFs(dir: string, log: Logger): boolean {
   } finally {
     if (fd !== undefined) closeSync(fd);
   }
+}
+
+/** Transport tuning from the diagnostics switches (tests shorten the connect timeout). */
+function storeTuning(): S3StoreTuning {
+  const ms = Number(envSwitch("BUCKETFS_CONNECT_TIMEOUT_MS"));
+  return Number.isFinite(ms) && ms > 0 ? { connectTimeoutMs: ms } : {};
 }

@@ -99,6 +99,6 @@ export function createS3Store(cfg: S3StoreConfig, tuning: S3StoreTuning = {}): O
     download: (key, destPath, opts) => download(ctx, key, destPath, opts),
     upload: (key, srcPath, opts) => upload(ctx, key, srcPath, opts),
     getSmall: (key, signal) => getSmall(ctx, key, signal),
-    putSmall: (key, body, cond, signal) => putSmall(ctx, key, body, cond, signal),
+    putSmall: (key, body, cond, signal, deadline) => putSmall(ctx, key, body, cond, signal, deadline),
   };
 }

@@ -140,8 +140,9 @@ export interface ObjectStore {
    * A failed condition throws StoreError kind "precondition". Returns the new ETag. A write S3
    * applied whose answer was lost is answered 412 when sent again, and that 412 is reported as
    * is: the caller tells its own write from someone else's by reading the object back.
+   * `deadline` (Date.now() ms): no retry after it, backoffs kept short enough to fit before it.
    */
-  putSmall(key: string, body: Uint8Array, cond?: { ifNoneMatch?: boolean; ifMatch?: string }, signal?: AbortSignal): Promise<string>;
+  putSmall(key: string, body: Uint8Array, cond?: { ifNoneMatch?: boolean; ifMatch?: string }, signal?: AbortSignal, deadline?: number): Promise<string>;
 }
 
 /** Largest body getSmall reads (bucketfs' own records are far smaller). */

@@ -121,11 +121,24 @@ export function createLimiter(capacity: number): Limiter {
   };
 }
 
-/** `fn` over every item with at most `concurrency` running at once; rejects with the first error after all settle. */
+/**
+ * `fn` over every item with at most `concurrency` running at once; rejects with the first error
+ * (in time) after all settle. Items are pulled from the iterable only as a slot frees, so a
+ * generator over 100,000 files costs `concurrency` promises, not one per item.
+ */
 export async function runAll<T>(items: Iterable<T>, concurrency: number, fn: (item: T) => Promise<void>): Promise<void> {
-  const limiter = createLimiter(Math.max(1, concurrency));
-  const results = await Promise.allSettled(Array.from(items, (item) => limiter.run(() => fn(item))));
-  const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
+  const it = items[Symbol.iterator]();
+  let failed: { reason: unknown } | undefined;
+  const worker = async (): Promise<void> => {
+    for (let next = it.next(); !next.done; next = it.next()) {
+      try {
+        await fn(next.value);
+      } catch (err) {
+        failed ??= { reason: err };
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.floor(concurrency)) }, worker));
   if (failed !== undefined) throw failed.reason;
 }
 

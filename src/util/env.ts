@@ -67,6 +67,11 @@ export const ENV_SWITCHES = {
     values: "`fetch`",
     doc: "Send every S3 request through Bun's fetch instead of the HTTP/1.1 socket client (A/B runs).",
   },
+  BUCKETFS_CONNECT_TIMEOUT_MS: {
+    audience: "diagnostics",
+    values: "ms",
+    doc: "The TCP connect plus TLS handshake timeout of a new S3 connection (default 10000); tests shorten it.",
+  },
   BUCKETFS_HASH_WORKER: {
     audience: "diagnostics",
     values: "`0`",

@@ -441,12 +441,14 @@ export async function startFaultProxy(target: { port: number }, initial: LinkOpt
 /**
  * A loopback port whose connects never complete: a listener with a full accept queue (held by
  * a python3 child, which never accepts), so the kernel drops further SYNs as a blackholed
- * route would. `stop` ends the child.
+ * route would. `port` takes over a given port (a proxy just stopped there: an endpoint that goes
+ * dark under a running daemon). `stop` ends the child.
  */
-export async function startBlackhole(): Promise<{ port: number; stop(): Promise<void> }> {
+export async function startBlackhole(port = 0): Promise<{ port: number; stop(): Promise<void> }> {
   const script = [
     "import socket, time, sys",
-    "s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(0)",
+    "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)",
+    `s.bind(('127.0.0.1', ${Math.floor(port)})); s.listen(0)`,
     "port = s.getsockname()[1]; held = []",
     "for i in range(4):",
     "    c = socket.socket(); c.setblocking(False)",

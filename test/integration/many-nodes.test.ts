@@ -300,6 +300,29 @@ describe("fencing", () => {
     expect(st?.workdir?.lastUpload).toMatchObject({ ok: true, fenced: null, uploaded: 4 });
   }, SLOW);
 
+  test("S3 throttling the lease (503 SlowDown) under a short lease_time: the renewal retries inside the fence window, the stop uploads (exit 0)", async () => {
+    // lease_time 4 s: the fence is 3 s after the last renewal sent. The throttle backoff alone
+    // (0.5, 1, 2, 4 s caps for four 503s) can outlast that; bounded by the fence it must not.
+    const spec = await freshBucket({ lease_time: "4" });
+    const pa = await proxy();
+    const a = await node(spec, { via: pa });
+    for (let i = 0; i < 3; i++) writeFileSync(`${wd(a, spec)}/thr${i}.txt`, `throttled ${i}\n`);
+    writeFileSync(`${wd(a, spec)}/.exitcode`, "0");
+    const leasePath = `/${spec.bucket}/wd/.bucketfs/lease`;
+    // Wait for a renewal answered 200 (the window is full), then throttle the next four lease PUTs.
+    const renewedBefore = pa.log().filter((e) => e.path === leasePath && e.method === "PUT" && e.status === 200).length;
+    await waitFor(() => pa.log().filter((e) => e.path === leasePath && e.method === "PUT" && e.status === 200).length > renewedBefore, 10_000, "a renewal");
+    const slow = pa.add({ op: "PutObject", path: leasePath, action: { status: 503, code: "SlowDown" }, times: 4 });
+    await pa.waitFor("PutObject", pa.count("PutObject") + 1, 10_000); // the first throttled renewal is under way
+    expect(await a.stop()).toBe(0);
+    expect(slow.fired).toBe(4);
+    for (let i = 0; i < 3; i++) expect((await s3.get(spec.bucket, `wd/thr${i}.txt`))?.size).toBe(12);
+    expect((await s3.head(spec.bucket, "wd/.exitcode"))?.size).toBe(1);
+    const st = (await statusJson(a.configPath))[0];
+    expect(st?.workdir?.lastUpload).toMatchObject({ ok: true, fenced: null, uploaded: 4 });
+    expect(st?.network?.throttled).toBeGreaterThanOrEqual(4);
+  }, SLOW);
+
   test("a stale writer (renewals failing, uploads stalled) starts no PUT after another node took over, and exits 2 with its files pending", async () => {
     const LEASE_S = 10;
     const spec = await freshBucket({ lease_time: String(LEASE_S), transfer_concurrency: "1" });
@@ -349,6 +372,15 @@ describe("fencing", () => {
     expect(await b.stop()).toBe(0);
   }, SLOW);
 });
+
+/** Resolves once `cond()` holds (polled every 50 ms), or fails after `ms`. */
+async function waitFor(cond: () => boolean, ms: number, what: string): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await Bun.sleep(50);
+  }
+}
 
 /** `bucketfs sync` as a child process (never blocking the proxies in this process), timed. */
 async function timedSync(d: DaemonHandle): Promise<{ code: number; out: string; ms: number }> {

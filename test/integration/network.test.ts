@@ -9,7 +9,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { createHash } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { createS3Store, type S3StoreTuning } from "../../src/store/s3.ts";
 import { GET_LIMIT, networkState } from "../../src/store/s3/request.ts";
@@ -198,6 +198,95 @@ async function daemon(spec: { workdir?: string; extra?: Record<string, string>; 
   handles.push(d);
   return d;
 }
+
+/**
+ * Connects of process `pid` to 127.0.0.1:`port` that wait for the SYN's answer (SYN_SENT), from
+ * /proc: the daemon's socket inodes matched against /proc/net/tcp.
+ */
+function pendingConnects(pid: number, port: number): number {
+  const inodes = new Set<string>();
+  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+    try {
+      const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`));
+      if (m) inodes.add(m[1]!);
+    } catch {
+      /* closed meanwhile */
+    }
+  }
+  const hexPort = port.toString(16).toUpperCase().padStart(4, "0");
+  return readFileSync("/proc/net/tcp", "utf8").split("\n").slice(1).filter((line) => {
+    const f = line.trim().split(/\s+/);
+    return f[2] === `0100007F:${hexPort}` && f[3] === "02" && inodes.has(f[9] ?? "");
+  }).length;
+}
+
+describe("daemon: an endpoint whose connects are blackholed", () => {
+  test("the stop's connects hang: a second SIGINT ends the daemon at once (exit 2), nothing is lost, a later start uploads", async () => {
+    // A proxy of its own, so its port can go dark under the daemon: stopped, then taken over
+    // by a listener whose accept queue is full (SYNs dropped, as on a blackholed route).
+    const own = await startFaultProxy(server);
+    const port = Number(new URL(own.endpoint).port);
+    let hole: Awaited<ReturnType<typeof startBlackhole>> | undefined;
+    try {
+      const d = await startDaemon({ ...server, endpoint: own.endpoint }, [{ bucket: BUCKET, workdir: `/${BUCKET}/hole1` }]);
+      handles.push(d);
+      const wd = join(d.mnt[BUCKET]!, "hole1");
+      writeRandom(join(wd, "a.bin"), 1 * MiB);
+      writeRandom(join(wd, "b.bin"), 100_000);
+      writeFileSync(join(wd, ".exitcode"), "0");
+      const shas = { a: sha256(readFileSync(join(wd, "a.bin"))), b: sha256(readFileSync(join(wd, "b.bin"))) };
+      await own.stop();
+      hole = await startBlackhole(port);
+      d.proc.kill("SIGINT");
+      // The stop's requests are stuck in the connect (the lease renewal and the uploads).
+      await until(() => pendingConnects(d.proc.pid, port) >= 1, 30_000, "a connect of the daemon to the blackholed port");
+      const st = await waitStatus(d.configPath, BUCKET, (b) => b.phase === "uploading", "the uploading phase", 30_000);
+      expect(st.phase).toBe("uploading");
+      const t0 = Date.now();
+      const code = await d.stop("SIGINT", 20_000);
+      expect(Date.now() - t0).toBeLessThan(10_000);
+      expect(code).toBe(2);
+      const after = (await statusJson(d.configPath)).find((b) => b.bucket === BUCKET)!;
+      expect(after.workdir?.pending.map((p) => p.path).sort()).toEqual([".exitcode", "a.bin", "b.bin"]);
+      expect(await s3.head(BUCKET, "hole1/a.bin")).toBeNull();
+      await hole.stop();
+      hole = undefined;
+
+      // The same cache, a working endpoint: the start uploads what the cut stop left.
+      proxy.clear();
+      const again = await startDaemon({ ...server, endpoint: proxy.endpoint }, [{ bucket: BUCKET, workdir: `/${BUCKET}/hole1` }], { dir: d.dir });
+      handles.push(again);
+      expect(await again.stop()).toBe(0);
+      expect(await s3.get(BUCKET, "hole1/a.bin")).toMatchObject({ size: 1 * MiB, sha256: shas.a });
+      expect(await s3.get(BUCKET, "hole1/b.bin")).toMatchObject({ size: 100_000, sha256: shas.b });
+      expect(await s3.head(BUCKET, "hole1/.exitcode")).not.toBeNull();
+    } finally {
+      await hole?.stop();
+      await own.stop().catch(() => undefined);
+    }
+  }, 150_000);
+
+  test("the connect timeout alone ends each attempt: a listing of a blackholed endpoint fails after the attempts' connect timeouts, not the kernel's", async () => {
+    const hole = await startBlackhole();
+    try {
+      // 1 s instead of 10 s (the diagnostics switch), so six attempts take seconds, not a minute.
+      const d = await startDaemon({ ...server, endpoint: `http://127.0.0.1:${hole.port}` }, [{ bucket: BUCKET }], { env: { BUCKETFS_CONNECT_TIMEOUT_MS: "1000" } });
+      handles.push(d);
+      const t0 = Date.now();
+      const r = await run(`ls ${join(d.mnt[BUCKET]!, "dark")}`);
+      const secs = (Date.now() - t0) / 1000;
+      expect(r.code).not.toBe(0);
+      expect(r.err).toContain("Input/output error");
+      // Six attempts of 1 s each plus their backoffs (at most 0.1+0.2+0.4+0.8+1.6 s), then EIO:
+      // each attempt ended on its own connect timer (the kernel gives a SYN about 127 s).
+      expect(secs).toBeGreaterThanOrEqual(5.5);
+      expect(secs).toBeLessThan(6 * 1 + 3.1 + 5);
+      expect(await d.stop()).toBe(0);
+    } finally {
+      await hole.stop();
+    }
+  }, 90_000);
+});
 
 describe("daemon over a slow, flaky link", () => {
   test("stop upload over a 1 MB/s uplink: exit 0, every file in S3", async () => {
@@ -444,6 +533,25 @@ describe("store: throttling and bounded GETs", () => {
     expect(networkState().throttled - before).toBe(2);
     proxy.clear();
   });
+
+  test("a request with a deadline (a lease renewal) keeps its throttling backoffs inside it, and makes no attempt after it", async () => {
+    proxy.clear();
+    const st = storeVia(proxy.endpoint, { retryBaseMs: 100 });
+    const rule = proxy.add({ op: "PutObject", path: "/deadline/lease", action: { status: 503, code: "SlowDown" }, times: Infinity });
+    const t0 = Date.now();
+    const e = await errorOf(st.putSmall("deadline/lease", new TextEncoder().encode("{}"), {}, undefined, Date.now() + 2_000));
+    const ms = Date.now() - t0;
+    expect(e.kind).toBe("throttled");
+    expect(ms).toBeLessThan(2_600); // the deadline, plus one attempt's round trip
+    expect(rule.fired).toBeGreaterThanOrEqual(3); // several tries fit, not one long sleep
+    proxy.clear();
+    // Throttled a few times, then answered: the deadline does not cut a request that succeeds in time.
+    const few = proxy.add({ op: "PutObject", path: "/deadline/lease", action: { status: 503, code: "SlowDown" }, times: 3 });
+    expect(await st.putSmall("deadline/lease", new TextEncoder().encode("{}"), {}, undefined, Date.now() + 3_000)).toMatch(/^[0-9a-f]{32}$/);
+    expect(few.fired).toBe(3);
+    expect((await s3.head(BUCKET, "deadline/lease"))?.size).toBe(2);
+    proxy.clear();
+  }, 30_000);
 
   test("GETs in flight never exceed the process-wide bound; the rest wait their turn", async () => {
     const keys = Array.from({ length: 40 }, (_, i) => `many/o${i}`);

@@ -120,6 +120,25 @@ test("runAll bounds concurrency, runs every item and reports the first error", a
   expect(seen.sort()).toEqual([1, 2, 3, 4, 5, 6]);
 });
 
+test("runAll pulls items only as slots free (a generator is never drained ahead)", async () => {
+  let pulled = 0;
+  let done = 0;
+  let aheadMax = 0;
+  function* items(): Generator<number> {
+    for (let i = 0; i < 1000; i++) {
+      pulled++;
+      aheadMax = Math.max(aheadMax, pulled - done);
+      yield i;
+    }
+  }
+  await runAll(items(), 4, async () => {
+    await Promise.resolve();
+    done++;
+  });
+  expect(done).toBe(1000);
+  expect(aheadMax).toBeLessThanOrEqual(4);
+});
+
 describe("linkSignals", () => {
   test("fires with the first input's reason and unhooks from the others", () => {
     const a = new AbortController();

@@ -6,8 +6,8 @@
  * Is: acquire (create with `If-None-Match: *`; take over a released or expired lease, or any
  * lease when the operator says so, with `If-Match` on the ETag read; resume our own lease after
  * a crash), renew (`If-Match` on the ETag we hold; one renewal in flight at a time, whoever
- * asks; a 412 is checked by reading the lease back, and a lease that still names this run is
- * adopted, not lost), the fence (how long this node may still write, by its own monotonic
+ * asks; its retries bounded by the fence; a 412 is checked by reading the lease back, and a
+ * lease that still names this run is adopted, not lost), the fence (how long this node may still write, by its own monotonic
  * clock), release (overwrite with a released state: bucketfs never deletes), and the start-up
  * probe that tells whether the endpoint honours conditional writes at all.
  * Is not: a timer owner or a lifecycle (the caller renews on its schedule and decides what a
@@ -44,7 +44,7 @@ export interface LeaseStore {
    * PUT `body`; with `ifNoneMatch` only when the key does not exist, with `ifMatch` only when its
    * ETag is that one. A failed condition throws StoreError kind "precondition". Returns the ETag.
    */
-  putSmall(key: string, body: Uint8Array, cond?: { ifNoneMatch?: boolean; ifMatch?: string }, signal?: AbortSignal): Promise<string>;
+  putSmall(key: string, body: Uint8Array, cond?: { ifNoneMatch?: boolean; ifMatch?: string }, signal?: AbortSignal, deadline?: number): Promise<string>;
   /** HEAD: the object's Last-Modified (S3's clock) tells a live holder with a clock behind from a dead one. */
   head(key: string, signal?: AbortSignal): Promise<ObjectInfo | null>;
 }
@@ -227,10 +227,10 @@ export class WorkdirLease {
     };
   }
 
-  private async write(rec: LeaseRecord, cond: { ifNoneMatch?: boolean; ifMatch?: string }, signal?: AbortSignal): Promise<void> {
+  private async write(rec: LeaseRecord, cond: { ifNoneMatch?: boolean; ifMatch?: string }, signal?: AbortSignal, deadline?: number): Promise<void> {
     const mono = this.o.mono();
     if (rec.state === "held") this.sent = { rec, mono };
-    this.etag = await this.o.store.putSmall(this.key, enc.encode(JSON.stringify(rec)), cond, signal);
+    this.etag = await this.o.store.putSmall(this.key, enc.encode(JSON.stringify(rec)), cond, signal, deadline);
     this.record = rec;
     if (rec.state === "held") this.validUntil = mono + this.o.leaseMs - fenceMarginMs(this.o.leaseMs);
   }
@@ -387,7 +387,7 @@ export class WorkdirLease {
     try {
       for (let round = 0; ; round++) {
         try {
-          await this.write(this.body("held", this.record.startedMs), { ifMatch: this.etag }, signal);
+          await this.write(this.body("held", this.record.startedMs), { ifMatch: this.etag }, signal, this.renewDeadline());
           break;
         } catch (err) {
           if (!isPrecondition(err)) throw err;
@@ -410,6 +410,17 @@ export class WorkdirLease {
       this.st.lastError = err instanceof Error ? err.message : String(err);
       throw err;
     }
+  }
+
+  /**
+   * The retry deadline of a renewal's PUT (Date.now() ms): the fence, while it is up. S3's
+   * throttling backoff (up to 20 s) would otherwise let one slow retry outlast a short lease;
+   * bounded by the fence, the request path fits several tries in the window. A renewal sent
+   * once the fence is down gets the ordinary policy (it can still put the fence back up).
+   */
+  private renewDeadline(): number | undefined {
+    const left = this.fenceLeftMs();
+    return left > 0 ? Date.now() + left : undefined;
   }
 
   private async markLost(signal?: AbortSignal): Promise<void> {

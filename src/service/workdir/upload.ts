@@ -25,7 +25,7 @@ import { basename } from "node:path";
 import { StoreError, type ObjectStore } from "../../store/types.ts";
 import { linkSignals, runAll } from "../../util/async.ts";
 import { errMsg, fmtBytes, type Logger } from "../../util/log.ts";
-import { lstatBig, sameStamp, stampOf, walkWorkdir, type EntryKind, type FileStamp, type TransferKind, type WalkResult, type WorkdirJournal } from "./journal.ts";
+import { GC_EVERY_FILES, lstatBig, sameStamp, stampOf, walkWorkdir, type EntryKind, type FileStamp, type TransferKind, type WalkResult, type WorkdirJournal } from "./journal.ts";
 import { RESERVED_DIR } from "./lease.ts";
 import { keyTooLong } from "./names.ts";
 import { MAX_CONCURRENCY, PROGRESS_LOG_INTERVAL_MS, type WorkdirSpec } from "./prefetch.ts";
@@ -333,6 +333,7 @@ class UploadRun {
     await runAll(items, this.concurrency, async (c) => {
       const r = await this.uploadOne(c);
       this.filesDone++;
+      if (this.filesDone % GC_EVERY_FILES === 0) Bun.gc(true); // see GC_EVERY_FILES
       if (r.ok === false && r.exhausted === true) {
         this.exhaustedInARow++;
         if (this.exhaustedInARow >= UNREACHABLE_AFTER_FILES && this.unreachable === "") {

@@ -278,10 +278,10 @@ async function abortUpload(ctx: S3Context, key: string, uploadId: string): Promi
  * also defeat the lease's probe, which rewrites identical bytes and expects 412.
  */
 export async function putSmall(
-  ctx: S3Context, key: string, body: Uint8Array, cond: { ifNoneMatch?: boolean; ifMatch?: string } = {}, signal?: AbortSignal,
+  ctx: S3Context, key: string, body: Uint8Array, cond: { ifNoneMatch?: boolean; ifMatch?: string } = {}, signal?: AbortSignal, deadline?: number,
 ): Promise<string> {
   const headers: Record<string, string> = { "content-type": "application/json", "x-amz-checksum-crc32": crc32Base64(body) };
   if (cond.ifNoneMatch) headers["if-none-match"] = "*";
   if (cond.ifMatch !== undefined) headers["if-match"] = `"${cond.ifMatch}"`;
-  return send(ctx, { op: "PutObject", method: "PUT", key, headers, body: () => body }, async (res) => unquote(res.headers.get("etag")), signal);
+  return send(ctx, { op: "PutObject", method: "PUT", key, headers, body: () => body, ...(deadline !== undefined ? { deadline } : {}) }, async (res) => unquote(res.headers.get("etag")), signal);
 }

@@ -9,7 +9,8 @@
  * stall budget for bodiless requests (no attempt after `stallBudgetMs` without progress), the
  * error answer parsed into a StoreError (a redirect names the region, a skewed clock says how
  * far off), and ONE retry policy: up to `maxAttempts` attempts with full-jitter exponential
- * backoff (a larger base and cap after throttling) for whatever errors.ts `isRetryable` says.
+ * backoff (a larger base and cap after throttling) for whatever errors.ts `isRetryable` says,
+ * bounded by the request's `deadline` when it has one.
  * A response body is consumed inside the attempt (by the `read` callback), so a reset or a
  * digest mismatch while reading is retried like one before the headers. Also the one
  * process-wide bound on GETs and GET bytes in flight, and what `networkState` reports (clock
@@ -161,6 +162,13 @@ export interface S3Request {
   body?: () => Body | Promise<Body>;
   /** Statuses that are answers rather than errors (default: 2xx). */
   ok?: (status: number) => boolean;
+  /**
+   * Date.now() time by which the request is worth nothing to its caller (a lease renewal after
+   * the fence): the retry policy starts no attempt after it, shortens each attempt's idle time
+   * to what is left, and keeps every backoff within a quarter of what is left, so several
+   * attempts fit in the window instead of one long throttling backoff.
+   */
+  deadline?: number;
 }
 
 /** Per-attempt state handed to `read`. */
@@ -276,7 +284,8 @@ async function retrying<T>(
   for (let n = 1; ; n++) {
     let e: StoreError;
     try {
-      const idle = budgeted ? Math.max(1_000, Math.min(ctx.idleTimeoutMs, ctx.stallBudgetMs - (Date.now() - progress.at))) : ctx.idleTimeoutMs;
+      let idle = budgeted ? Math.max(1_000, Math.min(ctx.idleTimeoutMs, ctx.stallBudgetMs - (Date.now() - progress.at))) : ctx.idleTimeoutMs;
+      if (req.deadline !== undefined) idle = Math.max(MIN_DEADLINE_IDLE_MS, Math.min(idle, req.deadline - Date.now()));
       return await attempt(ctx, req, read, n, where, signal, idle, progress);
     } catch (err) {
       e = toStoreError(err, where, signal?.aborted === true);
@@ -284,10 +293,13 @@ async function retrying<T>(
     if (e.code !== undefined && REFRESH_CODES.has(e.code)) ctx.creds.invalidate();
     const stalled = Date.now() - progress.at;
     const outOfBudget = budgeted && stalled >= ctx.stallBudgetMs - 1_000;
-    if (!isRetryable(e) || n >= ctx.retry.maxAttempts || signal?.aborted || outOfBudget) {
+    const pastDeadline = req.deadline !== undefined && Date.now() >= req.deadline;
+    if (!isRetryable(e) || n >= ctx.retry.maxAttempts || signal?.aborted || outOfBudget || pastDeadline) {
       if (e.kind === "corrupt") log.error(`${req.op} s3://${ctx.bucket}/${where.key}: the body stayed different from what S3 says of it after ${n} attempts; not served`);
       else if (outOfBudget && isRetryable(e)) {
         log.warn(`${req.op} s3://${ctx.bucket}/${where.key}: no progress for ${Math.round(stalled / 1000)} s over ${n} attempts; giving up: ${e.message}`);
+      } else if (pastDeadline && isRetryable(e)) {
+        log.debug(`${req.op} ${ctx.bucket}/${where.key}: its deadline passed after ${n} attempts; giving up: ${e.message}`);
       } else if (n > 1) log.debug(`${req.op} ${ctx.bucket}/${where.key}: giving up after ${n} attempts: ${e.message}`);
       throw e;
     }
@@ -297,11 +309,16 @@ async function retrying<T>(
     const cap = throttled ? ctx.retry.throttleCapMs : ctx.retry.capMs;
     let delay = Math.random() * Math.min(cap, base * 2 ** (n - 1));
     if (budgeted) delay = Math.min(delay, Math.max(0, ctx.stallBudgetMs - stalled - 1_000));
+    if (req.deadline !== undefined) delay = Math.min(delay, (req.deadline - Date.now()) / DEADLINE_BACKOFF_SHARE);
     log.debug(`${req.op} ${ctx.bucket}/${where.key}: attempt ${n} failed (${e.message}); retrying in ${Math.round(delay)} ms`);
     await sleep(delay, signal);
     if (signal?.aborted) throw toStoreError(signal.reason, where, true);
   }
 }
+
+/** With a deadline: an attempt gets at least this idle time, and a backoff at most 1/this of what is left. */
+const MIN_DEADLINE_IDLE_MS = 1_000;
+const DEADLINE_BACKOFF_SHARE = 4;
 
 /** File bodies of this size or more are handed to fetch piece by piece, so their progress is seen. */
 const WATCHED_BODY_MIN = 64 * 1024;
