@@ -281,6 +281,9 @@ describe("daemon: an endpoint whose connects are blackholed", () => {
       // each attempt ended on its own connect timer (the kernel gives a SYN about 127 s).
       expect(secs).toBeGreaterThanOrEqual(5.5);
       expect(secs).toBeLessThan(6 * 1 + 3.1 + 5);
+      // Each of them is counted as a timeout in status --json (rewritten within 500 ms).
+      const st = await waitStatus(d.configPath, BUCKET, (b) => (b.network?.timeouts ?? 0) >= 6, "six connect timeouts counted", 5_000);
+      expect(st.network?.timeouts).toBeGreaterThanOrEqual(6);
       expect(await d.stop()).toBe(0);
     } finally {
       await hole.stop();
