@@ -78,8 +78,11 @@ export interface LedgerOptions {
   /** Workdir relative to the bucket root, or undefined. */
   workdir: string | undefined;
   log: Logger;
-  /** Discard streamed downloads nobody has open; returns the bytes they had reserved. */
-  dropIdle: () => number;
+  /**
+   * Discard streamed copies nobody has open (kept checked parts, least recently closed first)
+   * until `bytes` are freed; returns the bytes they had reserved.
+   */
+  dropIdle: (bytes: number) => number;
 }
 
 interface Candidate {
@@ -207,7 +210,7 @@ export class Evictor {
   private evict(bytes: number, maxObjects = Infinity): number {
     let count = 0;
     let freed = 0;
-    for (const l of this.ledgers) freed += l.dropIdle();
+    for (const l of this.ledgers) if (freed < bytes) freed += l.dropIdle(bytes - freed);
     if (freed >= bytes) return freed;
     const cursors = this.ledgers.map((l) => l.oldest());
     const heads = cursors.map((c) => c.next());
@@ -369,8 +372,8 @@ export class BucketLedger implements CacheHooks {
 
   // ---- for the Evictor ----------------------------------------------------------------
 
-  dropIdle(): number {
-    return this.o.dropIdle();
+  dropIdle(bytes: number): number {
+    return this.o.dropIdle(bytes);
   }
 
   /** Eviction candidates, least recently read first; pinned and workdir keys are skipped. */

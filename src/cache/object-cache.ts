@@ -108,6 +108,11 @@ export class ObjectCache {
   hooks: CacheHooks = NO_HOOKS;
   /** The fetch-end callback of each streamed download's reservation. */
   private reservations = new Map<PartialObject, () => void>();
+  /**
+   * Streamed copies nobody has open, kept for their checked parts (PartialObject.retainable),
+   * least recently closed first. Each holds a reservation of its checked bytes only.
+   */
+  private idle = new Set<PartialObject>();
   private lastFullLog = 0;
   /**
    * Cache directories (relative to the root) made or found real this run: a fetch into them
@@ -314,10 +319,20 @@ export class ObjectCache {
     }
     let p = this.partials.get(key);
     if (p && (p.etag !== etag || p.corrupt)) {
+      // Another version in S3 (or a bad copy): the kept parts and their file go.
       if (p.corrupt) this.served.delete(key);
       if (p.refs === 0) this.drop(p);
       this.partials.delete(key);
       p = undefined;
+    }
+    if (p && this.idle.has(p)) {
+      // A kept copy opened again: it serves its checked parts and fetches only the holes, with
+      // room reserved for the whole object again (taken before it leaves `idle`, so the
+      // eviction this may run cannot drop it).
+      const done = this.hooks.reserve(size);
+      this.idle.delete(p);
+      this.reservations.get(p)?.();
+      this.reservations.set(p, done);
     }
     const object: CachedObject = { key, etag, size, mtimeMs, mode: null };
     let created = false;
@@ -353,16 +368,30 @@ export class ObjectCache {
   }
 
   private releasePartial(p: PartialObject): void {
-    p.refs--;
     // A copy that failed its check may have left bad pages in the kernel: no keep_cache next time.
     if (p.corrupt) this.served.delete(p.key);
-    if (p.refs > 0 || (p.complete && !p.corrupt)) return;
+    if (p.refs > 1 || (p.complete && !p.corrupt)) {
+      p.refs--;
+      return;
+    }
+    if (p.retainable && this.partials.get(p.key) === p) {
+      // Kept for a later open: its reservation shrinks to the checked bytes it holds (taken
+      // while still referenced, so the eviction this may run cannot drop it).
+      const done = this.hooks.reserve(p.checkedBytes);
+      this.reservations.get(p)?.();
+      this.reservations.set(p, done);
+      p.refs--;
+      this.idle.add(p);
+      return;
+    }
+    p.refs--;
     this.drop(p);
     if (this.partials.get(p.key) === p) this.partials.delete(p.key);
   }
 
   /** Discard an incomplete streamed download and give back the room it had reserved. */
   private drop(p: PartialObject): void {
+    this.idle.delete(p);
     p.discard();
     this.unreserve(p);
   }
@@ -373,18 +402,28 @@ export class ObjectCache {
   }
 
   /**
-   * Discard streamed downloads nobody has open (idle partial downloads); returns the bytes
-   * they had reserved. The evictor calls it before evicting whole objects.
+   * Discard streamed copies nobody has open, least recently closed first, until `bytes` are
+   * freed (all of them by default); returns the bytes they had reserved. The evictor calls it
+   * before evicting whole objects.
    */
-  dropIdlePartials(): number {
+  dropIdlePartials(bytes = Infinity): number {
     let freed = 0;
-    for (const [key, p] of this.partials) {
+    const order = [...this.idle, ...[...this.partials.values()].filter((p) => !this.idle.has(p))];
+    for (const p of order) {
+      if (freed >= bytes) break;
       if (p.refs > 0 || p.complete) continue;
-      freed += p.size;
+      freed += this.idle.has(p) ? p.checkedBytes : p.size;
       this.drop(p);
-      this.partials.delete(key);
+      if (this.partials.get(p.key) === p) this.partials.delete(p.key);
     }
     return freed;
+  }
+
+  /** Streamed copies kept after their last close (count, and the checked bytes they hold). */
+  keptPartials(): { objects: number; bytes: number } {
+    let bytes = 0;
+    for (const p of this.idle) bytes += p.checkedBytes;
+    return { objects: this.idle.size, bytes };
   }
 
   /** One object fetched, checked by `kind`; `none` (unverified) gets one log line per object. */

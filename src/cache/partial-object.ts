@@ -30,6 +30,7 @@ import { errMsg, type Logger } from "../util/log.ts";
 import { StreamedDigest } from "./object-digest.ts";
 import { chooseVerification, multipartEtagParts, partBounds, type Verification } from "../store/checksum.ts";
 import { createLimiter, deferred, type Deferred, type Limiter } from "../util/async.ts";
+import { ReadAhead, stretchFor } from "./read-ahead.ts";
 
 export const BLOCK_SIZE = 1024 * 1024;
 
@@ -64,11 +65,16 @@ export class PartialObject {
   private present: Uint8Array;
   private presentCount = 0;
   private inflight = new Map<number, Promise<void>>();
-  /** At most `maxInflight` GETs of this object at once. */
+  /**
+   * GETs of this object in flight: `maxInflight`, twice that for a reader whose window is
+   * stretched for a far link (capacity 2 × maxInflight; a GET weighs 2, or 1 when stretched).
+   */
   private gets: Limiter;
   private fd: number;
-  private window: number;
-  private lastEnd = -1;
+  /** The read-ahead policy (read-ahead.ts): how far ahead, in GETs of what size. */
+  private ra: ReadAhead;
+  /** The shortest time to first byte of this object's GETs (ms): the link's round trip, about. */
+  private minTtfbMs: number | undefined;
   private abort = new AbortController();
   private finished: Promise<void> | undefined;
   private discarded = false;
@@ -109,8 +115,8 @@ export class PartialObject {
     this.present = new Uint8Array(this.blocks);
     this.fd = openSync(tmpPath, "w+", 0o600);
     ftruncateSync(this.fd, size);
-    this.window = o.chunkBlocks;
-    this.gets = createLimiter(o.maxInflight);
+    this.ra = new ReadAhead({ chunkBlocks: o.chunkBlocks, maxWindowBlocks: o.maxWindowBlocks }, BLOCK_SIZE);
+    this.gets = createLimiter(2 * o.maxInflight);
     this.multipart = multipartEtagParts(etag) !== undefined;
     // Learned now, beside the first GET: single-part objects never wait for it before the end.
     void this.ready().catch(() => {});
@@ -183,6 +189,24 @@ export class PartialObject {
     return this.renamed;
   }
 
+  /**
+   * Worth keeping after its last reader closed: every block it counts as present came in a part
+   * that matched its own checksum (composite, not fallen back to the ETag), and at least one did.
+   * Copies checked only whole (ETag, full-object checksum) are never kept incomplete.
+   */
+  get retainable(): boolean {
+    return !this.corrupt && !this.discarded && !this.renamed && this.digest?.v.kind === "composite" && this.presentCount > 0;
+  }
+
+  /** Bytes of checked parts in the file (what an idle copy holds on disk). */
+  get checkedBytes(): number {
+    const v = this.partMode;
+    if (!v || !this.partDone) return 0;
+    let n = 0;
+    for (let k = 1; k <= v.count; k++) if (this.partDone[k - 1]) n += v.bounds[k]! - v.bounds[k - 1]!;
+    return n;
+  }
+
   /** The path readers should open: the final one once verified and renamed into place. */
   get path(): string {
     return this.renamed ? this.finalPath : this.tmpPath;
@@ -208,46 +232,34 @@ export class PartialObject {
     if (this.complete) return;
     const first = Math.floor(off / BLOCK_SIZE);
     const last = Math.floor((Math.min(off + len, this.size) - 1) / BLOCK_SIZE);
-    const { sequential, isFirst } = this.track(off, len);
+    const step = this.ra.observe(off, len);
     // A random read, or the very first read of this object (which may be `head -c 100` of a
-    // huge object): only the blocks asked for. Chunks and read-ahead start when a second
-    // read shows the reader is sequential.
-    if (!sequential || isFirst) {
+    // huge object): only the blocks asked for. Read-ahead starts, small, when the next read
+    // shows the reader is sequential, and grows with each read that continues the scan.
+    if (!step.sequential) {
       this.schedule(first, last, 1);
       return this.waitFor(first, last);
     }
-    // Sequential: whole chunks on chunk boundaries, so the growing window never produces the
-    // small tail GETs it would if its end moved by each read's size.
-    const c = this.o.chunkBlocks;
-    const chunkEnd = (blk: number) => Math.min(this.blocks - 1, Math.ceil((blk + 1) / c) * c - 1);
-    const demandEnd = chunkEnd(last);
-    this.schedule(Math.floor(first / c) * c, demandEnd, c);
+    // Sequential: GETs of the policy's unit on unit boundaries, the window's end rounded up to
+    // one, so the growing window never produces the small tail GETs it would if its end moved
+    // by each read's size.
+    const u = step.unitBlocks;
+    const end = Math.min(this.blocks - 1, Math.ceil((last + step.aheadBlocks + 1) / u) * u - 1);
     // Read-ahead: errors surface when a reader actually needs those blocks.
-    this.schedule(demandEnd + 1, chunkEnd(last + this.window), c);
+    this.schedule(first, end, u);
     return this.waitFor(first, last);
   }
 
-  /** Whether a READ at [off, off+len) continues a sequential scan; updates the read-ahead window. */
-  private track(off: number, len: number): { sequential: boolean; isFirst: boolean } {
-    // The kernel issues a sequential reader's READs several at a time and they may arrive out of
-    // order, so "sequential" means: inside the read-ahead window behind the furthest read so far,
-    // or at most a chunk past it (or, for the first read, inside the first chunk). Anything else
-    // is a random read, fetched a block at a time.
-    const span = this.window * BLOCK_SIZE;
-    const isFirst = this.lastEnd < 0;
-    const firstChunk = this.o.chunkBlocks * BLOCK_SIZE;
-    const sequential =
-      this.lastEnd < 0
-        ? off < firstChunk // the first READs of a scan may arrive in any order
-        : off >= this.lastEnd - span && off <= this.lastEnd + firstChunk;
-    if (sequential) {
-      if (off + len > this.lastEnd) this.window = Math.min(this.window * 2, this.o.maxWindowBlocks);
-      this.lastEnd = Math.max(this.lastEnd, off + len);
-    } else {
-      this.window = this.o.chunkBlocks;
-      this.lastEnd = off + len;
-    }
-    return { sequential, isFirst };
+  /** A GET of this object answered after `ms`: the far-link stretch of the window follows the shortest. */
+  private firstByte(ms: number): void {
+    if (this.minTtfbMs !== undefined && ms >= this.minTtfbMs) return;
+    this.minTtfbMs = ms;
+    this.ra.stretch = stretchFor(ms);
+  }
+
+  /** What a GET weighs in `gets`: 2, or 1 while the window is stretched (twice the GETs in flight). */
+  private get getWeight(): number {
+    return this.ra.stretch > 1 ? 1 : 2;
   }
 
   /**
@@ -257,13 +269,13 @@ export class PartialObject {
   private async ensureParts(v: Verification & { kind: "composite" }, off: number, len: number): Promise<void> {
     if (this.complete) return;
     const end = Math.min(off + len, this.size);
-    const { sequential, isFirst } = this.track(off, len);
+    const step = this.ra.observe(off, len);
     const first = partIndex(v.bounds, off);
     const last = partIndex(v.bounds, end - 1);
     const asked: Promise<void>[] = [];
     for (let k = first; k <= last; k++) asked.push(this.partOnce(v, k));
-    if (sequential && !isFirst) {
-      const ahead = partIndex(v.bounds, Math.min(this.size - 1, end + this.window * BLOCK_SIZE));
+    if (step.sequential && step.aheadBlocks > 0) {
+      const ahead = partIndex(v.bounds, Math.min(this.size - 1, end + step.aheadBlocks * BLOCK_SIZE));
       for (let k = last + 1; k <= ahead; k++) void this.partOnce(v, k).catch(() => {});
     }
     await Promise.all(asked);
@@ -283,10 +295,16 @@ export class PartialObject {
   private async fetchPart(v: Verification & { kind: "composite" }, k: number): Promise<void> {
     const start = v.bounds[k - 1]!;
     const end = v.bounds[k]!;
-    const done = await this.gets.acquire();
+    const done = await this.gets.acquire(this.getWeight);
+    const t0 = performance.now();
+    let answered = false;
     try {
       const ans = await this.store.getPart(this.key, k, async (chunk, pos) => {
         if (this.discarded) throw new Error(`fetch of ${this.key} cancelled`);
+        if (!answered) {
+          answered = true;
+          this.firstByte(performance.now() - t0);
+        }
         if (pos < start || pos + chunk.byteLength > end) throw new Error(`${this.key}: part ${k} is not bytes ${start}-${end} as its HEAD said`);
         await writeAt(this.fd, chunk, pos);
       }, { signal: this.abort.signal, ifMatch: this.etag, check: v.algorithm });
@@ -372,7 +390,9 @@ export class PartialObject {
   private async fetch(a: number, b: number, arrived: Deferred<void>[]): Promise<void> {
     let next = a; // the first block of the run not yet complete
     try {
-      const done = await this.gets.acquire();
+      const done = await this.gets.acquire(this.getWeight);
+      const t0 = performance.now();
+      let answered = false;
       try {
         const start = a * BLOCK_SIZE;
         const end = Math.min((b + 1) * BLOCK_SIZE, this.size);
@@ -380,6 +400,10 @@ export class PartialObject {
         const n = await this.store.streamRange(this.key, start, end, async (chunk, pos) => {
           // Never write after discard(): the fd may already be closed and its number reused.
           if (this.discarded) throw new Error(`fetch of ${this.key} cancelled`);
+          if (!answered) {
+            answered = true;
+            this.firstByte(performance.now() - t0);
+          }
           if (pos + chunk.byteLength > end) throw new Error(`${this.key}: server sent more than bytes ${start}-${end}`);
           await writeAt(this.fd, chunk, pos);
           // A range arrives in order (a retry resumes at the first byte not delivered).

@@ -312,7 +312,7 @@ export class BucketRun {
       if (this.opts.evictor) {
         // Checks files against rows (a crash may leave either alone), then pins, LRU and limits.
         this.ledger = this.opts.evictor.attach({
-          bucket: cfg.bucket, db, index, root, workdir: cfg.workdir, log, dropIdle: () => objects.dropIdlePartials(),
+          bucket: cfg.bucket, db, index, root, workdir: cfg.workdir, log, dropIdle: (bytes) => objects.dropIdlePartials(bytes),
         });
         objects.hooks = this.ledger;
       }
