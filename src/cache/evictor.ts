@@ -498,6 +498,8 @@ export class BucketLedger implements CacheHooks {
   private reconcile(): void {
     const t0 = performance.now();
     const rows = new Map(this.o.index.allCached().map((r) => [r.key, r.size]));
+    // Partial files whose checked parts the index keeps (object-cache.ts counts them in the bound).
+    const kept = new Set(this.o.index.allKeptParts().map((k) => k.file));
     const seen = new Map<string, number>(); // key -> ctime, a stand-in for a missing last-read time
     let temps = 0;
     let orphans = 0;
@@ -528,6 +530,7 @@ export class BucketLedger implements CacheHooks {
         }
         const want = rows.get(r);
         const temp = TEMP_FILE_RE.test(d.name);
+        if (temp && d.isFile() && kept.has(r)) continue;
         if (d.isFile() && !temp && want !== undefined) {
           try {
             const st = statSync(full);

@@ -14,12 +14,12 @@
  * through here), metadata freshness (fs/namespace.ts) or the eviction policy.
  */
 import { renameSync, rmSync, utimesSync, lstatSync } from "node:fs";
-import { basename, dirname, relative } from "node:path";
+import { basename, dirname, join, relative } from "node:path";
 import type { ObjectInfo, ObjectStore } from "../store/types.ts";
 import { objectMode, objectMtimeMs } from "../store/meta.ts";
 import { containedPath } from "./keys.ts";
 import { mkdirsUnder, tempNameFor } from "./cache-root.ts";
-import type { CachedObject, MetaIndex } from "./meta-index.ts";
+import type { CachedObject, KeptParts, MetaIndex } from "./meta-index.ts";
 import { PartialObject, DEFAULT_PARTIAL_OPTIONS, type PartialOptions } from "./partial-object.ts";
 import { errMsg, fmtBytes, type Logger } from "../util/log.ts";
 import { createLimiter, singleFlight } from "../util/async.ts";
@@ -104,8 +104,14 @@ export class ObjectCache {
   partialOptions: PartialOptions = DEFAULT_PARTIAL_OPTIONS;
   /** The ETag each key was last served to an opener at, to decide keep_cache. */
   private served = new Map<string, string>();
-  /** Pins, last-read times, room for fetches (set by the daemon when the cache has limits). */
-  hooks: CacheHooks = NO_HOOKS;
+  private hooksNow: CacheHooks = NO_HOOKS;
+  /**
+   * Kept parts recorded by an earlier run and not opened yet in this one (index `cache_parts`),
+   * least recently closed first, each with the reservation of its bytes in the cache bound.
+   */
+  private unloaded = new Map<string, { kept: KeptParts; release: () => void }>();
+  /** The modification time each streamed copy was opened with (recorded with its kept parts). */
+  private mtimes = new WeakMap<PartialObject, number>();
   /** The fetch-end callback of each streamed download's reservation. */
   private reservations = new Map<PartialObject, () => void>();
   /**
@@ -129,6 +135,54 @@ export class ObjectCache {
     private index: MetaIndex,
     private log: Logger,
   ) {}
+
+  /** Pins, last-read times, room for fetches (set by the daemon when the cache has limits). */
+  get hooks(): CacheHooks {
+    return this.hooksNow;
+  }
+
+  /**
+   * Setting them counts the parts kept by an earlier run in the cache bound (their files were
+   * left alone by the start-up sweeps); a row whose file is gone or of another size is dropped.
+   */
+  set hooks(h: CacheHooks) {
+    this.hooksNow = h;
+    for (const u of this.unloaded.values()) u.release();
+    this.unloaded.clear();
+    for (const kept of this.index.allKeptParts()) {
+      if (!this.keptFileOk(kept)) {
+        this.forgetKept(kept);
+        continue;
+      }
+      const release = h.reserve(kept.bytes);
+      this.unloaded.set(kept.key, { kept, release });
+    }
+  }
+
+  /** The kept file is a regular file of the object's size, inside this cache. */
+  private keptFileOk(kept: KeptParts): boolean {
+    try {
+      const path = containedPath(this.root, kept.file);
+      const st = lstatSync(path);
+      return st.isFile() && st.size === kept.size;
+    } catch {
+      return false;
+    }
+  }
+
+  /** Drop kept parts recorded in the index: the row, then the file. */
+  private forgetKept(kept: KeptParts): void {
+    try {
+      this.index.dropKeptParts(kept.key);
+    } catch (err) {
+      this.log.debug(`cannot drop the kept parts of ${kept.key} from the index: ${errMsg(err)}`);
+    }
+    try {
+      rmSync(containedPath(this.root, kept.file), { force: true });
+    } catch {
+      /* not ours to remove (outside the cache): the row is gone anyway */
+    }
+  }
 
   pathOf(key: string): string {
     return containedPath(this.root, key);
@@ -337,22 +391,36 @@ export class ObjectCache {
     const object: CachedObject = { key, etag, size, mtimeMs, mode: null };
     let created = false;
     if (!p) {
-      const { path, tmp } = this.prepareTemp(key);
+      const { path, tmp: fresh } = this.prepareTemp(key);
+      // Parts an earlier run kept: served again when S3 still holds this version, else dropped.
+      let tmp = fresh;
+      let resume: Record<number, string> | undefined;
+      const kept = this.unloaded.get(key)?.kept ?? this.index.keptParts(key);
+      if (kept) {
+        this.unloaded.get(key)?.release();
+        this.unloaded.delete(key);
+        if (kept.etag === etag && kept.size === size && this.keptFileOk(kept)) {
+          tmp = containedPath(this.root, kept.file);
+          resume = kept.parts;
+        } else this.forgetKept(kept);
+      }
       const done = this.hooks.reserve(size);
       try {
         p = new PartialObject(key, etag, size, tmp, path, this.roomyStore(), (finished) => {
           utimesSync(path, mtimeMs / 1000, mtimeMs / 1000);
+          this.index.dropKeptParts(key);
           this.index.putCached(object);
           this.counted(key, finished.verification?.kind ?? "none");
           this.hooks.stored(key, size);
           this.unreserve(finished);
           if (this.partials.get(key) === finished) this.partials.delete(key);
           this.log.debug(`fetched ${key} (${fmtBytes(size)}, streamed)`);
-        }, this.log, this.partialOptions);
+        }, this.log, this.partialOptions, resume);
       } catch (err) {
         done();
         throw err;
       }
+      this.mtimes.set(p, mtimeMs);
       this.reservations.set(p, done);
       this.partials.set(key, p);
       created = true;
@@ -382,6 +450,7 @@ export class ObjectCache {
       this.reservations.set(p, done);
       p.refs--;
       this.idle.add(p);
+      this.recordKept(p);
       return;
     }
     p.refs--;
@@ -389,9 +458,27 @@ export class ObjectCache {
     if (this.partials.get(p.key) === p) this.partials.delete(p.key);
   }
 
+  /** Record an idle copy's checked parts in the index (batched), for later opens and the next run. */
+  private recordKept(p: PartialObject): void {
+    try {
+      this.index.putKeptParts({
+        key: p.key, etag: p.etag, size: p.size, mtimeMs: this.mtimes.get(p) ?? 0, file: relative(this.root, p.tmpPath),
+        parts: p.keptParts(), bytes: p.checkedBytes, closedMs: Date.now(),
+      });
+    } catch (err) {
+      this.log.debug(`cannot record the kept parts of ${p.key}: ${errMsg(err)}`);
+    }
+  }
+
   /** Discard an incomplete streamed download and give back the room it had reserved. */
   private drop(p: PartialObject): void {
-    this.idle.delete(p);
+    if (this.idle.delete(p)) {
+      try {
+        this.index.dropKeptParts(p.key);
+      } catch (err) {
+        this.log.debug(`cannot drop the kept parts of ${p.key} from the index: ${errMsg(err)}`);
+      }
+    }
     p.discard();
     this.unreserve(p);
   }
@@ -408,6 +495,14 @@ export class ObjectCache {
    */
   dropIdlePartials(bytes = Infinity): number {
     let freed = 0;
+    // Parts kept by an earlier run first: they were closed before anything of this run.
+    for (const [key, u] of this.unloaded) {
+      if (freed >= bytes) return freed;
+      this.unloaded.delete(key);
+      u.release();
+      this.forgetKept(u.kept);
+      freed += u.kept.bytes;
+    }
     const order = [...this.idle, ...[...this.partials.values()].filter((p) => !this.idle.has(p))];
     for (const p of order) {
       if (freed >= bytes) break;
@@ -423,7 +518,8 @@ export class ObjectCache {
   keptPartials(): { objects: number; bytes: number } {
     let bytes = 0;
     for (const p of this.idle) bytes += p.checkedBytes;
-    return { objects: this.idle.size, bytes };
+    for (const u of this.unloaded.values()) bytes += u.kept.bytes;
+    return { objects: this.idle.size + this.unloaded.size, bytes };
   }
 
   /** One object fetched, checked by `kind`; `none` (unverified) gets one log line per object. */

@@ -24,7 +24,7 @@
  * An object nothing can check is served on its length alone, with one log line. Is not: the
  * whole-object path for small files (object-cache.ts fetchWhole()).
  */
-import { closeSync, openSync, renameSync, rmSync, ftruncateSync, write as fsWrite } from "node:fs";
+import { closeSync, fstatSync, openSync, renameSync, rmSync, ftruncateSync, write as fsWrite } from "node:fs";
 import { StoreError, type ObjectStore } from "../store/types.ts";
 import { errMsg, type Logger } from "../util/log.ts";
 import { StreamedDigest } from "./object-digest.ts";
@@ -96,6 +96,8 @@ export class PartialObject {
   /** composite: parts in the file (1 per part), and the fetch of each part under way. */
   private partDone: Uint8Array | undefined;
   private partFetches = new Map<number, Promise<void>>();
+  /** composite: the checksum (base64) each part in the file matched when it was fetched. */
+  private partSums = new Map<number, string>();
   /** Set when the whole object did not match its ETag: every READ of this copy fails with it. */
   corrupt: StoreError | undefined;
   refs = 0;
@@ -110,11 +112,16 @@ export class PartialObject {
     private onComplete: (p: PartialObject) => void,
     private log: Logger,
     private o: PartialOptions = DEFAULT_PARTIAL_OPTIONS,
+    /**
+     * Parts kept from an earlier open (the file at `tmpPath` holds them; part number -> the
+     * checksum each matched): counted as present once S3 confirms the same part layout.
+     */
+    private resume?: Record<number, string>,
   ) {
     this.blocks = Math.ceil(size / BLOCK_SIZE);
     this.present = new Uint8Array(this.blocks);
-    this.fd = openSync(tmpPath, "w+", 0o600);
-    ftruncateSync(this.fd, size);
+    this.fd = openSync(tmpPath, resume ? "r+" : "w+", 0o600);
+    if (!resume || fstatSync(this.fd).size !== size) ftruncateSync(this.fd, size);
     this.ra = new ReadAhead({ chunkBlocks: o.chunkBlocks, maxWindowBlocks: o.maxWindowBlocks }, BLOCK_SIZE);
     this.gets = createLimiter(2 * o.maxInflight);
     this.multipart = multipartEtagParts(etag) !== undefined;
@@ -154,8 +161,42 @@ export class PartialObject {
     if (v.kind === "composite") {
       this.partMode = v;
       this.partDone = new Uint8Array(v.count);
+      this.resumeParts(v, d);
     }
     return d;
+  }
+
+  /** composite: the kept parts of an earlier open count as present (they matched their checksums then). */
+  private resumeParts(v: Verification & { kind: "composite" }, d: StreamedDigest): void {
+    const kept = this.resume;
+    this.resume = undefined;
+    if (!kept) return;
+    for (const [n, sum] of Object.entries(kept)) {
+      const k = Number(n);
+      if (!Number.isInteger(k) || k < 1 || k > v.count || this.partDone![k - 1]) continue;
+      this.partDone![k - 1] = 1;
+      this.partSums.set(k, sum);
+      d.partChecked(k, sum);
+      this.markPart(v, k);
+    }
+    if (this.complete) this.finish();
+  }
+
+  /** composite: the blocks of part k whose every part is now in count as present. */
+  private markPart(v: Verification & { kind: "composite" }, k: number): void {
+    const last = Math.floor((v.bounds[k]! - 1) / BLOCK_SIZE);
+    for (let blk = Math.floor(v.bounds[k - 1]! / BLOCK_SIZE); blk <= last; blk++) {
+      if (this.present[blk] || !this.blockChecked(v, blk)) continue;
+      this.present[blk] = 1;
+      this.presentCount++;
+    }
+  }
+
+  /** composite: the parts in the file, each with the checksum it matched (what is kept after a close). */
+  keptParts(): Record<number, string> {
+    const out: Record<number, string> = {};
+    for (const [k, sum] of this.partSums) if (this.partDone?.[k - 1]) out[k] = sum;
+    return out;
   }
 
   /**
@@ -203,7 +244,7 @@ export class PartialObject {
     const v = this.partMode;
     if (!v || !this.partDone) return 0;
     let n = 0;
-    for (let k = 1; k <= v.count; k++) if (this.partDone[k - 1]) n += v.bounds[k]! - v.bounds[k - 1]!;
+    for (let k = 1; k <= v.count; k++) if (this.partDone[k - 1] && this.partSums.has(k)) n += v.bounds[k]! - v.bounds[k - 1]!;
     return n;
   }
 
@@ -315,14 +356,12 @@ export class PartialObject {
         throw new StoreError("corrupt", `[cache] ${this.key}: part ${k} came without its x-amz-checksum-${v.algorithm}, and the ETag cannot check it`, { key: this.key, code: "PartChecksumMissing" });
       }
       if (this.discarded) return;
-      if (ans.checksum !== undefined) this.digest!.partChecked(k, ans.checksum);
-      this.partDone![k - 1] = 1;
-      const last = Math.floor((end - 1) / BLOCK_SIZE);
-      for (let blk = Math.floor(start / BLOCK_SIZE); blk <= last; blk++) {
-        if (this.present[blk] || !this.blockChecked(v, blk)) continue;
-        this.present[blk] = 1;
-        this.presentCount++;
+      if (ans.checksum !== undefined) {
+        this.digest!.partChecked(k, ans.checksum);
+        this.partSums.set(k, ans.checksum);
       }
+      this.partDone![k - 1] = 1;
+      this.markPart(v, k);
       this.digest!.advance(this.present);
     } finally {
       done();

@@ -299,7 +299,7 @@ export class BucketRun {
         const dropped = index.forgetCached();
         if (dropped > 0) log.warn(`the last run ended with the machine (no clean stop): ${dropped} cached objects will be fetched again`);
       }
-      const swept = sweepTempFiles(root);
+      const swept = sweepTempFiles(root, new Set(index.allKeptParts().map((k) => k.file)));
       if (swept.length > 0) log.info(`removed ${swept.length} temp files of interrupted downloads`);
       const store = createS3Store(cfg);
       this.stopNet ??= publishNetStatus(cfg);

@@ -4,7 +4,8 @@
  * the GetObject answer bytes the fault proxy counts (test/helpers/fault-proxy.ts).
  *   - A multipart object with composite checksums (CRC32C), read at scattered offsets by one
  *     process per region and closed, then read again by new processes: the second pass fetches
- *     0 bytes and gets the right bytes. A part whose answer is corrupted is never kept (its
+ *     0 bytes and gets the right bytes, and so does a third after a daemon restart over the
+ *     same cache (the block map is in the index). A part whose answer is corrupted is never kept (its
  *     region fails, the others are kept; a clean read of it later fetches it again).
  *   - The object overwritten in S3 (new ETag): the kept parts are dropped, the new bytes read.
  *   - Under cache_size, kept parts are evicted like whole objects.
@@ -112,7 +113,16 @@ describe("block cache of objects with part checksums", () => {
       expect(second).toBe(0);
       // Nothing was renamed into place: the object is incomplete.
       expect(existsSync(join(d.cachePath, `.${BUCKET}`, key))).toBe(false);
-      await stop(d);
+      // The block map is in the index: a restart over the same cache serves the parts again.
+      expect(await d.stop()).toBe(0);
+      await d.cleanup();
+      daemons.delete(d);
+      const again = await startDaemon({ ...server, endpoint: proxy.endpoint }, [{ bucket: BUCKET, extra: { metadata_ttl: "0" } }], { dir: d.dir });
+      daemons.add(again);
+      const third = await fetchedBy(again, async () => (got = await readRegions(again, key, OFFSETS)));
+      expect(got.map((g) => g.sums[0])).toEqual(want);
+      expect(third).toBe(0);
+      await stop(again);
     } finally {
       proxy.clear();
     }
