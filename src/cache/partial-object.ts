@@ -71,8 +71,10 @@ export class PartialObject {
    */
   private gets: Limiter;
   private fd: number;
-  /** The read-ahead policy (read-ahead.ts): how far ahead, in GETs of what size. */
+  /** The read-ahead policy (read-ahead.ts) of READs that come without their reader's own. */
   private ra: ReadAhead;
+  /** How far a sequential reader's window may stretch on this object's link (stretchFor). */
+  private stretch = 1;
   /** The shortest time to first byte of this object's GETs (ms): the link's round trip, about. */
   private minTtfbMs: number | undefined;
   private abort = new AbortController();
@@ -122,7 +124,7 @@ export class PartialObject {
     this.present = new Uint8Array(this.blocks);
     this.fd = openSync(tmpPath, resume ? "r+" : "w+", 0o600);
     if (!resume || fstatSync(this.fd).size !== size) ftruncateSync(this.fd, size);
-    this.ra = new ReadAhead({ chunkBlocks: o.chunkBlocks, maxWindowBlocks: o.maxWindowBlocks }, BLOCK_SIZE);
+    this.ra = this.reader();
     this.gets = createLimiter(2 * o.maxInflight);
     this.multipart = multipartEtagParts(etag) !== undefined;
     // Learned now, beside the first GET: single-part objects never wait for it before the end.
@@ -253,13 +255,25 @@ export class PartialObject {
     return this.renamed ? this.finalPath : this.tmpPath;
   }
 
-  /** Wait until bytes [off, off+len) are in the file; schedule read-ahead for sequential readers. */
-  async ensure(off: number, len: number): Promise<void> {
+  /**
+   * A read-ahead state for one reader (an open file handle), so that readers of the same object
+   * (20 index queries at once) are each judged sequential or random by their own READs.
+   */
+  reader(): ReadAhead {
+    return new ReadAhead({ chunkBlocks: this.o.chunkBlocks, maxWindowBlocks: this.o.maxWindowBlocks }, BLOCK_SIZE);
+  }
+
+  /**
+   * Wait until bytes [off, off+len) are in the file; schedule read-ahead for sequential readers,
+   * as `ra` (the reader's own, from `reader()`; by default one shared by every reader) judges.
+   */
+  async ensure(off: number, len: number, ra: ReadAhead = this.ra): Promise<void> {
     if (this.corrupt) throw this.corrupt;
     if (this.renamed || len <= 0 || off >= this.size) return;
     if (this.multipart) await this.ready();
-    if (this.partMode) await this.ensureParts(this.partMode, off, len);
-    else await this.ensureBlocks(off, len);
+    ra.stretch = this.stretch;
+    if (this.partMode) await this.ensureParts(this.partMode, off, len, ra);
+    else await this.ensureBlocks(off, len, ra);
     // The READ that covers the last byte waits for the whole-object check once the object is
     // complete, so a reader that reads to the end learns of a bad copy before EOF.
     if (this.complete && off + len >= this.size) {
@@ -269,11 +283,11 @@ export class PartialObject {
     }
   }
 
-  private async ensureBlocks(off: number, len: number): Promise<void> {
+  private async ensureBlocks(off: number, len: number, ra: ReadAhead): Promise<void> {
     if (this.complete) return;
     const first = Math.floor(off / BLOCK_SIZE);
     const last = Math.floor((Math.min(off + len, this.size) - 1) / BLOCK_SIZE);
-    const step = this.ra.observe(off, len);
+    const step = ra.observe(off, len);
     // A random read, or the very first read of this object (which may be `head -c 100` of a
     // huge object): only the blocks asked for. Read-ahead starts, small, when the next read
     // shows the reader is sequential, and grows with each read that continues the scan.
@@ -295,22 +309,22 @@ export class PartialObject {
   private firstByte(ms: number): void {
     if (this.minTtfbMs !== undefined && ms >= this.minTtfbMs) return;
     this.minTtfbMs = ms;
-    this.ra.stretch = stretchFor(ms);
+    this.stretch = stretchFor(ms);
   }
 
   /** What a GET weighs in `gets`: 2, or 1 while the window is stretched (twice the GETs in flight). */
   private get getWeight(): number {
-    return this.ra.stretch > 1 ? 1 : 2;
+    return this.stretch > 1 ? 1 : 2;
   }
 
   /**
    * composite: the parts covering [off, off+len) (and, for a sequential reader, the parts of its
    * read-ahead window), each fetched whole and checked; resolves once the asked parts are in.
    */
-  private async ensureParts(v: Verification & { kind: "composite" }, off: number, len: number): Promise<void> {
+  private async ensureParts(v: Verification & { kind: "composite" }, off: number, len: number, ra: ReadAhead): Promise<void> {
     if (this.complete) return;
     const end = Math.min(off + len, this.size);
-    const step = this.ra.observe(off, len);
+    const step = ra.observe(off, len);
     const first = partIndex(v.bounds, off);
     const last = partIndex(v.bounds, end - 1);
     const asked: Promise<void>[] = [];
