@@ -6,7 +6,8 @@
  * cachepath, i.e. the disk the operator protects), and one `BucketLedger` per bucket, which is
  * that bucket's `ObjectCache.hooks`. It evicts whole cached objects least recently read first
  * (a last-read time kept in memory and written to the index in one transaction per tick, never
- * one write per READ), and streamed downloads nobody has open. It runs in the background when
+ * one write per READ), and before them streamed copies nobody has open (the checked parts of
+ * composite-checksum objects kept after their last close, least recently closed first). It runs in the background when
  * the cache comes within a margin of a limit (down to twice that margin), and synchronously
  * when a fetch would pass a limit. It never evicts a pinned object (open by the kernel, between
  * FUSE OPEN and RELEASE, or being fetched), nor anything in the workdir: workdir files are never

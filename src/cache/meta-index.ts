@@ -12,7 +12,8 @@
  * FLUSH_MS later, before any query that reads many rows, and by `flush()` (the daemon calls it
  * before closing the index). A row lost with the process only means a fetch or a HEAD again.
  * `meta_entries`/`meta_dirs` are
- * used by fs/namespace.ts only, `meta_cached` by cache/object-cache.ts only.
+ * used by fs/namespace.ts only, `meta_cached` and `cache_parts` by cache/object-cache.ts only
+ * (and the start-up sweeps, which keep the files `cache_parts` names).
  * Is not: the file cache itself (object-cache.ts) or freshness policy (fs/namespace.ts). Paths are bucket-relative without leading "/": "" is the root, "a/b" a child.
  */
 import type { Database, Statement } from "bun:sqlite";

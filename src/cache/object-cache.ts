@@ -10,11 +10,15 @@
  * Tells its `hooks` (the evictor, evictor.ts) what is in use, read, fetched and stored, and
  * retries a fetch once after a full disk made it evict. Counts every fetched object by what
  * checked its bytes (index table `cache_checks`, for `status --json`) and logs one warning per
- * object nothing could check. Is not: the workdir (never fetched
+ * object nothing could check. Keeps a streamed copy with composite checksums after its last
+ * close (its checked parts; the only user of the index's `cache_parts` rows): a later open, or
+ * the next run, serves those parts and fetches the holes; another ETag drops them; they count
+ * in the cache bound (reservations) and are the first to go when the evictor needs room
+ * (`dropIdlePartials`, least recently closed first). Is not: the workdir (never fetched
  * through here), metadata freshness (fs/namespace.ts) or the eviction policy.
  */
 import { renameSync, rmSync, utimesSync, lstatSync } from "node:fs";
-import { basename, dirname, join, relative } from "node:path";
+import { basename, dirname, relative } from "node:path";
 import type { ObjectInfo, ObjectStore } from "../store/types.ts";
 import { objectMode, objectMtimeMs } from "../store/meta.ts";
 import { containedPath } from "./keys.ts";
@@ -472,12 +476,12 @@ export class ObjectCache {
 
   /** Discard an incomplete streamed download and give back the room it had reserved. */
   private drop(p: PartialObject): void {
-    if (this.idle.delete(p)) {
-      try {
-        this.index.dropKeptParts(p.key);
-      } catch (err) {
-        this.log.debug(`cannot drop the kept parts of ${p.key} from the index: ${errMsg(err)}`);
-      }
+    this.idle.delete(p);
+    // Its parts may be recorded (kept earlier, or resumed from the last run): the file goes now.
+    try {
+      this.index.dropKeptParts(p.key);
+    } catch (err) {
+      this.log.debug(`cannot drop the kept parts of ${p.key} from the index: ${errMsg(err)}`);
     }
     p.discard();
     this.unreserve(p);

@@ -2,10 +2,12 @@
  * A large object being fetched into the cache while it is read: the streaming read path.
  *
  * Is: a sparse temp file of the object's size plus a map of which 1 MiB blocks are present.
- * A read waits only for the blocks it needs. Sequential readers get a read-ahead window
- * that doubles up to `maxWindowBlocks`, fetched as parallel ranged GETs of `chunkBlocks`;
- * random readers fetch single blocks, so `head -c 100` of a 10 GiB object costs one small
- * GET. Every GET carries If-Match with the ETag, so a file never mixes two versions. At
+ * A read waits only for the blocks it needs. How far ahead to fetch is read-ahead.ts's policy,
+ * judged per reader (`reader()`, one per open file handle): the first READ fetches its own
+ * blocks, in-order READs double a window from 2 blocks up to `maxWindowBlocks` (stretched on a
+ * far link, measured by the shortest time to first byte of this object's GETs, with twice
+ * `maxInflight` GETs), fetched as parallel ranged GETs of up to `chunkBlocks`; random readers
+ * fetch single blocks, so `head -c 100` of a 10 GiB object costs one small GET. Every GET carries If-Match with the ETag, so a file never mixes two versions. At
  * most `maxInflight` GETs run at once, and each streams its body into the file as it arrives;
  * a READ waits only until its own blocks are written, not for the rest of their GET
  * (no chunk-sized buffers: a 1 GiB cold read peaked at 177-195 MiB RSS against 284-300 MiB
@@ -21,7 +23,10 @@
  * is renamed to its final name and recorded as cached. The READ covering the last block of a
  * complete object waits for that check; on a mismatch it and every later READ of this copy fail
  * with EIO, the temp file is removed and never renamed, and the next open fetches a fresh copy.
- * An object nothing can check is served on its length alone, with one log line. Is not: the
+ * An object nothing can check is served on its length alone, with one log line. A composite
+ * copy may be kept incomplete after its last close (`retainable`, `keptParts()`; object-cache.ts
+ * decides) and resumed later from its file and the parts' recorded checksums (`resume`).
+ * Is not: the
  * whole-object path for small files (object-cache.ts fetchWhole()).
  */
 import { closeSync, fstatSync, openSync, renameSync, rmSync, ftruncateSync, write as fsWrite } from "node:fs";
