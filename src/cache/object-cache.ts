@@ -385,10 +385,16 @@ export class ObjectCache {
     }
     if (p && this.idle.has(p)) {
       // A kept copy opened again: it serves its checked parts and fetches only the holes, with
-      // room reserved for the whole object again (taken before it leaves `idle`, so the
-      // eviction this may run cannot drop it).
-      const done = this.hooks.reserve(size);
+      // room reserved for the whole object again. Out of `idle` and referenced first, so the
+      // eviction this reservation may run cannot drop it.
       this.idle.delete(p);
+      p.refs++;
+      let done: () => void;
+      try {
+        done = this.hooks.reserve(size);
+      } finally {
+        p.refs--;
+      }
       this.reservations.get(p)?.();
       this.reservations.set(p, done);
     }

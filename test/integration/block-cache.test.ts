@@ -188,8 +188,12 @@ describe("block cache of objects with part checksums", () => {
         const got = await readRegions(d, keys[i]!, OFFSETS);
         expect(got.map((g) => g.sums[0])).toEqual(OFFSETS.map((off) => regionSum(bodies[i]!, off)));
       }
-      // The first object's parts (least recently closed) went to make room for the third's.
+      // The most recently closed object kept its parts...
       let got: { code: number; sums: string[] }[] = [];
+      const z = await fetchedBy(d, async () => (got = await readRegions(d, keys[2]!, OFFSETS)));
+      expect(got.map((g) => g.sums[0])).toEqual(OFFSETS.map((off) => regionSum(bodies[2]!, off)));
+      expect(z).toBe(0);
+      // ...while the first object's (least recently closed) went to make room for the third's.
       const x = await fetchedBy(d, async () => (got = await readRegions(d, keys[0]!, OFFSETS)));
       expect(got.map((g) => g.sums[0])).toEqual(OFFSETS.map((off) => regionSum(bodies[0]!, off)));
       expect(x).toBeGreaterThanOrEqual(4 * PART);
