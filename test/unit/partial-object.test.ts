@@ -84,6 +84,23 @@ describe("streamed reads", () => {
     p.discard();
   });
 
+  test("a far link (GETs slow to answer) stretches a sequential reader's window, with more GETs in flight; a near one does not", async () => {
+    const run = async (delayMs: number) => {
+      const f = fakeStore(data);
+      f.store.delayMs = delayMs;
+      const { p } = make(data, f.store);
+      for (let off = 0; off < data.length; off += MiB) await p.ensure(off, MiB);
+      p.discard();
+      return f.maxInflight();
+    };
+    // maxInflight 3 here, 6 once stretched (GETs that took 60 ms to their first byte); the
+    // store counts the one HEAD (what checks the object) too, so 4 without a stretch at most.
+    const far = await run(60);
+    expect(far).toBeGreaterThanOrEqual(5);
+    expect(far).toBeLessThanOrEqual(7);
+    expect(await run(2)).toBeLessThanOrEqual(4);
+  });
+
   test("overlapping readers share GETs", async () => {
     const f = fakeStore(data);
     const { p } = make(data, f.store);
