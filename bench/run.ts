@@ -53,7 +53,9 @@ const USAGE = `usage: bun bench/run.ts [options]
   --wd-small N          small files of the workdir upload (default 1000, --quick 200)
   --wd-big-mib N        size of each of the 2 big workdir files (default 256, --quick 64)
   --systems a,b         subset of bucketfs,s3fs,rclone (default: all)
-  --tests 1,2,...       subset of tests 1-5 and 7 (default: all; 2 needs 1; 7 = what checking the bytes costs per kind)
+  --tests 1,2,...       subset of tests 1-5, 7 and 8 (default: all; 2 needs 1; 7 = what checking the bytes costs per kind;
+                        8 = the indexed-access row, bench/indexed.ts: bytes fetched by 20 processes reading 64 KiB
+                        regions, bucketfs only, on loopback, into <out>/indexed.md)
   --reps N              repetitions of measurements that take < 20 s (default 3)
   --bucketfs-opt k=v    extra bucketfs config key (repeatable), e.g. read_ahead=128M
   --out DIR             results directory (default bench/results)
@@ -118,7 +120,7 @@ function parseRate(s: string | undefined): number | undefined {
 const RATE = parseRate(argv.rate);
 const systems: SystemName[] = argv.systems ? (argv.systems.split(",").map((s) => s.trim()) as SystemName[]) : [...SYSTEMS];
 for (const s of systems) if (!SYSTEMS.includes(s)) throw new Error(`--systems: unknown ${s}`);
-const tests = new Set((argv.tests ?? "1,2,3,4,5,7").split(",").map((s) => Number(s.trim())));
+const tests = new Set((argv.tests ?? "1,2,3,4,5,7,8").split(",").map((s) => Number(s.trim())));
 const SLOW_DISK_MBS = argv["slow-cache-disk"] === undefined ? undefined : Number(argv["slow-cache-disk"]);
 if (SLOW_DISK_MBS !== undefined) {
   if (!(SLOW_DISK_MBS > 0)) throw new Error(`--slow-cache-disk: expected MB/s > 0, got ${argv["slow-cache-disk"]}`);
@@ -1082,6 +1084,14 @@ if (argv.scale && !failed) {
     stdout: "inherit", stderr: "inherit",
   });
   notes.push(p.exitCode === 0 ? `Scale rows (--scale, N = ${counts}): ${join(OUT, "scale.md")}.` : `The scale rows failed (bench/scale.ts exit ${p.exitCode}).`);
+}
+if (tests.has(8) && systems.includes("bucketfs") && !failed) {
+  log("test 8: indexed access (bench/indexed.ts)");
+  mkdirSync(OUT, { recursive: true });
+  const p = Bun.spawnSync([process.execPath, join(REPO, "bench", "indexed.ts"), "--mib", QUICK ? "256" : "1024", "--out", join(OUT, "indexed.md")], {
+    stdout: "inherit", stderr: "inherit",
+  });
+  notes.push(p.exitCode === 0 ? `Indexed access (test 8): ${join(OUT, "indexed.md")}.` : `The indexed-access row failed (bench/indexed.ts exit ${p.exitCode}).`);
 }
 if (rows.length > 0) await report();
 cleanupSync();

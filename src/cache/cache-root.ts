@@ -257,9 +257,11 @@ export function tempNameFor(name: string): string {
 
 /**
  * Remove every temp file under `dir` (never following symlinks; unreadable directories are
- * skipped). Run at start, before anything downloads. Returns the relative paths removed.
+ * skipped) but those in `keep` (relative paths: the partial files of streamed objects whose
+ * checked parts the index keeps, meta-index.ts `cache_parts`). Run at start, before anything
+ * downloads. Returns the relative paths removed.
  */
-export function sweepTempFiles(dir: string): string[] {
+export function sweepTempFiles(dir: string, keep: ReadonlySet<string> = new Set()): string[] {
   const removed: string[] = [];
   const stack = [""];
   while (stack.length > 0) {
@@ -281,7 +283,7 @@ export function sweepTempFiles(dir: string): string[] {
         continue;
       }
       if (st.isDirectory()) stack.push(childRel);
-      else if (st.isFile() && (TEMP_FILE_RE.test(name) || LEGACY_TEMP_RE.test(name))) {
+      else if (st.isFile() && (TEMP_FILE_RE.test(name) || LEGACY_TEMP_RE.test(name)) && !keep.has(childRel)) {
         try {
           unlinkSync(abs);
           removed.push(childRel);

@@ -6,7 +6,8 @@
  * cachepath, i.e. the disk the operator protects), and one `BucketLedger` per bucket, which is
  * that bucket's `ObjectCache.hooks`. It evicts whole cached objects least recently read first
  * (a last-read time kept in memory and written to the index in one transaction per tick, never
- * one write per READ), and streamed downloads nobody has open. It runs in the background when
+ * one write per READ), and before them streamed copies nobody has open (the checked parts of
+ * composite-checksum objects kept after their last close, least recently closed first). It runs in the background when
  * the cache comes within a margin of a limit (down to twice that margin), and synchronously
  * when a fetch would pass a limit. It never evicts a pinned object (open by the kernel, between
  * FUSE OPEN and RELEASE, or being fetched), nor anything in the workdir: workdir files are never
@@ -78,8 +79,11 @@ export interface LedgerOptions {
   /** Workdir relative to the bucket root, or undefined. */
   workdir: string | undefined;
   log: Logger;
-  /** Discard streamed downloads nobody has open; returns the bytes they had reserved. */
-  dropIdle: () => number;
+  /**
+   * Discard streamed copies nobody has open (kept checked parts, least recently closed first)
+   * until `bytes` are freed; returns the bytes they had reserved.
+   */
+  dropIdle: (bytes: number) => number;
 }
 
 interface Candidate {
@@ -207,7 +211,7 @@ export class Evictor {
   private evict(bytes: number, maxObjects = Infinity): number {
     let count = 0;
     let freed = 0;
-    for (const l of this.ledgers) freed += l.dropIdle();
+    for (const l of this.ledgers) if (freed < bytes) freed += l.dropIdle(bytes - freed);
     if (freed >= bytes) return freed;
     const cursors = this.ledgers.map((l) => l.oldest());
     const heads = cursors.map((c) => c.next());
@@ -369,8 +373,8 @@ export class BucketLedger implements CacheHooks {
 
   // ---- for the Evictor ----------------------------------------------------------------
 
-  dropIdle(): number {
-    return this.o.dropIdle();
+  dropIdle(bytes: number): number {
+    return this.o.dropIdle(bytes);
   }
 
   /** Eviction candidates, least recently read first; pinned and workdir keys are skipped. */
@@ -495,6 +499,8 @@ export class BucketLedger implements CacheHooks {
   private reconcile(): void {
     const t0 = performance.now();
     const rows = new Map(this.o.index.allCached().map((r) => [r.key, r.size]));
+    // Partial files whose checked parts the index keeps (object-cache.ts counts them in the bound).
+    const kept = new Set(this.o.index.allKeptParts().map((k) => k.file));
     const seen = new Map<string, number>(); // key -> ctime, a stand-in for a missing last-read time
     let temps = 0;
     let orphans = 0;
@@ -525,6 +531,7 @@ export class BucketLedger implements CacheHooks {
         }
         const want = rows.get(r);
         const temp = TEMP_FILE_RE.test(d.name);
+        if (temp && d.isFile() && kept.has(r)) continue;
         if (d.isFile() && !temp && want !== undefined) {
           try {
             const st = statSync(full);

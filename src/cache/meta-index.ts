@@ -4,13 +4,16 @@
  *
  * Is: sqlite tables `meta_entries` (with `seen_ms`: when S3 last confirmed the entry),
  * `meta_dirs`, `meta_cached`, `cache_checks` (objects fetched, counted by what checked their
- * bytes; `none` = unverified) and typed queries over them. Single rows learned one at a time
+ * bytes; `none` = unverified), `cache_parts` (the block map of a streamed object kept
+ * incomplete: its partial file and the parts in it that matched their own checksums, valid
+ * while the ETag is unchanged) and typed queries over them. Single rows learned one at a time
  * (`putEntry`, `putCached`, `countCheck`: one each per fetched object) are written in batches:
  * kept in memory, where every query of this index sees them, and written in one transaction
  * FLUSH_MS later, before any query that reads many rows, and by `flush()` (the daemon calls it
  * before closing the index). A row lost with the process only means a fetch or a HEAD again.
  * `meta_entries`/`meta_dirs` are
- * used by fs/namespace.ts only, `meta_cached` by cache/object-cache.ts only.
+ * used by fs/namespace.ts only, `meta_cached` and `cache_parts` by cache/object-cache.ts only
+ * (and the start-up sweeps, which keep the files `cache_parts` names).
  * Is not: the file cache itself (object-cache.ts) or freshness policy (fs/namespace.ts). Paths are bucket-relative without leading "/": "" is the root, "a/b" a child.
  */
 import type { Database, Statement } from "bun:sqlite";
@@ -39,6 +42,29 @@ export interface CachedObject {
   mode: number | null;
 }
 
+/**
+ * A streamed object kept incomplete after its last close (object-cache.ts): its partial file
+ * (relative to the bucket's cache directory) holds parts that each matched their own checksum
+ * when fetched (part number -> that checksum, base64).
+ */
+export interface KeptParts {
+  key: string;
+  etag: string;
+  size: number;
+  mtimeMs: number;
+  file: string;
+  parts: Record<number, string>;
+  /** Bytes of those parts (what the file holds). */
+  bytes: number;
+  /** When its last reader closed it (eviction order). */
+  closedMs: number;
+}
+
+type PartsRow = { key: string; etag: string; size: number; mtime_ms: number; file: string; parts: string; bytes: number; closed_ms: number };
+const toKept = (r: PartsRow): KeptParts => ({
+  key: r.key, etag: r.etag, size: r.size, mtimeMs: r.mtime_ms, file: r.file, parts: JSON.parse(r.parts) as Record<number, string>, bytes: r.bytes, closedMs: r.closed_ms,
+});
+
 type Row = {
   dir: string; name: string; is_dir: number; size: number; mtime_ms: number; etag: string; mode: number | null; seen_ms: number;
 };
@@ -57,6 +83,7 @@ export class MetaIndex {
   private pendingEntries = new Map<string, { e: IndexEntry; now: number }>();
   private pendingCached = new Map<string, { c: CachedObject; now: number }>();
   private pendingChecks = new Map<string, number>();
+  private pendingParts = new Map<string, KeptParts>();
   private flushTimer: Timer | undefined;
   private flushTx: () => void;
   /** Transactions that wrote batched rows (for the profile: SQLite writes per object). */
@@ -73,6 +100,9 @@ export class MetaIndex {
     cached: Statement<{ key: string; etag: string; size: number; mtime_ms: number; mode: number | null }, [string]>;
     putCached: Statement<unknown, [string, string, number, number, number | null, number]>;
     countCheck: Statement<unknown, [string, number]>;
+    parts: Statement<PartsRow, [string]>;
+    putParts: Statement<unknown, [string, string, number, number, string, string, number, number]>;
+    delParts: Statement<unknown, [string]>;
   };
   private replaceTx: (dir: string, entries: IndexEntry[], now: number) => void;
 
@@ -85,6 +115,8 @@ export class MetaIndex {
     db.run(`CREATE TABLE IF NOT EXISTS meta_cached (key TEXT PRIMARY KEY, etag TEXT NOT NULL, size INTEGER NOT NULL,
       mtime_ms INTEGER NOT NULL, mode INTEGER, fetched_ms INTEGER NOT NULL) WITHOUT ROWID`);
     db.run(`CREATE TABLE IF NOT EXISTS cache_checks (kind TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID`);
+    db.run(`CREATE TABLE IF NOT EXISTS cache_parts (key TEXT PRIMARY KEY, etag TEXT NOT NULL, size INTEGER NOT NULL,
+      mtime_ms INTEGER NOT NULL, file TEXT NOT NULL, parts TEXT NOT NULL, bytes INTEGER NOT NULL, closed_ms INTEGER NOT NULL) WITHOUT ROWID`);
     const cols = "dir, name, is_dir, size, mtime_ms, etag, mode";
     this.q = {
       entry: db.query(`SELECT ${cols}, seen_ms FROM meta_entries WHERE dir = ?1 AND name = ?2`),
@@ -99,11 +131,18 @@ export class MetaIndex {
       countCheck: db.query("INSERT INTO cache_checks (kind, n) VALUES (?1, ?2) ON CONFLICT(kind) DO UPDATE SET n = n + ?2"),
       putCached: db.query(`INSERT OR REPLACE INTO meta_cached (key, etag, size, mtime_ms, mode, fetched_ms)
         VALUES (?1, ?2, ?3, ?4, ?5, ?6)`),
+      parts: db.query("SELECT key, etag, size, mtime_ms, file, parts, bytes, closed_ms FROM cache_parts WHERE key = ?1"),
+      putParts: db.query(`INSERT OR REPLACE INTO cache_parts (key, etag, size, mtime_ms, file, parts, bytes, closed_ms)
+        VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)`),
+      delParts: db.query("DELETE FROM cache_parts WHERE key = ?1"),
     };
     this.flushTx = db.transaction(() => {
       for (const { e, now } of this.pendingEntries.values()) this.insert(e, now);
       for (const { c, now } of this.pendingCached.values()) this.q.putCached.run(c.key, c.etag, c.size, Math.round(c.mtimeMs), c.mode, now);
       for (const [kind, n] of this.pendingChecks) this.q.countCheck.run(kind, n);
+      for (const k of this.pendingParts.values()) {
+        this.q.putParts.run(k.key, k.etag, k.size, Math.round(k.mtimeMs), k.file, JSON.stringify(k.parts), k.bytes, k.closedMs);
+      }
     });
     this.replaceTx = db.transaction((dir: string, entries: IndexEntry[], now: number) => {
       this.q.delDir.run(dir);
@@ -123,6 +162,7 @@ export class MetaIndex {
    */
   forgetCached(): number {
     this.flush();
+    this.db.query("DELETE FROM cache_parts").run();
     return this.db.query("DELETE FROM meta_cached").run().changes;
   }
 
@@ -172,11 +212,12 @@ export class MetaIndex {
     this.pendingEntries.clear();
     this.pendingCached.clear();
     this.pendingChecks.clear();
+    this.pendingParts.clear();
   }
 
   /** Rows waiting to be written. */
   get pending(): number {
-    return this.pendingEntries.size + this.pendingCached.size + this.pendingChecks.size;
+    return this.pendingEntries.size + this.pendingCached.size + this.pendingChecks.size + this.pendingParts.size;
   }
 
   private schedule(): void {
@@ -211,6 +252,32 @@ export class MetaIndex {
   dropCached(key: string): void {
     this.pendingCached.delete(key);
     this.db.query("DELETE FROM meta_cached WHERE key = ?1").run(key);
+  }
+
+  /** The kept parts of `key`, if any. */
+  keptParts(key: string): KeptParts | undefined {
+    const p = this.pendingParts.get(key);
+    if (p) return { ...p, parts: { ...p.parts } };
+    const r = this.q.parts.get(key);
+    return r ? toKept(r) : undefined;
+  }
+
+  /** Record (batched) the kept parts of an object whose last reader closed it. */
+  putKeptParts(k: KeptParts): void {
+    this.pendingParts.set(k.key, { ...k, parts: { ...k.parts } });
+    this.schedule();
+  }
+
+  /** Forget the kept parts of `key` (dropped, evicted, completed, or another ETag). */
+  dropKeptParts(key: string): void {
+    this.pendingParts.delete(key);
+    this.q.delParts.run(key);
+  }
+
+  /** Every object with kept parts, least recently closed first. */
+  allKeptParts(): KeptParts[] {
+    this.flush();
+    return this.db.query<PartsRow, []>("SELECT key, etag, size, mtime_ms, file, parts, bytes, closed_ms FROM cache_parts ORDER BY closed_ms, key").all().map(toKept);
   }
 
   /** One object fetched and checked by `kind` (a Verification kind; `none`: nothing could check it). */

@@ -10,7 +10,11 @@
  * Tells its `hooks` (the evictor, evictor.ts) what is in use, read, fetched and stored, and
  * retries a fetch once after a full disk made it evict. Counts every fetched object by what
  * checked its bytes (index table `cache_checks`, for `status --json`) and logs one warning per
- * object nothing could check. Is not: the workdir (never fetched
+ * object nothing could check. Keeps a streamed copy with composite checksums after its last
+ * close (its checked parts; the only user of the index's `cache_parts` rows): a later open, or
+ * the next run, serves those parts and fetches the holes; another ETag drops them; they count
+ * in the cache bound (reservations) and are the first to go when the evictor needs room
+ * (`dropIdlePartials`, least recently closed first). Is not: the workdir (never fetched
  * through here), metadata freshness (fs/namespace.ts) or the eviction policy.
  */
 import { renameSync, rmSync, utimesSync, lstatSync } from "node:fs";
@@ -19,7 +23,7 @@ import type { ObjectInfo, ObjectStore } from "../store/types.ts";
 import { objectMode, objectMtimeMs } from "../store/meta.ts";
 import { containedPath } from "./keys.ts";
 import { mkdirsUnder, tempNameFor } from "./cache-root.ts";
-import type { CachedObject, MetaIndex } from "./meta-index.ts";
+import type { CachedObject, KeptParts, MetaIndex } from "./meta-index.ts";
 import { PartialObject, DEFAULT_PARTIAL_OPTIONS, type PartialOptions } from "./partial-object.ts";
 import { errMsg, fmtBytes, type Logger } from "../util/log.ts";
 import { createLimiter, singleFlight } from "../util/async.ts";
@@ -104,10 +108,21 @@ export class ObjectCache {
   partialOptions: PartialOptions = DEFAULT_PARTIAL_OPTIONS;
   /** The ETag each key was last served to an opener at, to decide keep_cache. */
   private served = new Map<string, string>();
-  /** Pins, last-read times, room for fetches (set by the daemon when the cache has limits). */
-  hooks: CacheHooks = NO_HOOKS;
+  private hooksNow: CacheHooks = NO_HOOKS;
+  /**
+   * Kept parts recorded by an earlier run and not opened yet in this one (index `cache_parts`),
+   * least recently closed first, each with the reservation of its bytes in the cache bound.
+   */
+  private unloaded = new Map<string, { kept: KeptParts; release: () => void }>();
+  /** The modification time each streamed copy was opened with (recorded with its kept parts). */
+  private mtimes = new WeakMap<PartialObject, number>();
   /** The fetch-end callback of each streamed download's reservation. */
   private reservations = new Map<PartialObject, () => void>();
+  /**
+   * Streamed copies nobody has open, kept for their checked parts (PartialObject.retainable),
+   * least recently closed first. Each holds a reservation of its checked bytes only.
+   */
+  private idle = new Set<PartialObject>();
   private lastFullLog = 0;
   /**
    * Cache directories (relative to the root) made or found real this run: a fetch into them
@@ -124,6 +139,54 @@ export class ObjectCache {
     private index: MetaIndex,
     private log: Logger,
   ) {}
+
+  /** Pins, last-read times, room for fetches (set by the daemon when the cache has limits). */
+  get hooks(): CacheHooks {
+    return this.hooksNow;
+  }
+
+  /**
+   * Setting them counts the parts kept by an earlier run in the cache bound (their files were
+   * left alone by the start-up sweeps); a row whose file is gone or of another size is dropped.
+   */
+  set hooks(h: CacheHooks) {
+    this.hooksNow = h;
+    for (const u of this.unloaded.values()) u.release();
+    this.unloaded.clear();
+    for (const kept of this.index.allKeptParts()) {
+      if (!this.keptFileOk(kept)) {
+        this.forgetKept(kept);
+        continue;
+      }
+      const release = h.reserve(kept.bytes);
+      this.unloaded.set(kept.key, { kept, release });
+    }
+  }
+
+  /** The kept file is a regular file of the object's size, inside this cache. */
+  private keptFileOk(kept: KeptParts): boolean {
+    try {
+      const path = containedPath(this.root, kept.file);
+      const st = lstatSync(path);
+      return st.isFile() && st.size === kept.size;
+    } catch {
+      return false;
+    }
+  }
+
+  /** Drop kept parts recorded in the index: the row, then the file. */
+  private forgetKept(kept: KeptParts): void {
+    try {
+      this.index.dropKeptParts(kept.key);
+    } catch (err) {
+      this.log.debug(`cannot drop the kept parts of ${kept.key} from the index: ${errMsg(err)}`);
+    }
+    try {
+      rmSync(containedPath(this.root, kept.file), { force: true });
+    } catch {
+      /* not ours to remove (outside the cache): the row is gone anyway */
+    }
+  }
 
   pathOf(key: string): string {
     return containedPath(this.root, key);
@@ -314,30 +377,60 @@ export class ObjectCache {
     }
     let p = this.partials.get(key);
     if (p && (p.etag !== etag || p.corrupt)) {
+      // Another version in S3 (or a bad copy): the kept parts and their file go.
       if (p.corrupt) this.served.delete(key);
       if (p.refs === 0) this.drop(p);
       this.partials.delete(key);
       p = undefined;
     }
+    if (p && this.idle.has(p)) {
+      // A kept copy opened again: it serves its checked parts and fetches only the holes, with
+      // room reserved for the whole object again. Out of `idle` and referenced first, so the
+      // eviction this reservation may run cannot drop it.
+      this.idle.delete(p);
+      p.refs++;
+      let done: () => void;
+      try {
+        done = this.hooks.reserve(size);
+      } finally {
+        p.refs--;
+      }
+      this.reservations.get(p)?.();
+      this.reservations.set(p, done);
+    }
     const object: CachedObject = { key, etag, size, mtimeMs, mode: null };
     let created = false;
     if (!p) {
-      const { path, tmp } = this.prepareTemp(key);
+      const { path, tmp: fresh } = this.prepareTemp(key);
+      // Parts an earlier run kept: served again when S3 still holds this version, else dropped.
+      let tmp = fresh;
+      let resume: Record<number, string> | undefined;
+      const kept = this.unloaded.get(key)?.kept ?? this.index.keptParts(key);
+      if (kept) {
+        this.unloaded.get(key)?.release();
+        this.unloaded.delete(key);
+        if (kept.etag === etag && kept.size === size && this.keptFileOk(kept)) {
+          tmp = containedPath(this.root, kept.file);
+          resume = kept.parts;
+        } else this.forgetKept(kept);
+      }
       const done = this.hooks.reserve(size);
       try {
         p = new PartialObject(key, etag, size, tmp, path, this.roomyStore(), (finished) => {
           utimesSync(path, mtimeMs / 1000, mtimeMs / 1000);
+          this.index.dropKeptParts(key);
           this.index.putCached(object);
           this.counted(key, finished.verification?.kind ?? "none");
           this.hooks.stored(key, size);
           this.unreserve(finished);
           if (this.partials.get(key) === finished) this.partials.delete(key);
           this.log.debug(`fetched ${key} (${fmtBytes(size)}, streamed)`);
-        }, this.log, this.partialOptions);
+        }, this.log, this.partialOptions, resume);
       } catch (err) {
         done();
         throw err;
       }
+      this.mtimes.set(p, mtimeMs);
       this.reservations.set(p, done);
       this.partials.set(key, p);
       created = true;
@@ -353,16 +446,49 @@ export class ObjectCache {
   }
 
   private releasePartial(p: PartialObject): void {
-    p.refs--;
     // A copy that failed its check may have left bad pages in the kernel: no keep_cache next time.
     if (p.corrupt) this.served.delete(p.key);
-    if (p.refs > 0 || (p.complete && !p.corrupt)) return;
+    if (p.refs > 1 || (p.complete && !p.corrupt)) {
+      p.refs--;
+      return;
+    }
+    if (p.retainable && this.partials.get(p.key) === p) {
+      // Kept for a later open: its reservation shrinks to the checked bytes it holds (taken
+      // while still referenced, so the eviction this may run cannot drop it).
+      const done = this.hooks.reserve(p.checkedBytes);
+      this.reservations.get(p)?.();
+      this.reservations.set(p, done);
+      p.refs--;
+      this.idle.add(p);
+      this.recordKept(p);
+      return;
+    }
+    p.refs--;
     this.drop(p);
     if (this.partials.get(p.key) === p) this.partials.delete(p.key);
   }
 
+  /** Record an idle copy's checked parts in the index (batched), for later opens and the next run. */
+  private recordKept(p: PartialObject): void {
+    try {
+      this.index.putKeptParts({
+        key: p.key, etag: p.etag, size: p.size, mtimeMs: this.mtimes.get(p) ?? 0, file: relative(this.root, p.tmpPath),
+        parts: p.keptParts(), bytes: p.checkedBytes, closedMs: Date.now(),
+      });
+    } catch (err) {
+      this.log.debug(`cannot record the kept parts of ${p.key}: ${errMsg(err)}`);
+    }
+  }
+
   /** Discard an incomplete streamed download and give back the room it had reserved. */
   private drop(p: PartialObject): void {
+    this.idle.delete(p);
+    // Its parts may be recorded (kept earlier, or resumed from the last run): the file goes now.
+    try {
+      this.index.dropKeptParts(p.key);
+    } catch (err) {
+      this.log.debug(`cannot drop the kept parts of ${p.key} from the index: ${errMsg(err)}`);
+    }
     p.discard();
     this.unreserve(p);
   }
@@ -373,18 +499,37 @@ export class ObjectCache {
   }
 
   /**
-   * Discard streamed downloads nobody has open (idle partial downloads); returns the bytes
-   * they had reserved. The evictor calls it before evicting whole objects.
+   * Discard streamed copies nobody has open, least recently closed first, until `bytes` are
+   * freed (all of them by default); returns the bytes they had reserved. The evictor calls it
+   * before evicting whole objects.
    */
-  dropIdlePartials(): number {
+  dropIdlePartials(bytes = Infinity): number {
     let freed = 0;
-    for (const [key, p] of this.partials) {
+    // Parts kept by an earlier run first: they were closed before anything of this run.
+    for (const [key, u] of this.unloaded) {
+      if (freed >= bytes) return freed;
+      this.unloaded.delete(key);
+      u.release();
+      this.forgetKept(u.kept);
+      freed += u.kept.bytes;
+    }
+    const order = [...this.idle, ...[...this.partials.values()].filter((p) => !this.idle.has(p))];
+    for (const p of order) {
+      if (freed >= bytes) break;
       if (p.refs > 0 || p.complete) continue;
-      freed += p.size;
+      freed += this.idle.has(p) ? p.checkedBytes : p.size;
       this.drop(p);
-      this.partials.delete(key);
+      if (this.partials.get(p.key) === p) this.partials.delete(p.key);
     }
     return freed;
+  }
+
+  /** Streamed copies kept after their last close (count, and the checked bytes they hold). */
+  keptPartials(): { objects: number; bytes: number } {
+    let bytes = 0;
+    for (const p of this.idle) bytes += p.checkedBytes;
+    for (const u of this.unloaded.values()) bytes += u.kept.bytes;
+    return { objects: this.idle.size + this.unloaded.size, bytes };
   }
 
   /** One object fetched, checked by `kind`; `none` (unverified) gets one log line per object. */

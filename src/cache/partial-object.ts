@@ -2,10 +2,12 @@
  * A large object being fetched into the cache while it is read: the streaming read path.
  *
  * Is: a sparse temp file of the object's size plus a map of which 1 MiB blocks are present.
- * A read waits only for the blocks it needs. Sequential readers get a read-ahead window
- * that doubles up to `maxWindowBlocks`, fetched as parallel ranged GETs of `chunkBlocks`;
- * random readers fetch single blocks, so `head -c 100` of a 10 GiB object costs one small
- * GET. Every GET carries If-Match with the ETag, so a file never mixes two versions. At
+ * A read waits only for the blocks it needs. How far ahead to fetch is read-ahead.ts's policy,
+ * judged per reader (`reader()`, one per open file handle): the first READ fetches its own
+ * blocks, in-order READs double a window from 2 blocks up to `maxWindowBlocks` (stretched on a
+ * far link, measured by the shortest time to first byte of this object's GETs, with twice
+ * `maxInflight` GETs), fetched as parallel ranged GETs of up to `chunkBlocks`; random readers
+ * fetch single blocks, so `head -c 100` of a 10 GiB object costs one small GET. Every GET carries If-Match with the ETag, so a file never mixes two versions. At
  * most `maxInflight` GETs run at once, and each streams its body into the file as it arrives;
  * a READ waits only until its own blocks are written, not for the rest of their GET
  * (no chunk-sized buffers: a 1 GiB cold read peaked at 177-195 MiB RSS against 284-300 MiB
@@ -21,15 +23,19 @@
  * is renamed to its final name and recorded as cached. The READ covering the last block of a
  * complete object waits for that check; on a mismatch it and every later READ of this copy fail
  * with EIO, the temp file is removed and never renamed, and the next open fetches a fresh copy.
- * An object nothing can check is served on its length alone, with one log line. Is not: the
+ * An object nothing can check is served on its length alone, with one log line. A composite
+ * copy may be kept incomplete after its last close (`retainable`, `keptParts()`; object-cache.ts
+ * decides) and resumed later from its file and the parts' recorded checksums (`resume`).
+ * Is not: the
  * whole-object path for small files (object-cache.ts fetchWhole()).
  */
-import { closeSync, openSync, renameSync, rmSync, ftruncateSync, write as fsWrite } from "node:fs";
+import { closeSync, fstatSync, openSync, renameSync, rmSync, ftruncateSync, write as fsWrite } from "node:fs";
 import { StoreError, type ObjectStore } from "../store/types.ts";
 import { errMsg, type Logger } from "../util/log.ts";
 import { StreamedDigest } from "./object-digest.ts";
 import { chooseVerification, multipartEtagParts, partBounds, type Verification } from "../store/checksum.ts";
 import { createLimiter, deferred, type Deferred, type Limiter } from "../util/async.ts";
+import { ReadAhead, stretchFor } from "./read-ahead.ts";
 
 export const BLOCK_SIZE = 1024 * 1024;
 
@@ -64,11 +70,18 @@ export class PartialObject {
   private present: Uint8Array;
   private presentCount = 0;
   private inflight = new Map<number, Promise<void>>();
-  /** At most `maxInflight` GETs of this object at once. */
+  /**
+   * GETs of this object in flight: `maxInflight`, twice that for a reader whose window is
+   * stretched for a far link (capacity 2 × maxInflight; a GET weighs 2, or 1 when stretched).
+   */
   private gets: Limiter;
   private fd: number;
-  private window: number;
-  private lastEnd = -1;
+  /** The read-ahead policy (read-ahead.ts) of READs that come without their reader's own. */
+  private ra: ReadAhead;
+  /** How far a sequential reader's window may stretch on this object's link (stretchFor). */
+  private stretch = 1;
+  /** The shortest time to first byte of this object's GETs (ms): the link's round trip, about. */
+  private minTtfbMs: number | undefined;
   private abort = new AbortController();
   private finished: Promise<void> | undefined;
   private discarded = false;
@@ -90,6 +103,8 @@ export class PartialObject {
   /** composite: parts in the file (1 per part), and the fetch of each part under way. */
   private partDone: Uint8Array | undefined;
   private partFetches = new Map<number, Promise<void>>();
+  /** composite: the checksum (base64) each part in the file matched when it was fetched. */
+  private partSums = new Map<number, string>();
   /** Set when the whole object did not match its ETag: every READ of this copy fails with it. */
   corrupt: StoreError | undefined;
   refs = 0;
@@ -104,13 +119,18 @@ export class PartialObject {
     private onComplete: (p: PartialObject) => void,
     private log: Logger,
     private o: PartialOptions = DEFAULT_PARTIAL_OPTIONS,
+    /**
+     * Parts kept from an earlier open (the file at `tmpPath` holds them; part number -> the
+     * checksum each matched): counted as present once S3 confirms the same part layout.
+     */
+    private resume?: Record<number, string>,
   ) {
     this.blocks = Math.ceil(size / BLOCK_SIZE);
     this.present = new Uint8Array(this.blocks);
-    this.fd = openSync(tmpPath, "w+", 0o600);
-    ftruncateSync(this.fd, size);
-    this.window = o.chunkBlocks;
-    this.gets = createLimiter(o.maxInflight);
+    this.fd = openSync(tmpPath, resume ? "r+" : "w+", 0o600);
+    if (!resume || fstatSync(this.fd).size !== size) ftruncateSync(this.fd, size);
+    this.ra = this.reader();
+    this.gets = createLimiter(2 * o.maxInflight);
     this.multipart = multipartEtagParts(etag) !== undefined;
     // Learned now, beside the first GET: single-part objects never wait for it before the end.
     void this.ready().catch(() => {});
@@ -148,8 +168,42 @@ export class PartialObject {
     if (v.kind === "composite") {
       this.partMode = v;
       this.partDone = new Uint8Array(v.count);
+      this.resumeParts(v, d);
     }
     return d;
+  }
+
+  /** composite: the kept parts of an earlier open count as present (they matched their checksums then). */
+  private resumeParts(v: Verification & { kind: "composite" }, d: StreamedDigest): void {
+    const kept = this.resume;
+    this.resume = undefined;
+    if (!kept) return;
+    for (const [n, sum] of Object.entries(kept)) {
+      const k = Number(n);
+      if (!Number.isInteger(k) || k < 1 || k > v.count || this.partDone![k - 1]) continue;
+      this.partDone![k - 1] = 1;
+      this.partSums.set(k, sum);
+      d.partChecked(k, sum);
+      this.markPart(v, k);
+    }
+    if (this.complete) this.finish();
+  }
+
+  /** composite: the blocks of part k whose every part is now in count as present. */
+  private markPart(v: Verification & { kind: "composite" }, k: number): void {
+    const last = Math.floor((v.bounds[k]! - 1) / BLOCK_SIZE);
+    for (let blk = Math.floor(v.bounds[k - 1]! / BLOCK_SIZE); blk <= last; blk++) {
+      if (this.present[blk] || !this.blockChecked(v, blk)) continue;
+      this.present[blk] = 1;
+      this.presentCount++;
+    }
+  }
+
+  /** composite: the parts in the file, each with the checksum it matched (what is kept after a close). */
+  keptParts(): Record<number, string> {
+    const out: Record<number, string> = {};
+    for (const [k, sum] of this.partSums) if (this.partDone?.[k - 1]) out[k] = sum;
+    return out;
   }
 
   /**
@@ -183,18 +237,48 @@ export class PartialObject {
     return this.renamed;
   }
 
+  /**
+   * Worth keeping after its last reader closed: every block it counts as present came in a part
+   * that matched its own checksum (composite, not fallen back to the ETag), and at least one did.
+   * Copies checked only whole (ETag, full-object checksum) are never kept incomplete.
+   */
+  get retainable(): boolean {
+    return !this.corrupt && !this.discarded && !this.renamed && this.digest?.v.kind === "composite" && this.presentCount > 0;
+  }
+
+  /** Bytes of checked parts in the file (what an idle copy holds on disk). */
+  get checkedBytes(): number {
+    const v = this.partMode;
+    if (!v || !this.partDone) return 0;
+    let n = 0;
+    for (let k = 1; k <= v.count; k++) if (this.partDone[k - 1] && this.partSums.has(k)) n += v.bounds[k]! - v.bounds[k - 1]!;
+    return n;
+  }
+
   /** The path readers should open: the final one once verified and renamed into place. */
   get path(): string {
     return this.renamed ? this.finalPath : this.tmpPath;
   }
 
-  /** Wait until bytes [off, off+len) are in the file; schedule read-ahead for sequential readers. */
-  async ensure(off: number, len: number): Promise<void> {
+  /**
+   * A read-ahead state for one reader (an open file handle), so that readers of the same object
+   * (20 index queries at once) are each judged sequential or random by their own READs.
+   */
+  reader(): ReadAhead {
+    return new ReadAhead({ chunkBlocks: this.o.chunkBlocks, maxWindowBlocks: this.o.maxWindowBlocks }, BLOCK_SIZE);
+  }
+
+  /**
+   * Wait until bytes [off, off+len) are in the file; schedule read-ahead for sequential readers,
+   * as `ra` (the reader's own, from `reader()`; by default one shared by every reader) judges.
+   */
+  async ensure(off: number, len: number, ra: ReadAhead = this.ra): Promise<void> {
     if (this.corrupt) throw this.corrupt;
     if (this.renamed || len <= 0 || off >= this.size) return;
     if (this.multipart) await this.ready();
-    if (this.partMode) await this.ensureParts(this.partMode, off, len);
-    else await this.ensureBlocks(off, len);
+    ra.stretch = this.stretch;
+    if (this.partMode) await this.ensureParts(this.partMode, off, len, ra);
+    else await this.ensureBlocks(off, len, ra);
     // The READ that covers the last byte waits for the whole-object check once the object is
     // complete, so a reader that reads to the end learns of a bad copy before EOF.
     if (this.complete && off + len >= this.size) {
@@ -204,66 +288,54 @@ export class PartialObject {
     }
   }
 
-  private async ensureBlocks(off: number, len: number): Promise<void> {
+  private async ensureBlocks(off: number, len: number, ra: ReadAhead): Promise<void> {
     if (this.complete) return;
     const first = Math.floor(off / BLOCK_SIZE);
     const last = Math.floor((Math.min(off + len, this.size) - 1) / BLOCK_SIZE);
-    const { sequential, isFirst } = this.track(off, len);
+    const step = ra.observe(off, len);
     // A random read, or the very first read of this object (which may be `head -c 100` of a
-    // huge object): only the blocks asked for. Chunks and read-ahead start when a second
-    // read shows the reader is sequential.
-    if (!sequential || isFirst) {
+    // huge object): only the blocks asked for. Read-ahead starts, small, when the next read
+    // shows the reader is sequential, and grows with each read that continues the scan.
+    if (!step.sequential) {
       this.schedule(first, last, 1);
       return this.waitFor(first, last);
     }
-    // Sequential: whole chunks on chunk boundaries, so the growing window never produces the
-    // small tail GETs it would if its end moved by each read's size.
-    const c = this.o.chunkBlocks;
-    const chunkEnd = (blk: number) => Math.min(this.blocks - 1, Math.ceil((blk + 1) / c) * c - 1);
-    const demandEnd = chunkEnd(last);
-    this.schedule(Math.floor(first / c) * c, demandEnd, c);
+    // Sequential: GETs of the policy's unit on unit boundaries, the window's end rounded up to
+    // one, so the growing window never produces the small tail GETs it would if its end moved
+    // by each read's size.
+    const u = step.unitBlocks;
+    const end = Math.min(this.blocks - 1, Math.ceil((last + step.aheadBlocks + 1) / u) * u - 1);
     // Read-ahead: errors surface when a reader actually needs those blocks.
-    this.schedule(demandEnd + 1, chunkEnd(last + this.window), c);
+    this.schedule(first, end, u);
     return this.waitFor(first, last);
   }
 
-  /** Whether a READ at [off, off+len) continues a sequential scan; updates the read-ahead window. */
-  private track(off: number, len: number): { sequential: boolean; isFirst: boolean } {
-    // The kernel issues a sequential reader's READs several at a time and they may arrive out of
-    // order, so "sequential" means: inside the read-ahead window behind the furthest read so far,
-    // or at most a chunk past it (or, for the first read, inside the first chunk). Anything else
-    // is a random read, fetched a block at a time.
-    const span = this.window * BLOCK_SIZE;
-    const isFirst = this.lastEnd < 0;
-    const firstChunk = this.o.chunkBlocks * BLOCK_SIZE;
-    const sequential =
-      this.lastEnd < 0
-        ? off < firstChunk // the first READs of a scan may arrive in any order
-        : off >= this.lastEnd - span && off <= this.lastEnd + firstChunk;
-    if (sequential) {
-      if (off + len > this.lastEnd) this.window = Math.min(this.window * 2, this.o.maxWindowBlocks);
-      this.lastEnd = Math.max(this.lastEnd, off + len);
-    } else {
-      this.window = this.o.chunkBlocks;
-      this.lastEnd = off + len;
-    }
-    return { sequential, isFirst };
+  /** A GET of this object answered after `ms`: the far-link stretch of the window follows the shortest. */
+  private firstByte(ms: number): void {
+    if (this.minTtfbMs !== undefined && ms >= this.minTtfbMs) return;
+    this.minTtfbMs = ms;
+    this.stretch = stretchFor(ms);
+  }
+
+  /** What a GET weighs in `gets`: 2, or 1 while the window is stretched (twice the GETs in flight). */
+  private get getWeight(): number {
+    return this.stretch > 1 ? 1 : 2;
   }
 
   /**
    * composite: the parts covering [off, off+len) (and, for a sequential reader, the parts of its
    * read-ahead window), each fetched whole and checked; resolves once the asked parts are in.
    */
-  private async ensureParts(v: Verification & { kind: "composite" }, off: number, len: number): Promise<void> {
+  private async ensureParts(v: Verification & { kind: "composite" }, off: number, len: number, ra: ReadAhead): Promise<void> {
     if (this.complete) return;
     const end = Math.min(off + len, this.size);
-    const { sequential, isFirst } = this.track(off, len);
+    const step = ra.observe(off, len);
     const first = partIndex(v.bounds, off);
     const last = partIndex(v.bounds, end - 1);
     const asked: Promise<void>[] = [];
     for (let k = first; k <= last; k++) asked.push(this.partOnce(v, k));
-    if (sequential && !isFirst) {
-      const ahead = partIndex(v.bounds, Math.min(this.size - 1, end + this.window * BLOCK_SIZE));
+    if (step.sequential && step.aheadBlocks > 0) {
+      const ahead = partIndex(v.bounds, Math.min(this.size - 1, end + step.aheadBlocks * BLOCK_SIZE));
       for (let k = last + 1; k <= ahead; k++) void this.partOnce(v, k).catch(() => {});
     }
     await Promise.all(asked);
@@ -283,10 +355,16 @@ export class PartialObject {
   private async fetchPart(v: Verification & { kind: "composite" }, k: number): Promise<void> {
     const start = v.bounds[k - 1]!;
     const end = v.bounds[k]!;
-    const done = await this.gets.acquire();
+    const done = await this.gets.acquire(this.getWeight);
+    const t0 = performance.now();
+    let answered = false;
     try {
       const ans = await this.store.getPart(this.key, k, async (chunk, pos) => {
         if (this.discarded) throw new Error(`fetch of ${this.key} cancelled`);
+        if (!answered) {
+          answered = true;
+          this.firstByte(performance.now() - t0);
+        }
         if (pos < start || pos + chunk.byteLength > end) throw new Error(`${this.key}: part ${k} is not bytes ${start}-${end} as its HEAD said`);
         await writeAt(this.fd, chunk, pos);
       }, { signal: this.abort.signal, ifMatch: this.etag, check: v.algorithm });
@@ -297,14 +375,12 @@ export class PartialObject {
         throw new StoreError("corrupt", `[cache] ${this.key}: part ${k} came without its x-amz-checksum-${v.algorithm}, and the ETag cannot check it`, { key: this.key, code: "PartChecksumMissing" });
       }
       if (this.discarded) return;
-      if (ans.checksum !== undefined) this.digest!.partChecked(k, ans.checksum);
-      this.partDone![k - 1] = 1;
-      const last = Math.floor((end - 1) / BLOCK_SIZE);
-      for (let blk = Math.floor(start / BLOCK_SIZE); blk <= last; blk++) {
-        if (this.present[blk] || !this.blockChecked(v, blk)) continue;
-        this.present[blk] = 1;
-        this.presentCount++;
+      if (ans.checksum !== undefined) {
+        this.digest!.partChecked(k, ans.checksum);
+        this.partSums.set(k, ans.checksum);
       }
+      this.partDone![k - 1] = 1;
+      this.markPart(v, k);
       this.digest!.advance(this.present);
     } finally {
       done();
@@ -372,7 +448,9 @@ export class PartialObject {
   private async fetch(a: number, b: number, arrived: Deferred<void>[]): Promise<void> {
     let next = a; // the first block of the run not yet complete
     try {
-      const done = await this.gets.acquire();
+      const done = await this.gets.acquire(this.getWeight);
+      const t0 = performance.now();
+      let answered = false;
       try {
         const start = a * BLOCK_SIZE;
         const end = Math.min((b + 1) * BLOCK_SIZE, this.size);
@@ -380,6 +458,10 @@ export class PartialObject {
         const n = await this.store.streamRange(this.key, start, end, async (chunk, pos) => {
           // Never write after discard(): the fd may already be closed and its number reused.
           if (this.discarded) throw new Error(`fetch of ${this.key} cancelled`);
+          if (!answered) {
+            answered = true;
+            this.firstByte(performance.now() - t0);
+          }
           if (pos + chunk.byteLength > end) throw new Error(`${this.key}: server sent more than bytes ${start}-${end}`);
           await writeAt(this.fd, chunk, pos);
           // A range arrives in order (a retry resumes at the first byte not delivered).

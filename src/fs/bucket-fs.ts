@@ -14,6 +14,7 @@ import type { ObjectStore } from "../store/types.ts";
 import type { IndexEntry, MetaIndex } from "../cache/meta-index.ts";
 import type { ObjectCache } from "../cache/object-cache.ts";
 import type { PartialObject } from "../cache/partial-object.ts";
+import type { ReadAhead } from "../cache/read-ahead.ts";
 import { nameProblem, NAME_MAX } from "../cache/keys.ts";
 import { E, FsError } from "./errors.ts";
 import { ROOT_INO } from "./inodes.ts";
@@ -52,6 +53,8 @@ interface Handle {
   key: string;
   /** Set while the object is still being fetched (streaming read). */
   partial: PartialObject | undefined;
+  /** This reader's read-ahead state (streaming read): judged by its own READs, not other readers'. */
+  ra: ReadAhead | undefined;
 }
 
 /** The copy path of read(): an async pread into a fresh buffer (threadpool), then reply bytes. */
@@ -149,7 +152,7 @@ export class BucketFs implements FsOps {
       throw err;
     }
     const fh = this.nextFh++;
-    this.fileHandles.set(fh, { fd, key, partial: got.partial });
+    this.fileHandles.set(fh, { fd, key, partial: got.partial, ra: got.partial?.reader() });
     // A complete copy at this ETag: the kernel may read it itself (passthrough); the same ETag
     // is the same bytes, so opens of one inode may share a backing file. A copy still being
     // streamed is served through read() until it is complete.
@@ -162,7 +165,7 @@ export class BucketFs implements FsOps {
     if (!h) throw new FsError(E.EBADF, `bad file handle ${fh}`);
     const serve = (): ReadReply | Promise<ReadReply> => (this.o.copyReads ? copyRead(h.fd, size, offset) : { kind: "fd", fd: h.fd, pos: offset, size });
     if (!h.partial || h.partial.done) return serve();
-    return h.partial.ensure(offset, size).then(serve);
+    return h.partial.ensure(offset, size, h.ra).then(serve);
   }
 
   release(_ino: number, fh: number): void {

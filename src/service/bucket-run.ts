@@ -299,7 +299,7 @@ export class BucketRun {
         const dropped = index.forgetCached();
         if (dropped > 0) log.warn(`the last run ended with the machine (no clean stop): ${dropped} cached objects will be fetched again`);
       }
-      const swept = sweepTempFiles(root);
+      const swept = sweepTempFiles(root, new Set(index.allKeptParts().map((k) => k.file)));
       if (swept.length > 0) log.info(`removed ${swept.length} temp files of interrupted downloads`);
       const store = createS3Store(cfg, storeTuning());
       this.stopNet ??= publishNetStatus(cfg);
@@ -312,7 +312,7 @@ export class BucketRun {
       if (this.opts.evictor) {
         // Checks files against rows (a crash may leave either alone), then pins, LRU and limits.
         this.ledger = this.opts.evictor.attach({
-          bucket: cfg.bucket, db, index, root, workdir: cfg.workdir, log, dropIdle: () => objects.dropIdlePartials(),
+          bucket: cfg.bucket, db, index, root, workdir: cfg.workdir, log, dropIdle: (bytes) => objects.dropIdlePartials(bytes),
         });
         objects.hooks = this.ledger;
       }

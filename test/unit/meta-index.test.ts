@@ -25,6 +25,25 @@ describe("MetaIndex", () => {
     expect(ix.cached("j")).toBeUndefined();
   });
 
+  test("kept parts (block map of a streamed object): batched, read back, listed least recently closed first, dropped, forgotten with the cache", () => {
+    const db = new Database(":memory:");
+    const ix = new MetaIndex(db);
+    const kept = (key: string, closedMs: number) => ({
+      key, etag: "e-3", size: 20, mtimeMs: 1000, file: `d/.${key}.bucketfs-tmp-000000000000`, parts: { 1: "AAAA", 3: "BBBB" }, bytes: 16, closedMs,
+    });
+    ix.putKeptParts(kept("b", 200));
+    ix.putKeptParts(kept("a", 100));
+    expect(db.query<{ n: number }, []>("SELECT COUNT(*) AS n FROM cache_parts").get()!.n).toBe(0);
+    expect(ix.keptParts("b")).toEqual(kept("b", 200));
+    expect(ix.allKeptParts().map((k) => k.key)).toEqual(["a", "b"]);
+    expect(ix.keptParts("a")).toEqual(kept("a", 100));
+    ix.dropKeptParts("a");
+    expect(ix.keptParts("a")).toBeUndefined();
+    ix.putCached(obj("k"));
+    ix.forgetCached();
+    expect(ix.allKeptParts()).toEqual([]);
+  });
+
   test("single rows are batched: every query sees them at once, the database after one flush", async () => {
     const db = new Database(":memory:");
     const ix = new MetaIndex(db);

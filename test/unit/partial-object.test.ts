@@ -74,12 +74,31 @@ describe("streamed reads", () => {
       await Promise.all([p.ensure(off + MiB, MiB), p.ensure(off, MiB)]);
     }
     const small = f.gets.filter((g) => g.end - g.start < 4 * BLOCK_SIZE && g.end !== data.length);
-    // Chunk size here is 4 blocks. Only the start is fetched in smaller pieces (the first read
-    // takes just its own block); from the first chunk boundary on, every GET is a whole chunk.
-    expect(small.every((g) => g.end <= 4 * BLOCK_SIZE)).toBe(true);
-    expect(f.gets.filter((g) => g.start >= 4 * BLOCK_SIZE && g.end !== data.length).every((g) => g.end - g.start === 4 * BLOCK_SIZE)).toBe(true);
-    expect(f.gets.length).toBeLessThanOrEqual(Math.ceil(data.length / (4 * BLOCK_SIZE)) + 2);
+    // Chunk size here is 4 blocks. Only the start is fetched in smaller pieces while the window
+    // grows (the first read takes just its own block, then 2, 4, ...); from the second chunk
+    // boundary on, every GET is a whole chunk.
+    expect(small.every((g) => g.end <= 8 * BLOCK_SIZE)).toBe(true);
+    expect(f.gets.filter((g) => g.start >= 8 * BLOCK_SIZE && g.end !== data.length).every((g) => g.end - g.start === 4 * BLOCK_SIZE)).toBe(true);
+    // The ramp (1, 1, 1, 2, 2 blocks here) costs a few GETs more than whole chunks would.
+    expect(f.gets.length).toBeLessThanOrEqual(Math.ceil(data.length / (4 * BLOCK_SIZE)) + 5);
     p.discard();
+  });
+
+  test("a far link (GETs slow to answer) stretches a sequential reader's window, with more GETs in flight; a near one does not", async () => {
+    const run = async (delayMs: number) => {
+      const f = fakeStore(data);
+      f.store.delayMs = delayMs;
+      const { p } = make(data, f.store);
+      for (let off = 0; off < data.length; off += MiB) await p.ensure(off, MiB);
+      p.discard();
+      return f.maxInflight();
+    };
+    // maxInflight 3 here, 6 once stretched (GETs that took 60 ms to their first byte); the
+    // store counts the one HEAD (what checks the object) too, so 4 without a stretch at most.
+    const far = await run(60);
+    expect(far).toBeGreaterThanOrEqual(5);
+    expect(far).toBeLessThanOrEqual(7);
+    expect(await run(2)).toBeLessThanOrEqual(4);
   });
 
   test("overlapping readers share GETs", async () => {
