@@ -127,10 +127,15 @@ export function sameStamp(a: FileStamp, b: FileStamp): boolean {
   return a.size === b.size && a.mtimeNs === b.mtimeNs && a.ctimeNs === b.ctimeNs && a.ino === b.ino;
 }
 
-/** lstat with bigint times; null when the path does not exist. */
+/**
+ * lstat with bigint times; null when the path does not exist. A missing path is the common case
+ * (a prefetch into an empty workdir asks for 100,000 of them): it returns without an exception,
+ * whose Error objects and stack strings the engine keeps until its next collection (at 100,000
+ * files they were most of the prefetch's peak RSS: bench/scale.ts, see bench/README.md).
+ */
 export function lstatBig(path: string | Buffer): BigIntStats | null {
   try {
-    return lstatSync(path, { bigint: true });
+    return lstatSync(path, { bigint: true, throwIfNoEntry: false }) ?? null;
   } catch (err) {
     if (isErrno(err, "ENOENT") || isErrno(err, "ENOTDIR")) return null;
     throw err;
