@@ -436,6 +436,9 @@ class UploadRun {
   private async writeCommitRecord(): Promise<void> {
     const { report, opts } = this;
     if (opts.commit === undefined) return;
+    // The record holds one entry per file, beside the last record's: collect the walk's and the
+    // transfers' garbage first (see GC_EVERY_FILES), so the two records are the peak, not the sum.
+    if (this.files.length + report.unchanged >= GC_EVERY_FILES) Bun.gc(true);
     try {
       report.record = await opts.commit((onEntry) => visitWorkdir(this.spec.localDir, onEntry), this.signal);
     } catch (err) {
