@@ -6,6 +6,7 @@
  *   - the stop upload of a workdir of N × 4 KiB files written through the mount (SIGTERM → exit,
  *     every object then checked in S3 with boto3);
  *   - the workdir prefetch of those N files at the next start (spawn → ready, files counted);
+ *   - the stop after that prefetch (nothing changed: the walk, the record compared with the last);
  *   - the start-up sweep of a read cache holding N files (cache files and index rows laid
  *     down as a run leaves them, then spawn → ready).
  * Each: wall time, daemon CPU, daemon peak RSS (VmRSS sampled every 20 ms), and the per-object
@@ -157,7 +158,8 @@ async function main(): Promise<void> {
           const got = await sh(`find '${start.d.mnt[wdBucket]}/work' -type f -name 'f*' | wc -l`, { timeoutS: 1800 });
           if (Number(got.out.trim()) !== n) throw new Error(`prefetched ${got.out.trim()} files, expected ${n}`);
           record("workdir prefetch (start)", n, start);
-          await timedStop(start.d);
+          // The stop after the prefetch uploads nothing, but walks N files and writes (or skips) the record.
+          record("workdir stop, nothing changed", n, await timedStop(start.d));
         } finally {
           await start.d.cleanup();
           removeDir(start.d.dir);

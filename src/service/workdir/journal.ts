@@ -107,6 +107,9 @@ export interface WalkResult {
   names: MappedName[];
 }
 
+/** A walk of the workdir that hands each entry over as found (`visitWorkdir` bound to a root). */
+export type WorkdirVisit = (onEntry: (e: WorkdirEntry) => void) => Omit<WalkResult, "entries">;
+
 export interface PendingFile {
   path: string;
   size: number;
@@ -127,10 +130,15 @@ export function sameStamp(a: FileStamp, b: FileStamp): boolean {
   return a.size === b.size && a.mtimeNs === b.mtimeNs && a.ctimeNs === b.ctimeNs && a.ino === b.ino;
 }
 
-/** lstat with bigint times; null when the path does not exist. */
+/**
+ * lstat with bigint times; null when the path does not exist. A missing path is the common case
+ * (a prefetch into an empty workdir asks for 100,000 of them): it returns without an exception,
+ * whose Error objects and stack strings the engine keeps until its next collection (at 100,000
+ * files they were most of the prefetch's peak RSS: bench/scale.ts, see bench/README.md).
+ */
 export function lstatBig(path: string | Buffer): BigIntStats | null {
   try {
-    return lstatSync(path, { bigint: true });
+    return lstatSync(path, { bigint: true, throwIfNoEntry: false }) ?? null;
   } catch (err) {
     if (isErrno(err, "ENOENT") || isErrno(err, "ENOTDIR")) return null;
     throw err;
@@ -165,7 +173,18 @@ function errText(err: unknown): string {
  * as problems, as are unreadable directories.
  */
 export function walkWorkdir(root: string): WalkResult {
-  const out: WalkResult = { entries: [], emptyDirs: [], reserved: false, tempFiles: [], problems: [], names: [] };
+  const entries: WorkdirEntry[] = [];
+  const out = visitWorkdir(root, (e) => void entries.push(e));
+  entries.sort((a, b) => (a.rel < b.rel ? -1 : a.rel > b.rel ? 1 : 0));
+  return { ...out, entries };
+}
+
+/**
+ * The walk of `walkWorkdir` without keeping the entries: each is handed to `onEntry` as it is
+ * found (in no particular order) and dropped, so a look at 100,000 files holds none of them.
+ */
+export function visitWorkdir(root: string, onEntry: (e: WorkdirEntry) => void): Omit<WalkResult, "entries"> {
+  const out: Omit<WalkResult, "entries"> = { emptyDirs: [], reserved: false, tempFiles: [], problems: [], names: [] };
   // `raw`: the directory's relative path as bytes, when some component needed the name mapping.
   const stack: { rel: string; raw: Buffer | null }[] = [{ rel: "", raw: null }];
   const rootBytes = Buffer.from(`${root}/`, "utf8");
@@ -215,10 +234,9 @@ export function walkWorkdir(root: string): WalkResult {
         continue;
       }
       if (rawRel !== null) out.names.push({ path: rel, raw: rawRel.toString("base64") });
-      out.entries.push({ rel, abs, kind, stamp: stampOf(st), mode: Number(st.mode), uid: Number(st.uid), gid: Number(st.gid) });
+      onEntry({ rel, abs, kind, stamp: stampOf(st), mode: Number(st.mode), uid: Number(st.uid), gid: Number(st.gid) });
     }
   }
-  out.entries.sort((a, b) => (a.rel < b.rel ? -1 : a.rel > b.rel ? 1 : 0));
   out.emptyDirs.sort();
   out.names.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
   return out;
@@ -436,8 +454,11 @@ export class WorkdirJournal {
 
   /** Scan `localDir`: regular files with local changes not yet uploaded. */
   pending(localDir: string): PendingFile[] {
-    const { entries } = walkWorkdir(localDir);
-    return entries.filter((e) => e.kind === "file" && this.isDirty(e.rel, e.stamp)).map((e) => ({ path: e.rel, size: e.stamp.size }));
+    const out: PendingFile[] = [];
+    visitWorkdir(localDir, (e) => {
+      if (e.kind === "file" && this.isDirty(e.rel, e.stamp)) out.push({ path: e.rel, size: e.stamp.size });
+    });
+    return out.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
   }
 
   /** Everything a `status` command shows: "N files pending, last error ...". */

@@ -35,7 +35,7 @@ import { objectMode, storedMtimeS } from "../../store/meta.ts";
 import { StoreError, type ObjectInfo, type ObjectStore } from "../../store/types.ts";
 import { errMsg, fmtBytes, type Logger } from "../../util/log.ts";
 import { isReservedPath, prefetchPlan, type CommitRecord, type PrefetchPlan } from "./commit-record.ts";
-import { GC_EVERY_FILES, isErrno, lstatBig, stampOf, walkWorkdir, type WorkdirJournal } from "./journal.ts";
+import { GC_EVERY_FILES, isErrno, lstatBig, stampOf, visitWorkdir, type WorkdirJournal } from "./journal.ts";
 import { loadLatestRecord } from "./workdir-record.ts";
 import { LocalNames } from "./names.ts";
 import { linkSignals, runAll } from "../../util/async.ts";
@@ -125,7 +125,7 @@ export class PrefetchError extends Error {
 
 /** Remove prefetch temp files left by a crash. Returns how many. */
 function removeStaleTemps(localDir: string, log: Logger): number {
-  const { tempFiles } = walkWorkdir(localDir);
+  const { tempFiles } = visitWorkdir(localDir, () => {}); // the entries are not needed
   for (const rel of tempFiles) {
     try {
       unlinkSync(join(localDir, rel));

@@ -25,7 +25,7 @@ import { basename } from "node:path";
 import { StoreError, type ObjectStore } from "../../store/types.ts";
 import { linkSignals, runAll } from "../../util/async.ts";
 import { errMsg, fmtBytes, type Logger } from "../../util/log.ts";
-import { GC_EVERY_FILES, lstatBig, sameStamp, stampOf, walkWorkdir, type EntryKind, type FileStamp, type TransferKind, type WalkResult, type WorkdirJournal } from "./journal.ts";
+import { GC_EVERY_FILES, lstatBig, sameStamp, stampOf, visitWorkdir, type EntryKind, type FileStamp, type TransferKind, type WorkdirJournal, type WorkdirVisit } from "./journal.ts";
 import { RESERVED_DIR } from "./lease.ts";
 import { keyTooLong } from "./names.ts";
 import { MAX_CONCURRENCY, PROGRESS_LOG_INTERVAL_MS, type WorkdirSpec } from "./prefetch.ts";
@@ -71,7 +71,7 @@ export interface UploadOptions {
    * commit record from a fresh walk. Returns the record's key, or null when none was needed. If
    * it throws, the markers are held back (a marker proves its record is there).
    */
-  commit?: (walk: WalkResult, signal: AbortSignal) => Promise<string | null>;
+  commit?: (walk: WorkdirVisit, signal: AbortSignal) => Promise<string | null>;
 }
 
 export interface SkippedEntry {
@@ -279,26 +279,31 @@ class UploadRun {
   /** Step 1: walk the workdir; changed regular files (markers apart) are the candidates. */
   private classify(): void {
     const { report, journal, spec, log, prefix } = this;
-    const walk = walkWorkdir(spec.localDir);
-    for (const p of walk.problems) report.failed.push({ path: p.rel, error: p.error });
-    for (const t of walk.tempFiles) log.debug(`skipping prefetch temp file ${t}`);
-    if (walk.reserved) log.warn(`not uploading ${spec.localDir}/${RESERVED_DIR}: the name is reserved for bucketfs' lease and commit records`);
-    for (const e of walk.entries) {
+    // Entry by entry (the walk's 100,000 entries are never all held), then in path order as before.
+    const tooLongs: { rel: string; why: string }[] = [];
+    const walk = visitWorkdir(spec.localDir, (e) => {
       if (e.kind !== "file") {
         report.skipped.push({ path: e.rel, kind: e.kind });
-        continue;
+        return;
       }
       if (!journal.isDirty(e.rel, e.stamp)) {
         report.unchanged++;
-        continue;
+        return;
       }
       const tooLong = keyTooLong(prefix + e.rel);
       if (tooLong !== null) {
-        this.cannotUpload(e.rel, tooLong);
-        continue;
+        tooLongs.push({ rel: e.rel, why: tooLong });
+        return;
       }
       (basename(e.rel) === spec.lastUploadFile ? this.markers : this.files).push({ rel: e.rel, abs: e.abs, size: e.stamp.size });
-    }
+    });
+    const byRel = (a: { rel: string }, b: { rel: string }): number => (a.rel < b.rel ? -1 : a.rel > b.rel ? 1 : 0);
+    for (const list of [this.files, this.markers, tooLongs]) list.sort(byRel);
+    report.skipped.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+    for (const p of walk.problems) report.failed.push({ path: p.rel, error: p.error });
+    for (const t of walk.tempFiles) log.debug(`skipping prefetch temp file ${t}`);
+    if (walk.reserved) log.warn(`not uploading ${spec.localDir}/${RESERVED_DIR}: the name is reserved for bucketfs' lease and commit records`);
+    for (const t of tooLongs) this.cannotUpload(t.rel, t.why);
     if (report.skipped.length > 0) {
       const byKind = new Map<string, number>();
       for (const s of report.skipped) byKind.set(s.kind, (byKind.get(s.kind) ?? 0) + 1);
@@ -431,8 +436,11 @@ class UploadRun {
   private async writeCommitRecord(): Promise<void> {
     const { report, opts } = this;
     if (opts.commit === undefined) return;
+    // The record holds one entry per file, beside the last record's: collect the walk's and the
+    // transfers' garbage first (see GC_EVERY_FILES), so the two records are the peak, not the sum.
+    if (this.files.length + report.unchanged >= GC_EVERY_FILES) Bun.gc(true);
     try {
-      report.record = await opts.commit(walkWorkdir(this.spec.localDir), this.signal);
+      report.record = await opts.commit((onEntry) => visitWorkdir(this.spec.localDir, onEntry), this.signal);
     } catch (err) {
       const fence = opts.fence;
       if (fence?.signal.aborted || fence?.reason()) report.fenced ??= fence.reason() ?? errMsg(fence.signal.reason);

@@ -18,7 +18,7 @@ import { randomBytes } from "node:crypto";
 import type { ObjectStore } from "../../store/types.ts";
 import { errMsg, type Logger } from "../../util/log.ts";
 import { buildRecord, type CommitRecord } from "./commit-record.ts";
-import type { WalkResult, WorkdirJournal } from "./journal.ts";
+import type { WorkdirJournal, WorkdirVisit } from "./journal.ts";
 import { LeaseHeldError, WorkdirLease, describeHolder, type LeaseStatus } from "./lease.ts";
 import type { UploadFence } from "./upload.ts";
 import { recordFromWorkdir, writeRecord } from "./workdir-record.ts";
@@ -197,7 +197,7 @@ export class WorkdirOwner {
   }
 
   /** The upload's commit hook: writes the next record unless it would say what the last one says. */
-  async commit(walk: WalkResult, kind: CommitRecord["kind"], signal?: AbortSignal): Promise<string | null> {
+  async commit(walk: WorkdirVisit, kind: CommitRecord["kind"], signal?: AbortSignal): Promise<string | null> {
     const content = recordFromWorkdir(walk, this.o.journal, this.o.lastUploadFile, this.o.log);
     const next = buildRecord({ prev: this.prev, prefix: this.o.prefix, runId: this.runId, node: this.node, kind, ...content, unreadable: this.unreadable });
     if (this.prev !== null && sameContent(this.prev, next)) return null;
@@ -235,7 +235,16 @@ export class WorkdirOwner {
   }
 }
 
+/**
+ * Whether two records say the same (files, symlinks, dirs, deleted, unreadable, names), entry by
+ * entry as JSON: what comparing the lists' JSON says, without two strings of a 100,000-file record.
+ */
 function sameContent(a: CommitRecord, b: CommitRecord): boolean {
-  const strip = (r: CommitRecord) => JSON.stringify([r.files, r.symlinks, r.dirs, r.deleted, r.unreadable ?? [], r.names ?? []]);
-  return strip(a) === strip(b);
+  const same = (x: readonly unknown[], y: readonly unknown[]): boolean => {
+    if (x.length !== y.length) return false;
+    for (let i = 0; i < x.length; i++) if (JSON.stringify(x[i]) !== JSON.stringify(y[i])) return false;
+    return true;
+  };
+  return same(a.files, b.files) && same(a.symlinks, b.symlinks) && same(a.dirs, b.dirs) && same(a.deleted, b.deleted) &&
+    same(a.unreadable ?? [], b.unreadable ?? []) && same(a.names ?? [], b.names ?? []);
 }

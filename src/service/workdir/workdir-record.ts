@@ -16,7 +16,7 @@ import type { ObjectStore } from "../../store/types.ts";
 import { StoreError } from "../../store/types.ts";
 import { errMsg, type Logger } from "../../util/log.ts";
 import { latestRecordKey, parseRecord, recordKey, type CommitRecord, type RecordFile } from "./commit-record.ts";
-import type { WalkResult, WorkdirJournal } from "./journal.ts";
+import type { WorkdirJournal, WorkdirVisit } from "./journal.ts";
 
 type RecordStore = Pick<ObjectStore, "bucket" | "getSmall" | "putSmall">;
 
@@ -38,23 +38,26 @@ export async function loadLatestRecord(
   }
 }
 
-/** The next record's content from a walk of the workdir taken after the files were uploaded. */
+/**
+ * The next record's content from a walk of the workdir taken after the files were uploaded
+ * (entry by entry: the walk's entries are never all held; `buildRecord` sorts).
+ */
 export function recordFromWorkdir(
-  walk: WalkResult, journal: WorkdirJournal, lastUploadFile: string, log: Logger,
+  walk: WorkdirVisit, journal: WorkdirJournal, lastUploadFile: string, log: Logger,
 ): Pick<CommitRecord, "files" | "symlinks" | "dirs"> & { names: NonNullable<CommitRecord["names"]> } {
   const files: RecordFile[] = [];
   const symlinks: CommitRecord["symlinks"] = [];
-  for (const e of walk.entries) {
+  const rest = walk((e) => {
     const mtimeMs = Number(e.stamp.mtimeNs / 1_000_000n);
     if (e.kind === "file") {
       if (basename(e.rel) === lastUploadFile) {
         files.push({ path: e.rel, size: e.stamp.size, mtimeMs, mode: e.mode & 0o7777, etag: "", marker: true });
-        continue;
+        return;
       }
       const base = journal.get(e.rel);
       if (base === null) {
         log.warn(`commit record: ${e.rel} has no uploaded version; left out of the record`);
-        continue;
+        return;
       }
       const crc64nvme = journal.checksumOf(e.rel, base.etag);
       files.push({ path: e.rel, size: e.stamp.size, mtimeMs, mode: e.mode & 0o7777, etag: base.etag, ...(crc64nvme ? { crc64nvme } : {}) });
@@ -65,8 +68,8 @@ export function recordFromWorkdir(
         log.warn(`commit record: cannot read symlink ${e.rel}: ${errMsg(err)}`);
       }
     }
-  }
-  return { files, symlinks, dirs: [...walk.emptyDirs], names: walk.names };
+  });
+  return { files, symlinks, dirs: [...rest.emptyDirs], names: rest.names };
 }
 
 /** Writes `rec` under its sequence key, only if no record with that sequence exists. */
