@@ -4,7 +4,7 @@
  * Is: a sparse temp file of the object's size plus a map of which 1 MiB blocks are present.
  * A read waits only for the blocks it needs. How far ahead to fetch is read-ahead.ts's policy,
  * judged per reader (`reader()`, one per open file handle): the first READ fetches its own
- * blocks, in-order READs double a window from 2 blocks up to `maxWindowBlocks` (stretched on a
+ * blocks, in-order READs that reach a new block double a window from 2 blocks up to `maxWindowBlocks` (stretched on a
  * far link, measured by the shortest time to first byte of this object's GETs, with twice
  * `maxInflight` GETs), fetched as parallel ranged GETs of up to `chunkBlocks`; random readers
  * fetch single blocks, so `head -c 100` of a 10 GiB object costs one small GET. Every GET carries If-Match with the ETag, so a file never mixes two versions. At

@@ -4,9 +4,12 @@
  *
  * Is: a window that grows with evidence of sequential reading, as the kernel's does. The first
  * READ of an object fetches only the blocks it asks for (`head -c 100` of a 10 GiB object is
- * one 1 MiB GET). Each READ that continues the scan doubles the window (2, 4, 8, ... blocks),
- * up to `maxWindowBlocks`; a READ elsewhere is random and resets it to nothing, so a reader that
- * jumps around (an index query of a BAM file) fetches the blocks it touches and little more.
+ * one 1 MiB GET). The evidence is blocks, not READs: once the scan has covered more than one
+ * block, each READ that carries it into a new block doubles the window (2, 4, 8, ... blocks), up
+ * to `maxWindowBlocks`; READs inside a block, however many, do not (samtools reads each BGZF
+ * block as a 4 KiB READ and then the rest, so an index query makes many small in-order READs
+ * that are not a scan). A READ elsewhere is random and resets the window to nothing, so a
+ * reader that jumps around (an index query of a BAM file) fetches the blocks it touches.
  * GETs are as large as the window allows, up to `chunkBlocks`, aligned to their own size.
  * On a far link (slow time to first byte), a reader whose window reached its maximum may
  * stretch it: `stretchFor` says by how much, from the measured time to first byte, so the
@@ -50,6 +53,8 @@ export class ReadAhead {
   window = 0;
   /** End of the furthest READ of the current scan (-1: no READ yet). */
   private lastEnd = -1;
+  /** Start of the current scan: its lowest READ offset. */
+  private scanStart = 0;
   /** How many times `maxWindowBlocks` the window may reach now (stretchFor). */
   stretch = 1;
 
@@ -74,6 +79,7 @@ export class ReadAhead {
     const end = off + Math.max(1, len);
     if (this.lastEnd < 0) {
       this.lastEnd = end;
+      this.scanStart = off;
       return { sequential: false, aheadBlocks: 0, unitBlocks: 1 };
     }
     const behind = (this.window + 2) * bs;
@@ -81,10 +87,13 @@ export class ReadAhead {
     if (!sequential) {
       this.window = 0;
       this.lastEnd = end;
+      this.scanStart = off;
       return { sequential: false, aheadBlocks: 0, unitBlocks: 1 };
     }
+    if (off < this.scanStart) this.scanStart = off;
     if (end > this.lastEnd) {
-      this.window = Math.min(this.window === 0 ? 2 : this.window * 2, this.maxWindow);
+      const intoNewBlock = Math.floor((end - 1) / bs) > Math.floor((this.lastEnd - 1) / bs);
+      if (intoNewBlock && end - this.scanStart > bs) this.window = Math.min(this.window === 0 ? 2 : this.window * 2, this.maxWindow);
       this.lastEnd = end;
     }
     return { sequential: true, aheadBlocks: this.window, unitBlocks: this.unit() };

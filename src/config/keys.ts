@@ -315,7 +315,7 @@ export const KEYS = [
     doc: "bytes per ranged GET when streaming a large object to a sequential reader (1 MiB to 64 MiB)",
   }),
   intKey("read_concurrency", "readConcurrency", { min: 1, max: 64, dflt: 8, doc: "ranged GETs in flight per object being streamed (1 to 64)" }),
-  sizeKey("read_ahead", "readAhead", { min: MiB, max: GiB, dflt: 64 * MiB, doc: "largest read-ahead window of a sequential reader (1 MiB to 1 GiB); the window starts at 2 MiB and doubles per in-order read; when GETs take 25 ms or more to answer (a far link) it may grow to 2-4 times this, with twice read_concurrency GETs" }),
+  sizeKey("read_ahead", "readAhead", { min: MiB, max: GiB, dflt: 64 * MiB, doc: "largest read-ahead window of a sequential reader (1 MiB to 1 GiB); the window starts at 2 MiB once a reader has read more than 1 MiB in order, and doubles with each further MiB block it reaches; when GETs take 25 ms or more to answer (a far link) it may grow to 2-4 times this, with twice read_concurrency GETs" }),
   def({
     key: "lease_time", field: "leaseTime", dflt: 120,
     doc: 'seconds a workdir lease lasts without renewal (3 to 86400; renewed every third of it). See "Running on many nodes"',
