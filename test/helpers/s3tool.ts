@@ -122,6 +122,13 @@ export interface S3Tool {
   mkbucket(bucket: string): Promise<{ created: boolean }>;
   put(bucket: string, key: string, body: PutBody, opts?: PutOptions): Promise<PutResult>;
   putMany(bucket: string, opts: PutManyOptions): Promise<PutResult[]>;
+  /**
+   * boto3's `upload_file` with the client's and s3transfer's defaults (8 MiB multipart threshold
+   * and parts; the checksum this botocore adds by default), as users' scripts upload; with
+   * `checksums: false` the client only sends checksums where S3 requires them (botocore < 1.36,
+   * old aws-cli): the object has an ETag only.
+   */
+  uploadFile(bucket: string, key: string, file: string, opts?: { checksums?: boolean }): Promise<{ key: string; size: number; etag: string }>;
   /** Writes the content putMany() generates for (key, size) to a local file. */
   gen(key: string, size: number, path: string): Promise<{ size: number; sha256: string }>;
   get(bucket: string, key: string, opts?: GetOptions): Promise<GetResult>;
@@ -268,6 +275,10 @@ export function s3tool(server: S3Endpoint): S3Tool {
       if (opts.workers !== undefined) args.workers = opts.workers;
       const r = await run("put-many", args);
       return arr(r, "objects").map(toPutResult);
+    },
+    async uploadFile(bucket, key, file, opts) {
+      const r = await run("upload-file", { bucket, key, file, checksums: opts?.checksums === false ? "when_required" : "default" });
+      return { key: str(r, "key"), size: num(r, "size"), etag: str(r, "etag") };
     },
     async uploads(bucket, prefix) {
       const r = await run("uploads", { bucket, prefix });
