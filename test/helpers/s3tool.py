@@ -27,7 +27,8 @@ and "op", one of:
                 boto3's client.upload_file as users call it: the client's and s3transfer's
                 defaults (8 MiB multipart threshold and parts, whatever checksum this
                 botocore adds by default); "when_required" is the client setting of
-                botocore < 1.36 (and old aws-cli): no checksum  -> {key, size, etag}
+                botocore < 1.36 (and old aws-cli): no checksum
+                                                           -> {key, size, etag, boto3, s3transfer}
     gen         {key, size, path}   write the generated content put-many
                 uses for (key, size) to a local file       -> {size, sha256}
     get         {bucket, key, path?, range?, return_content?}
@@ -51,6 +52,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import boto3
 import botocore
+import s3transfer
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
@@ -314,18 +316,23 @@ def op_upload_file(cmd):
         raise ValueError("checksums must be default or when_required, not %r" % mode)
     # Only what reaching the test server needs (path style for a loopback IP); no other setting.
     kwargs = dict(region_name=cmd.get("region", "us-east-1"), s3={"addressing_style": "path"})
+    config = Config(**kwargs)
     if mode == "when_required":
-        kwargs.update(request_checksum_calculation="when_required", response_checksum_validation="when_required")
+        try:
+            config = Config(request_checksum_calculation="when_required", response_checksum_validation="when_required", **kwargs)
+        except TypeError:
+            pass  # botocore < 1.36 knows no such setting: it sends checksums only where required anyway
     client = boto3.session.Session().client(
         "s3",
         endpoint_url=cmd["endpoint"],
         aws_access_key_id=cmd["access_key"],
         aws_secret_access_key=cmd["secret_key"],
-        config=Config(**kwargs),
+        config=config,
     )
     client.upload_file(cmd["file"], cmd["bucket"], cmd["key"])
     r = client.head_object(Bucket=cmd["bucket"], Key=cmd["key"])
-    return {"key": cmd["key"], "size": r["ContentLength"], "etag": etag(r.get("ETag"))}
+    return {"key": cmd["key"], "size": r["ContentLength"], "etag": etag(r.get("ETag")),
+            "boto3": boto3.__version__, "s3transfer": s3transfer.__version__}
 
 
 def op_gen(cmd):
