@@ -17,10 +17,12 @@
  *     Each row: GetObject answer bytes a loopback proxy between the daemon and MinIO forwarded
  *     (counted until the counter rests), the GETs, and the wall time of the processes. Every
  *     process's count must equal the same query's on the local BAM, or the run fails.
- *   - Baseline: what samtools itself reads (rchar, bytes through read(): /proc/PID/io of a
- *     bash that runs the query, before and after; a child's counts join its parent's when it is
- *     reaped) for the same queries on the local file, and the start-up share of that (the same
- *     measure of `samtools --version`: shared libraries).
+ *   - Baseline: what samtools itself reads for the same queries on the local file, from an
+ *     `strace -y` of each (openat, lseek, read, pread64): bytes read of the BAM and of the .bai,
+ *     and the 1 MiB blocks and 8 MiB parts the BAM reads touch, all queries together. Those are
+ *     the denominators of the targets (issue 21): round 1 ≤ 2× the parts touched for an object
+ *     with composite checksums (fetched and kept by part), ≤ 2× the 1 MiB blocks for an ETag-only
+ *     one; rounds 2 and 3 fetch nothing for the composite one.
  *
  * Run (root):  node_modules/.bin/bun bench/bam.ts [--mib 384] [--procs 20] [--kbp 10] [--seed 21] [--python python3] [--out FILE.md]
  * Quick:       node_modules/.bin/bun bench/bam.ts --mib 48 --procs 8
@@ -54,6 +56,8 @@ if (!(Number(argv.mib) > 0) || !(PROCS >= 1) || !(SPAN >= 1) || !Number.isIntege
   throw new Error("--mib, --procs and --kbp must be positive, --seed an integer");
 }
 const SAMTOOLS = "/usr/bin/samtools";
+const BLOCK = MiB; // the daemon's block
+const PART = 8 * MiB; // boto3's part
 const BUCKET = "bam";
 const OBJECTS = [
   { key: "aln/sample.bam", what: "boto3 upload_file, defaults", checksums: true },
@@ -65,12 +69,40 @@ const say = (l: string) => {
   console.log(l);
   lines.push(l);
 };
-const rcharWrapped = (cmd: string): string =>
-  `r0=$(grep '^rchar:' /proc/$$/io); ${cmd}; r1=$(grep '^rchar:' /proc/$$/io); echo "RCHAR $((\${r1#rchar: } - \${r0#rchar: }))"`;
-const rcharOf = (out: string): number => {
-  const m = /^RCHAR (\d+)$/m.exec(out);
-  if (!m) throw new Error(`no RCHAR line in: ${out}`);
-  return Number(m[1]);
+/**
+ * What one process read of each file, from its `strace -y` log of openat/lseek/read/pread64
+ * (one thread: samtools view without -@): read() bytes per path, and the byte ranges it read
+ * of `path`.
+ */
+const readsOf = (log: string, path: string): { bytes: Map<string, number>; ranges: Array<[number, number]> } => {
+  const bytes = new Map<string, number>();
+  const ranges: Array<[number, number]> = [];
+  const pos = new Map<string, number>(); // "fd<path>" -> file position
+  for (const l of log.split("\n")) {
+    const m = /^(openat|lseek|read|pread64)\((\w+)<([^>]*)>, (.*) = (-?\d+)(?: <[^>]*>)?$/.exec(l) ??
+      /^(openat)\(.*\) = (\d+)<([^>]*)>$/.exec(l);
+    if (!m) continue;
+    const [, call, a, file, rest, ret] = m;
+    if (call === "openat") {
+      pos.set(`${a}<${file}>`, 0);
+      continue;
+    }
+    const fdKey = `${a}<${file}>`;
+    const n = Number(ret);
+    if (n < 0) continue;
+    if (call === "lseek") pos.set(fdKey, n);
+    if (call !== "read" && call !== "pread64") continue;
+    const off = call === "pread64" ? Number(/, (\d+)\)$/.exec(rest!)?.[1]) : (pos.get(fdKey) ?? 0);
+    if (call === "read") pos.set(fdKey, off + n);
+    bytes.set(file!, (bytes.get(file!) ?? 0) + n);
+    if (file === path && n > 0) ranges.push([off, off + n]);
+  }
+  return { bytes, ranges };
+};
+const unitsTouched = (ranges: Array<[number, number]>, unit: number): number => {
+  const set = new Set<number>();
+  for (const [a, b] of ranges) for (let u = Math.floor(a / unit); u <= Math.floor((b - 1) / unit); u++) set.add(u);
+  return set.size;
 };
 const countOf = (out: string): number => {
   const first = out.trim().split("\n")[0] ?? "";
@@ -110,20 +142,33 @@ try {
     const a = 1 + Math.floor(rand() * (c.len - SPAN));
     return `${c.name}:${a}-${a + SPAN - 1}`;
   });
-  const localRuns = await Promise.all(regions.map((r) => sh(rcharWrapped(`${SAMTOOLS} view -c '${local}' ${r}`))));
-  const want = localRuns.map((o) => countOf(o.out));
-  const localRead = localRuns.reduce((n, o) => n + rcharOf(o.out), 0);
-  const startup = rcharOf((await sh(rcharWrapped(`${SAMTOOLS} --version > /dev/null`))).out);
+  // Each query under strace: the bytes samtools reads of each file and where, as on a local disk.
+  const localRuns = await Promise.all(
+    regions.map(async (r, i) => {
+      const log = join(work, `strace-${i}.log`);
+      const out = await sh(`strace -qq -y -s 0 -e trace=openat,lseek,read,pread64 -o '${log}' ${SAMTOOLS} view -c '${local}' ${r}`);
+      return { count: countOf(out.out), ...readsOf(await Bun.file(log).text(), local) };
+    }),
+  );
+  const want = localRuns.map((o) => o.count);
   if (want.some((n) => n === 0)) throw new Error(`a region has no reads on the local BAM (${regions.join(" ")}): nothing would be checked`);
-
+  const sum = (f: (b: Map<string, number>) => number): number => localRuns.reduce((n, o) => n + f(o.bytes), 0);
+  const bamRead = sum((b) => b.get(local) ?? 0);
+  const baiRead = sum((b) => b.get(`${local}.bai`) ?? 0);
+  const allRead = sum((b) => [...b.values()].reduce((x, y) => x + y, 0));
+  const allRanges = localRuns.flatMap((o) => o.ranges);
+  const blocks = unitsTouched(allRanges, BLOCK);
+  const parts = unitsTouched(allRanges, PART);
+  if (bamRead === 0 || baiRead === 0) throw new Error("strace saw no read of the BAM or of its index: the baseline would be wrong");
   say(`real BAM: ${PROCS} × \`samtools view -c\` of ${SPAN / 1000} kbp regions (seed ${SEED}), at once, on a ` +
     `${fmtNum(bamSize / MiB, 1)} MiB coordinate-sorted BAM (${reads.toLocaleString("en")} reads of 100-150 bp on ` +
     `${chroms.map((c) => `${c.name} ${c.len / 1e6} Mbp`).join(", ")}; .bai ${fmtNum(baiSize / 1024, 0)} KiB; made in ${fmtNum(genS, 0)} s); ` +
     `load ${loadavg()}; samtools ${(await sh(`${SAMTOOLS} --version | head -1`)).out.trim().split(" ")[1]}`);
   say(`regions: ${regions.join(" ")}; reads counted: ${want.join(" ")}`);
-  say(`baseline, samtools on the local file: ${fmtNum(localRead / MiB, 2)} MiB read() by the ${PROCS} processes ` +
-    `(${fmtNum(localRead / PROCS / 1024, 0)} KiB each, of which ${fmtNum(startup / 1024, 0)} KiB start-up, as \`samtools --version\` reads)`);
-
+  say(`baseline, samtools on the local file (strace of read/pread64): the ${PROCS} processes read ${fmtNum(bamRead / 1024, 0)} KiB ` +
+    `of the BAM (${fmtNum(bamRead / PROCS / 1024, 0)} KiB each: header, EOF marker, the region's BGZF blocks), ` +
+    `${fmtNum(baiRead / MiB, 2)} MiB of the .bai (all of it, each), ${fmtNum(allRead / MiB, 2)} MiB in all (libraries too); ` +
+    `the BAM reads touch ${blocks} blocks of 1 MiB, in ${parts} parts of 8 MiB`);
   // 3. Upload as users' tools do.
   server = await startS3Server();
   proxy = await startFaultProxy(server);
@@ -138,7 +183,7 @@ try {
     say(`${o.key} (${o.what}; boto3 ${up.boto3}, s3transfer ${up.s3transfer}): BAM ${describe(bam)}; .bai ${describe(bai)}`);
   }
   say("");
-  say(`| object | round | fetched, MiB | × what samtools read locally | × BAM size | GETs | time, s (load) |`);
+  say(`| object | round | fetched, MiB | × 1 MiB blocks touched | × 8 MiB parts touched | GETs | time, s (load) |`);
   say("|---|---|---:|---:|---:|---:|---:|");
 
   // 4. The rounds.
@@ -153,11 +198,17 @@ try {
       const got = countOf(out.out);
       if (got !== want[i]) throw new Error(`${o.key} ${name}: samtools view -c ${regions[i]} counted ${got} reads through the mount, ${want[i]} on the local BAM`);
     });
-    say(`| ${o.what} | ${name} | ${fmtNum(fetched / MiB, 1)} | ${fmtNum(fetched / localRead, 1)} | ${fmtNum(fetched / bamSize, 2)} | ${gets} | ${fmtNum(s, 2)} (${loadavg().split(" ")[0]}) |`);
+    say(`| ${o.what} | ${name} | ${fmtNum(fetched / MiB, 1)} | ${fmtNum(fetched / (blocks * BLOCK), 2)} | ${fmtNum(fetched / (parts * PART), 2)} | ${gets} | ${fmtNum(s, 2)} (${loadavg().split(" ")[0]}) |`);
     return fetched;
   };
-  await threeRounds({ server, proxy, bucket: BUCKET, dir, objects: OBJECTS, round });
+  const [dflt, etag] = await threeRounds({ server, proxy, bucket: BUCKET, dir, objects: OBJECTS, round });
   say("");
+  const [d1, d2, d3] = dflt!;
+  const [e1] = etag!;
+  const met = (ok: boolean): string => (ok ? "met" : "NOT met");
+  say(`targets (issue 21; round 1 includes the .bai, ${fmtNum(baiSize / 1024, 0)} KiB, one GET): defaults, round 1 ≤ 2× the parts touched: ${met(d1! <= 2 * parts * PART)}` +
+    ` (if its checksum is composite: the run prints it above); rounds 2 and 3 fetch 0 bytes: ${met(d2 === 0)}, ${met(d3 === 0)}; ` +
+    `ETag only, round 1 ≤ 2× the 1 MiB blocks touched: ${met(e1! <= 2 * blocks * BLOCK)} (not kept after a close, so fetched again each round)`);
   say(`every count matched the local BAM's (${PROCS} processes × 3 rounds × ${OBJECTS.length} objects)`);
   if (argv.out) writeFileSync(argv.out, lines.join("\n") + "\n");
 } finally {
