@@ -15,8 +15,12 @@
  *     blocks; and parts, the unit a part-checked object is fetched and kept in); target ≤ 2×;
  *   - round 2, the same processes again on the same mount: target 0 bytes fetched (objects
  *     with part checksums);
- *   - round 3, the same again after a daemon restart over the same cache (kept parts live in
- *     the daemon, so they are fetched again).
+ *   - round 3, the same again after a daemon restart over the same cache dir: target 0 bytes
+ *     fetched (objects with part checksums). Kept parts are recorded in the index (the
+ *     `cache_parts` table, docs/SEMANTICS.md "Objects ≥ 8 MiB"), so they survive a clean
+ *     restart (and a crash; only a run that ended with the machine forgets them). The ETag-only
+ *     object keeps nothing, so it fetches its blocks again in every round.
+ * The rounds themselves (dropping the page cache, counting, the restart) are bench/lib/rounds.ts.
  *
  * Run (root):  node_modules/.bin/bun bench/indexed.ts [--mib 1024] [--procs 20] [--regions 4] [--seed 21] [--out FILE.md]
  * Is: a measurement program (loopback only; everything it creates goes away). Is not: a test.
@@ -28,9 +32,10 @@ import { parseArgs } from "node:util";
 import { startS3Server, TEST_ROOT } from "../test/helpers/s3server.ts";
 import { s3tool } from "../test/helpers/s3tool.ts";
 import { startFaultProxy } from "../test/helpers/fault-proxy.ts";
-import { daemonDir, removeDir, startDaemon, type DaemonHandle } from "../test/helpers/daemon.ts";
+import { daemonDir, removeDir } from "../test/helpers/daemon.ts";
 import { writeRandom } from "../test/helpers/files.ts";
-import { dropCaches, fmtNum, loadavg, sh } from "./lib/util.ts";
+import { fmtNum, loadavg, sh } from "./lib/util.ts";
+import { fetchedBy, rng, threeRounds } from "./lib/rounds.ts";
 
 const { values: argv } = parseArgs({
   options: {
@@ -54,18 +59,6 @@ const OBJECTS = [
   { key: "aln/etag.bam", what: "ETag only (boto3 multipart, 8 MiB parts, no checksum)", opts: { multipart: true, partSize: PART }, keeps: false },
 ];
 
-/** mulberry32: the same offsets on every run. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 mkdirSync(TEST_ROOT, { recursive: true });
 const work = mkdtempSync(join(TEST_ROOT, "indexed-"));
 const rand = rng(Number(argv.seed));
@@ -88,7 +81,6 @@ const say = (l: string) => {
 
 const server = await startS3Server();
 const proxy = await startFaultProxy(server);
-let d: DaemonHandle | undefined;
 const dir = daemonDir("indexed");
 try {
   const s3 = s3tool(server);
@@ -111,53 +103,31 @@ try {
   say("| object | round | fetched, MiB | × 1 MiB blocks touched | × 8 MiB parts touched | time, s |");
   say("|---|---|---:|---:|---:|---:|");
 
-  const round = async (o: (typeof OBJECTS)[number], name: string): Promise<number> => {
-    dropCaches(); // the daemon's cache is measured, not the kernel's page cache
-    const before = proxy.bodyBytes("GetObject");
-    const path = `${d!.mnt[BUCKET]}/${o.key}`;
-    const t0 = performance.now();
-    const outs = await Promise.all(
-      plan.map((p) =>
-        sh(p.map((off) => `dd if='${path}' iflag=skip_bytes,count_bytes skip=${off} count=${REGION} bs=${REGION} status=none | sha256sum`).join("; "), { timeoutS: 600 }),
+  const round = async (o: (typeof OBJECTS)[number], name: string, mnt: string): Promise<number> => {
+    const path = `${mnt}/${o.key}`;
+    const { r: outs, fetched, s } = await fetchedBy(proxy, () =>
+      Promise.all(
+        plan.map((p) =>
+          sh(p.map((off) => `dd if='${path}' iflag=skip_bytes,count_bytes skip=${off} count=${REGION} bs=${REGION} status=none | sha256sum`).join("; "), { timeoutS: 600 }),
+        ),
       ),
     );
-    const s = (performance.now() - t0) / 1000;
     outs.forEach((out, i) => {
       const got = out.out.trim().split("\n").map((l) => l.split(" ")[0]);
       if (JSON.stringify(got) !== JSON.stringify(want[i])) throw new Error(`${o.key} ${name}: process ${i} read wrong bytes`);
     });
-    // Read-ahead still on its way counts for this round: wait until the counter stops moving.
-    let n = proxy.bodyBytes("GetObject");
-    for (;;) {
-      await Bun.sleep(300);
-      const m = proxy.bodyBytes("GetObject");
-      if (m === n) break;
-      n = m;
-    }
-    const fetched = n - before;
     say(`| ${o.what} | ${name} | ${fmtNum(fetched / MiB, 1)} | ${fmtNum(fetched / (blocks * BLOCK), 2)} | ${fmtNum(fetched / (parts * PART), 2)} | ${fmtNum(s, 2)} |`);
     return fetched;
   };
-  const spec = [{ bucket: BUCKET }];
-  const target = { ...server, endpoint: proxy.endpoint };
-  const res = new Map<string, number[]>(OBJECTS.map((o) => [o.key, []]));
-  d = await startDaemon(target, spec, { dir, env: { BUCKETFS_LOG_LEVEL: "info" } });
-  for (const o of OBJECTS) res.get(o.key)!.push(await round(o, "1, cold"));
-  for (const o of OBJECTS) res.get(o.key)!.push(await round(o, "2, same mount"));
-  if ((await d.stop()) !== 0) throw new Error(`daemon exit:\n${d.log()}`);
-  d = await startDaemon(target, spec, { dir, env: { BUCKETFS_LOG_LEVEL: "info" } });
-  for (const o of OBJECTS) res.get(o.key)!.push(await round(o, "3, after a restart"));
+  const [crc, etag] = await threeRounds({ server, proxy, bucket: BUCKET, dir, objects: OBJECTS, round });
   say("");
-  const [c1, c2] = res.get(OBJECTS[0]!.key)!;
-  const [e1] = res.get(OBJECTS[1]!.key)!;
+  const [c1, c2, c3] = crc!;
+  const [e1] = etag!;
   say(`targets: part checksums, round 1 ≤ 2× the parts touched: ${c1! <= 2 * parts * PART ? "met" : "NOT met"}; ` +
-    `round 2 fetches 0 bytes: ${c2 === 0 ? "met" : "NOT met"}; ETag only, round 1 ≤ 2× the 1 MiB blocks touched: ${e1! <= 2 * blocks * BLOCK ? "met" : "NOT met"} ` +
+    `round 2 fetches 0 bytes: ${c2 === 0 ? "met" : "NOT met"}; round 3 (after a restart) fetches 0 bytes: ${c3 === 0 ? "met" : "NOT met"}; ETag only, round 1 ≤ 2× the 1 MiB blocks touched: ${e1! <= 2 * blocks * BLOCK ? "met" : "NOT met"} ` +
     `(its blocks are not kept after a close: they can only be checked with the whole object)`);
-  if ((await d.stop()) !== 0) throw new Error(`daemon exit:\n${d.log()}`);
-  d = undefined;
   if (argv.out) writeFileSync(argv.out, lines.join("\n") + "\n");
 } finally {
-  await d?.cleanup();
   removeDir(dir);
   await proxy.stop();
   await server.stop();

@@ -85,6 +85,8 @@ export interface ProxyLogEntry {
   query: string;
   /** `If-Match` / `If-None-Match` request headers, when sent. */
   ifMatch?: string;
+  /** `Range` request header, when sent (e.g. `bytes=0-1048575`). */
+  range?: string;
   ifNoneMatch?: string;
   /** When the request reached the proxy (the client started it). */
   arrivedMs: number;
@@ -305,6 +307,7 @@ export async function startFaultProxy(target: { port: number }, initial: LinkOpt
     };
     const entry: ProxyLogEntry = { op, method, path, query, arrivedMs: Date.now() };
     if (header("if-match") !== undefined) entry.ifMatch = header("if-match");
+    if (header("range") !== undefined) entry.range = header("range");
     if (header("if-none-match") !== undefined) entry.ifNoneMatch = header("if-none-match");
     entries.push(entry);
     res.on("close", () => {

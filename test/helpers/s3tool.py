@@ -23,6 +23,12 @@ and "op", one of:
     put-many    {bucket, prefix?, count?, keys?, size | sizes, workers?}
                 content is generated (see gen) from key and size
                                                            -> {objects: [{key, size, etag, sha256}]}
+    upload-file {bucket, key, file, checksums? ("default" | "when_required")}
+                boto3's client.upload_file as users call it: the client's and s3transfer's
+                defaults (8 MiB multipart threshold and parts, whatever checksum this
+                botocore adds by default); "when_required" is the client setting of
+                botocore < 1.36 (and old aws-cli): no checksum
+                                                           -> {key, size, etag, boto3, s3transfer}
     gen         {key, size, path}   write the generated content put-many
                 uses for (key, size) to a local file       -> {size, sha256}
     get         {bucket, key, path?, range?, return_content?}
@@ -46,6 +52,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import boto3
 import botocore
+import s3transfer
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
@@ -303,6 +310,31 @@ def op_put_many(cmd):
     return {"objects": objects}
 
 
+def op_upload_file(cmd):
+    mode = cmd.get("checksums", "default")
+    if mode not in ("default", "when_required"):
+        raise ValueError("checksums must be default or when_required, not %r" % mode)
+    # Only what reaching the test server needs (path style for a loopback IP); no other setting.
+    kwargs = dict(region_name=cmd.get("region", "us-east-1"), s3={"addressing_style": "path"})
+    config = Config(**kwargs)
+    if mode == "when_required":
+        try:
+            config = Config(request_checksum_calculation="when_required", response_checksum_validation="when_required", **kwargs)
+        except TypeError:
+            pass  # botocore < 1.36 knows no such setting: it sends checksums only where required anyway
+    client = boto3.session.Session().client(
+        "s3",
+        endpoint_url=cmd["endpoint"],
+        aws_access_key_id=cmd["access_key"],
+        aws_secret_access_key=cmd["secret_key"],
+        config=config,
+    )
+    client.upload_file(cmd["file"], cmd["bucket"], cmd["key"])
+    r = client.head_object(Bucket=cmd["bucket"], Key=cmd["key"])
+    return {"key": cmd["key"], "size": r["ContentLength"], "etag": etag(r.get("ETag")),
+            "boto3": boto3.__version__, "s3transfer": s3transfer.__version__}
+
+
 def op_gen(cmd):
     data = generated(cmd["key"], int(cmd["size"]))
     with open(cmd["path"], "wb") as f:
@@ -430,6 +462,7 @@ OPS = {
     "mkbucket": op_mkbucket,
     "put": op_put,
     "put-many": op_put_many,
+    "upload-file": op_upload_file,
     "gen": op_gen,
     "get": op_get,
     "head": op_head,

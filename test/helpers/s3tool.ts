@@ -122,6 +122,21 @@ export interface S3Tool {
   mkbucket(bucket: string): Promise<{ created: boolean }>;
   put(bucket: string, key: string, body: PutBody, opts?: PutOptions): Promise<PutResult>;
   putMany(bucket: string, opts: PutManyOptions): Promise<PutResult[]>;
+  /**
+   * boto3's `upload_file` with the client's and s3transfer's defaults (8 MiB multipart threshold
+   * and parts; the checksum this botocore adds by default), as users' scripts upload; with
+   * `checksums: false` the client only sends checksums where S3 requires them (botocore < 1.36,
+   * old aws-cli): the object has an ETag only. What the defaults do depends on the boto3:
+   * Debian's 1.26 adds no checksum; pip's 1.43 (s3transfer 0.17) adds CRC32, composite for a
+   * multipart upload, full-object for one PUT. `python` picks the interpreter (hence the boto3)
+   * for this call, instead of BUCKETFS_S3TOOL_PYTHON or /usr/bin/python3.
+   */
+  uploadFile(
+    bucket: string,
+    key: string,
+    file: string,
+    opts?: { checksums?: boolean; python?: string },
+  ): Promise<{ key: string; size: number; etag: string; boto3: string; s3transfer: string }>;
   /** Writes the content putMany() generates for (key, size) to a local file. */
   gen(key: string, size: number, path: string): Promise<{ size: number; sha256: string }>;
   get(bucket: string, key: string, opts?: GetOptions): Promise<GetResult>;
@@ -184,7 +199,7 @@ function toPutResult(v: unknown): PutResult {
 }
 
 /** Runs one s3tool.py command and returns its JSON result (without the `ok` field). */
-export async function runS3Tool(target: S3Endpoint, op: string, args: Json): Promise<Json> {
+export async function runS3Tool(target: S3Endpoint, op: string, args: Json, python = PYTHON): Promise<Json> {
   const input = JSON.stringify({
     op,
     endpoint: target.endpoint,
@@ -194,7 +209,7 @@ export async function runS3Tool(target: S3Endpoint, op: string, args: Json): Pro
     ...args,
   });
   const proc = Bun.spawn({
-    cmd: [PYTHON, SCRIPT, "-"],
+    cmd: [python, SCRIPT, "-"],
     stdin: new TextEncoder().encode(input),
     stdout: "pipe",
     stderr: "pipe",
@@ -268,6 +283,11 @@ export function s3tool(server: S3Endpoint): S3Tool {
       if (opts.workers !== undefined) args.workers = opts.workers;
       const r = await run("put-many", args);
       return arr(r, "objects").map(toPutResult);
+    },
+    async uploadFile(bucket, key, file, opts) {
+      const args = { bucket, key, file, checksums: opts?.checksums === false ? "when_required" : "default" };
+      const r = await runS3Tool(server, "upload-file", args, opts?.python);
+      return { key: str(r, "key"), size: num(r, "size"), etag: str(r, "etag"), boto3: str(r, "boto3"), s3transfer: str(r, "s3transfer") };
     },
     async uploads(bucket, prefix) {
       const r = await run("uploads", { bucket, prefix });
