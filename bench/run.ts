@@ -50,6 +50,8 @@ const USAGE = `usage: bun bench/run.ts [options]
                         netem in the kernel, bench/lib/delay-proxy.ts adds it, and the results say so)
   --rate <N>mbit        limit the link to MinIO to N Mbit/s each way (tbf, or netem rate), in the same namespace
   --big-mib N           size of the cold-read object (default 1024, --quick 256)
+  --big-checksum K      upload the cold-read object with checksum K (crc32, crc32c: composite per 64 MiB part;
+                        crc64nvme); default none: multipart ETag only, which bucketfs checks by MD5 of each part
   --wd-small N          small files of the workdir upload (default 1000, --quick 200)
   --wd-big-mib N        size of each of the 2 big workdir files (default 256, --quick 64)
   --systems a,b         subset of bucketfs,s3fs,rclone (default: all)
@@ -72,6 +74,7 @@ const { values: argv } = parseArgs({
     latency: { type: "string" },
     rate: { type: "string" },
     "big-mib": { type: "string" },
+    "big-checksum": { type: "string" },
     "wd-small": { type: "string" },
     "wd-big-mib": { type: "string" },
     systems: { type: "string" },
@@ -110,6 +113,8 @@ for (const [opt, key] of [["big-mib", "bigMiB"], ["wd-small", "wdSmall"], ["wd-b
   SIZES[key] = n;
 }
 const REPS = Math.max(1, Number(argv.reps ?? 3));
+const BIG_CHECKSUM = argv["big-checksum"] as "crc32" | "crc32c" | "crc64nvme" | undefined;
+if (BIG_CHECKSUM !== undefined && !["crc32", "crc32c", "crc64nvme"].includes(BIG_CHECKSUM)) throw new Error(`--big-checksum: expected crc32, crc32c or crc64nvme, got ${BIG_CHECKSUM}`);
 const LATENCY = parseLatency(argv.latency);
 function parseRate(s: string | undefined): number | undefined {
   if (s === undefined) return undefined;
@@ -309,8 +314,8 @@ async function main(): Promise<void> {
   let t = performance.now();
   const bigSha = writeRandom(bigLocal, bigBytes);
   if (tests.has(1) || tests.has(2) || tests.has(6)) {
-    await s3.put(BUCKET, BIG_KEY, { file: bigLocal }, { multipart: true, partSize: 64 * MiB });
-    log(`data: ${SIZES.bigMiB} MiB object put in ${((performance.now() - t) / 1000).toFixed(1)} s`);
+    await s3.put(BUCKET, BIG_KEY, { file: bigLocal }, { multipart: true, partSize: 64 * MiB, ...(BIG_CHECKSUM ? { checksum: BIG_CHECKSUM } : {}) });
+    log(`data: ${SIZES.bigMiB} MiB object put (${BIG_CHECKSUM ?? "multipart ETag only"}) in ${((performance.now() - t) / 1000).toFixed(1)} s`);
   }
   if (tests.has(3)) {
     t = performance.now();
