@@ -23,6 +23,7 @@ import { startFaultProxy, type FaultProxy } from "../helpers/fault-proxy.ts";
 import { startS3Server, type S3Server } from "../helpers/s3server.ts";
 import { s3tool, type S3Tool } from "../helpers/s3tool.ts";
 import { waitStatus } from "../helpers/status.ts";
+import { until } from "../helpers/wait.ts";
 import { fuseCountersPath, readFuseCounters } from "../../src/service/fuse-counters.ts";
 
 const MiB = 1024 * 1024;
@@ -225,8 +226,7 @@ describe("block cache of objects with part checksums", () => {
       const countersPath = fuseCountersPath({ cachePath: d.cachePath, bucket: BUCKET });
       const before = readFuseCounters(countersPath)?.passthrough.opens ?? 0;
       expect((await run(`sha256sum '${mnt}'`)).out.split(" ")[0]).toBe(sha256(body));
-      const deadline = Date.now() + 30_000;
-      while ((readFuseCounters(countersPath)?.passthrough.opens ?? 0) <= before && Date.now() < deadline) await Bun.sleep(50);
+      await until(() => (readFuseCounters(countersPath)?.passthrough.opens ?? 0) > before, 30_000, "a passthrough open in the published counters");
       expect(readFuseCounters(countersPath)?.passthrough.opens ?? 0).toBeGreaterThan(before);
       await stop(d);
     } finally {

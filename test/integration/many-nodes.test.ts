@@ -15,6 +15,7 @@ import { bucketfsCommand, daemonDir, removeDir, sh, startDaemon, type BucketSpec
 import { startS3Server, type S3Server } from "../helpers/s3server.ts";
 import { startFaultProxy, type FaultProxy, type ProxyLogEntry } from "../helpers/fault-proxy.ts";
 import { statusJson, waitStatus } from "../helpers/status.ts";
+import { until } from "../helpers/wait.ts";
 import { s3tool, type S3Tool } from "../helpers/s3tool.ts";
 import { runArgv } from "../helpers/run.ts";
 
@@ -311,7 +312,7 @@ describe("fencing", () => {
     const leasePath = `/${spec.bucket}/wd/.bucketfs/lease`;
     // Wait for a renewal answered 200 (the window is full), then throttle the next four lease PUTs.
     const renewedBefore = pa.log().filter((e) => e.path === leasePath && e.method === "PUT" && e.status === 200).length;
-    await waitFor(() => pa.log().filter((e) => e.path === leasePath && e.method === "PUT" && e.status === 200).length > renewedBefore, 10_000, "a renewal");
+    await until(() => pa.log().filter((e) => e.path === leasePath && e.method === "PUT" && e.status === 200).length > renewedBefore, 10_000, "a renewal");
     const slow = pa.add({ op: "PutObject", path: leasePath, action: { status: 503, code: "SlowDown" }, times: 4 });
     await pa.waitFor("PutObject", pa.count("PutObject") + 1, 10_000); // the first throttled renewal is under way
     expect(await a.stop()).toBe(0);
@@ -372,15 +373,6 @@ describe("fencing", () => {
     expect(await b.stop()).toBe(0);
   }, SLOW);
 });
-
-/** Resolves once `cond()` holds (polled every 50 ms), or fails after `ms`. */
-async function waitFor(cond: () => boolean, ms: number, what: string): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await Bun.sleep(50);
-  }
-}
 
 /** `bucketfs sync` as a child process (never blocking the proxies in this process), timed. */
 async function timedSync(d: DaemonHandle): Promise<{ code: number; out: string; ms: number }> {

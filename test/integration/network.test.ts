@@ -21,6 +21,7 @@ import { startS3Server, TEST_ROOT, type S3Server } from "../helpers/s3server.ts"
 import { s3tool, type S3Tool } from "../helpers/s3tool.ts";
 import { writeRandom } from "../helpers/files.ts";
 import { statusJson, waitStatus } from "../helpers/status.ts";
+import { until } from "../helpers/wait.ts";
 
 const MiB = 1024 * 1024;
 const BUCKET = "network";
@@ -66,15 +67,6 @@ async function errorOf(p: Promise<unknown>): Promise<StoreError> {
     throw err;
   }
   throw new Error("expected a rejection");
-}
-
-/** Resolves once `cond()` holds (polled every 50 ms), or fails after `ms`. */
-async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await Bun.sleep(50);
-  }
 }
 
 describe("store: timeouts measure progress", () => {
