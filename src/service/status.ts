@@ -17,7 +17,7 @@ import { RunLog, type RunRecord } from "../cache/runs.ts";
 import { EVENTS, cacheLayout, workdirOf } from "./bucket-run.ts";
 import type { OwnerStatus } from "./workdir/workdir-owner.ts";
 import { livePid, FSTYPE } from "./mounts.ts";
-import { visitWorkdir, type PendingFile, type UploadFailureRecord } from "./workdir/journal.ts";
+import { type PendingFile, type UploadFailureRecord } from "./workdir/journal.ts";
 import type { LastPrefetch, UnreadableKey } from "./workdir/prefetch.ts";
 import type { LastUpload, Unuploadable } from "./workdir/upload.ts";
 import { mountAt } from "../util/mountinfo.ts";
@@ -208,11 +208,8 @@ export function bucketStatus(b: BucketConfig): BucketStatus {
       if (out.daemonRun && out.daemonRun.outcome === "running" && out.daemonRun.pid !== pid) out.phase = "crashed";
       const w = workdirOf(b, db);
       if (!w) return;
-      const pending: PendingFile[] = [];
-      const walk = visitWorkdir(w.spec.localDir, (e) => {
-        if (e.kind === "file" && w.journal.isDirty(e.rel, e.stamp)) pending.push({ path: e.rel, size: e.stamp.size });
-      });
-      pending.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+      const walk = w.journal.scanPending(w.spec.localDir);
+      const pending = walk.pending;
       out.workdir = {
         target: w.target, localDir: w.spec.localDir, pending,
         pendingBytes: pending.reduce((n, p) => n + p.size, 0),

@@ -454,11 +454,17 @@ export class WorkdirJournal {
 
   /** Scan `localDir`: regular files with local changes not yet uploaded. */
   pending(localDir: string): PendingFile[] {
-    const out: PendingFile[] = [];
-    visitWorkdir(localDir, (e) => {
-      if (e.kind === "file" && this.isDirty(e.rel, e.stamp)) out.push({ path: e.rel, size: e.stamp.size });
+    return this.scanPending(localDir).pending;
+  }
+
+  /** `pending`, with the problems the same walk met (unreadable entries), for `status`. */
+  scanPending(localDir: string): { pending: PendingFile[]; problems: WalkResult["problems"] } {
+    const pending: PendingFile[] = [];
+    const { problems } = visitWorkdir(localDir, (e) => {
+      if (e.kind === "file" && this.isDirty(e.rel, e.stamp)) pending.push({ path: e.rel, size: e.stamp.size });
     });
-    return out.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+    pending.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+    return { pending, problems };
   }
 
   /** Everything a `status` command shows: "N files pending, last error ...". */
