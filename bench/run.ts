@@ -47,7 +47,7 @@ const REPO = resolve(import.meta.dir, "..");
 const USAGE = `usage: bun bench/run.ts [options]
   --quick               small sizes for development (256 MiB object, 2,000-object listing, smaller workdir)
   --latency <N>ms       put MinIO in a network namespace behind N ms of added round-trip time (netem; without
-                        netem in the kernel, bench/lib/delay-proxy.ts adds it, and the results say so)
+                        netem in the kernel, bench/lib/delay-proxy.go adds it, and the results say so)
   --rate <N>mbit        limit the link to MinIO to N Mbit/s each way (tbf, or netem rate), in the same namespace
   --big-mib N           size of the cold-read object (default 1024, --quick 256)
   --big-checksum K      upload the cold-read object with checksum K (crc32, crc32c: composite per 64 MiB part;
@@ -360,6 +360,8 @@ async function main(): Promise<void> {
     const warmHot = row({ id: "warm_hot", metric: "warm re-read, page cache warm", unit: "MiB/s", better: "higher", cells: {}, target: { kind: "local", factor: 0.9, text: "≥ 0.9× local" } });
     const warmDisk = row({ id: "warm_disk", metric: "re-read from the daemon's cache, page cache dropped", unit: "MiB/s", better: "higher", cells: {}, target: { kind: "local", factor: 0.9, text: "≥ 0.9× local" } });
     const srvCpu: Record<string, number> = {};
+    /** CPU of the delay proxy per GiB read (--latency without netem): the link's cost on this machine. */
+    const linkCpu: Record<string, number[]> = {};
     const srvSent: Record<string, number> = {};
     const busiest: Record<string, string> = {};
     const warmCpu: Record<string, string> = {};
@@ -375,6 +377,7 @@ async function main(): Promise<void> {
               dropCaches();
               const c0 = cpuSeconds(m.pid);
               const s0 = cpuSeconds(server.pid);
+              const p0 = benchServer?.delayPid !== undefined ? cpuSeconds(benchServer.delayPid) : 0;
               const io0 = procIo(server.pid).wchar;
               const th0 = threadCpu(m.pid);
               const q0 = await s3Requests(server);
@@ -392,6 +395,7 @@ async function main(): Promise<void> {
               u.cpu.push(c);
               u.rss.push(peak / 1024);
               const sc = (cpuSeconds(server.pid) - s0) / (bigBytes / (1024 * MiB));
+              if (benchServer?.delayPid !== undefined) ((linkCpu[sys] ??= []) as number[]).push((cpuSeconds(benchServer.delayPid) - p0) / (bigBytes / (1024 * MiB)));
               const sent = (procIo(server.pid).wchar - io0) / bigBytes;
               recordRequests(`cold read of the ${SIZES.bigMiB} MiB object`, sys, q0, await s3Requests(server));
               const wall = r.ms / 1000;
@@ -479,7 +483,10 @@ async function main(): Promise<void> {
       `During the cold reads (medians), MinIO used ${Object.entries(srvCpu).map(([k, v]) => `${k} ${fmtNum(v)} s`).join(", ")} of CPU per GiB ` +
         `and wrote ${Object.entries(srvSent).map(([k, v]) => `${k} ${fmtNum(v, 2)}×`).join(", ")} the object's size to its sockets (/proc/PID/io wchar; 1.00× = no bytes fetched twice). ` +
         `RSS of the freshly mounted daemon just before each read (MiB): ${Object.entries(rssBefore).map(([k, v]) => `${k} ${v}`).join("; ")}. ` +
-        `CPU by thread name during the last run's read, as % of one core over the read's wall time (threads that ended during the read are missing): ${Object.entries(busiest).map(([k, v]) => `${k}: ${v}`).join("; ")}.`,
+        `CPU by thread name during the last run's read, as % of one core over the read's wall time (threads that ended during the read are missing): ${Object.entries(busiest).map(([k, v]) => `${k}: ${v}`).join("; ")}.` +
+        (Object.keys(linkCpu).length > 0
+          ? ` The delay proxy (the link, which costs a real machine nothing) used ${Object.entries(linkCpu).map(([k, v]) => `${k} ${fmtNum(median(v))} s`).join(", ")} of CPU per GiB.`
+          : ""),
     );
 
     if (Object.keys(warmCpu).length > 0) {

@@ -3,8 +3,9 @@
  * `--latency` and/or `--rate` — MinIO inside a network namespace of our own, reached over a veth
  * pair whose two ends carry netem delay (half the requested round-trip time on each end) and a
  * rate limit (tbf, or netem's rate when netem is there). Where the kernel has no netem, the
- * latency comes from bench/lib/delay-proxy.ts on 127.0.0.1 in front of the veth (said so in
- * `note`). The link is shaped only once `shape()` is called (after the data is loaded).
+ * latency comes from bench/lib/delay-proxy.go (built here with `go build` into
+ * .build/bin/delay-proxy) on 127.0.0.1 in front of the veth (said so in `note`). The link is
+ * shaped only once `shape()` is called (after the data is loaded).
  *
  * Addresses: only ones this module creates itself, on the veth pair it creates: a /30 out of
  * 198.18.0.0/15 (RFC 2544, "benchmarking"), chosen so that it overlaps nothing configured on
@@ -14,7 +15,7 @@
  *
  * Is: setup/teardown of the server and its network. Is not: a general S3 server launcher.
  */
-import { existsSync, mkdirSync, mkdtempSync, openSync, closeSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, openSync, closeSync, readFileSync, rmSync, statSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { randomBytes } from "node:crypto";
 import type { Subprocess } from "bun";
@@ -28,6 +29,8 @@ export interface BenchServer {
   server: S3Server;
   /** Added round-trip latency actually in effect, in ms (0 when none). */
   latencyMs: number;
+  /** The delay proxy's pid, when it adds the latency (its CPU is the link's, which a real link does not cost). */
+  delayPid?: number;
   /** Rate limit in effect on the link, Mbit/s each way (undefined: none). */
   rateMbit?: number;
   /** Turns the latency and rate on (they are off while the data is loaded). */
@@ -35,6 +38,16 @@ export interface BenchServer {
   /** How the server runs, and why latency was not added when it was asked for. */
   note: string;
   stop(): Promise<void>;
+}
+
+/** .build/bin/delay-proxy, built from bench/lib/delay-proxy.go when missing or older than it; or why not. */
+function buildDelayProxy(): { path: string; error?: undefined } | { path?: undefined; error: string } {
+  const src = join(REPO, "bench", "lib", "delay-proxy.go");
+  const bin = join(REPO, ".build", "bin", "delay-proxy");
+  if (existsSync(bin) && statSync(bin).mtimeMs >= statSync(src).mtimeMs) return { path: bin };
+  const r = Bun.spawnSync(["go", "build", "-o", bin, src], { stdout: "pipe", stderr: "pipe", env: { ...process.env, GO111MODULE: "off" } });
+  if (r.exitCode !== 0) return { error: `cannot build the delay proxy (go build bench/lib/delay-proxy.go: ${new TextDecoder().decode(r.stderr).trim() || `exit ${r.exitCode}`})` };
+  return { path: bin };
 }
 
 /** Teardown steps for whatever network setup exists right now (also run from exit hooks). */
@@ -194,7 +207,12 @@ async function tryNetns(latencyMs: number, rateMbit: number | undefined): Promis
   let endpoint = direct;
   let delayProc: Subprocess | undefined;
   if (useProxyDelay) {
-    delayProc = Bun.spawn([process.execPath, join(REPO, "bench", "lib", "delay-proxy.ts"), "0", sub.ns, String(port), String(latencyMs / 2)], {
+    const bin = buildDelayProxy();
+    if (bin.error !== undefined) {
+      teardownNetworkSync();
+      return bin.error;
+    }
+    delayProc = Bun.spawn([bin.path, "0", sub.ns, String(port), String(latencyMs / 2)], {
       stdout: "pipe", stderr: "inherit", stdin: "ignore",
     });
     const reader = (delayProc.stdout as ReadableStream<Uint8Array>).getReader();
@@ -203,7 +221,7 @@ async function tryNetns(latencyMs: number, rateMbit: number | undefined): Promis
     const proxyPort = Number(new TextDecoder().decode(first.value ?? new Uint8Array()).trim());
     if (!(proxyPort > 0)) {
       teardownNetworkSync();
-      return "the delay proxy (bench/lib/delay-proxy.ts) did not start";
+      return "the delay proxy (bench/lib/delay-proxy.go) did not start";
     }
     const dp = delayProc;
     netTeardown.push(() => {
@@ -264,7 +282,7 @@ async function tryNetns(latencyMs: number, rateMbit: number | undefined): Promis
   const how = [
     latencyMs > 0
       ? useProxyDelay
-        ? `+${latencyMs} ms RTT from bench/lib/delay-proxy.ts at ${endpoint} (this kernel has no netem: an approximation, no loss or slow start on the long link)`
+        ? `+${latencyMs} ms RTT from bench/lib/delay-proxy.go at ${endpoint} (this kernel has no netem: an approximation, no loss or slow start on the long link)`
         : `netem delay ${latencyMs / 2} ms on each end (+${latencyMs} ms RTT)`
       : "no added latency",
     rateMbit ? `${rateMbit} Mbit/s each way (${netemOk ? "netem rate" : "tbf"} on both veth ends)` : "no rate limit",
@@ -272,6 +290,7 @@ async function tryNetns(latencyMs: number, rateMbit: number | undefined): Promis
   const bench: BenchServer = {
     server,
     latencyMs,
+    ...(delayProc ? { delayPid: delayProc.pid } : {}),
     ...(rateMbit ? { rateMbit } : {}),
     async shape() {
       if (netemOk || rateMbit) for (const c of qdisc("change", true)) await sh(c);
