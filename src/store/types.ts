@@ -100,9 +100,10 @@ export interface ObjectStore {
    * What S3 holds to check the object's bytes: its ETag, size, checksum (HEAD with
    * x-amz-checksum-mode: ENABLED) and, for a multipart object without a full-object checksum,
    * its parts (HEAD partNumber=1: x-amz-mp-parts-count and the size of part 1; every part's size
-   * when they cannot all be that size, or with `everyPart`). Null when absent.
+   * when they cannot all be that size, or with `everyPart`). With `etag`, the ETag the caller
+   * holds, a multipart object's two HEADs may go out at once. Null when absent.
    */
-  integrity(key: string, signal?: AbortSignal, opts?: { everyPart?: boolean }): Promise<ObjectIntegrity | null>;
+  integrity(key: string, signal?: AbortSignal, opts?: { everyPart?: boolean; etag?: string }): Promise<ObjectIntegrity | null>;
   /**
    * Part `n` (1-based) of a multipart object (GET partNumber=n, If-Match `ifMatch`), handed to
    * `sink` with object offsets as it arrives. With `check`, the part's bytes are verified against

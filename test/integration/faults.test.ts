@@ -95,6 +95,33 @@ describe("store through the fault proxy", () => {
     expect(proxy.count("ListObjectsV2") - before).toBe(3);
   });
 
+  test("integrity of a multipart object: with the listing's ETag, HEAD partNumber=1 goes out beside the object's HEAD; a stale ETag is asked again", async () => {
+    const key = "heads/mp";
+    const body = new Uint8Array(11 * MiB).map((_, i) => (i * 7 + (i >> 10)) & 0xff);
+    const put = await s3.put(BUCKET, key, { bytes: body }, { multipart: true, partSize: 5 * MiB });
+    expect(put.etag).toMatch(/-3$/);
+    let from = proxy.log().length;
+    const heads = () => proxy.log().slice(from).filter((e) => e.op === "HeadObject" && e.path === `/${BUCKET}/${key}`);
+    proxy.clear();
+    // The object's HEAD held 300 ms: the part's HEAD reaches the server before it is answered.
+    const held = proxy.add({ op: "HeadObject", path: `/${BUCKET}/${key}`, query: /^(?!.*partNumber)/, action: { stall: 300 } });
+    const i = await store.integrity(key, undefined, { etag: put.etag });
+    expect(held.fired).toBe(1);
+    expect(i).toMatchObject({ etag: put.etag, size: body.length, parts: { count: 3, size: 5 * MiB } });
+    const [whole, part] = [heads().filter((e) => !/partNumber/.test(e.query)), heads().filter((e) => /partNumber=1/.test(e.query))];
+    expect([whole.length, part.length]).toEqual([1, 1]);
+    expect(part[0]!.arrivedMs).toBeLessThan(whole[0]!.answeredMs!);
+    // A stale ETag (the object was replaced since the listing): its part HEAD fails If-Match, and
+    // is asked again, after the object's HEAD, for the ETag S3 now has.
+    proxy.clear();
+    from = proxy.log().length;
+    const stale = "0123456789abcdef0123456789abcdef-3";
+    const again = await store.integrity(key, undefined, { etag: stale });
+    expect(again).toMatchObject({ etag: put.etag, parts: { count: 3, size: 5 * MiB } });
+    const partHeads = heads().filter((e) => /partNumber=1/.test(e.query));
+    expect(partHeads.map((e) => [e.ifMatch, e.status])).toEqual([[`"${stale}"`, 412], [`"${put.etag}"`, 206]]);
+  });
+
   test("a key with a control character (\\x01) is listed, and its directory with it", async () => {
     await s3.put(BUCKET, "ctl/a\x01b", { text: "ctl" });
     await s3.put(BUCKET, "ctl/ok", { text: "ok" });

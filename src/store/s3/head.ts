@@ -37,10 +37,14 @@ export async function hasPrefix(ctx: S3Context, prefix: string, signal?: AbortSi
 /**
  * What S3 holds to check the object (ObjectStore.integrity): a HEAD with checksum mode, and for
  * a multipart object without a full-object checksum a HEAD partNumber=1 of the same version
- * (and one per part when the parts cannot all be part 1's size, or `everyPart` asks).
+ * (and one per part when the parts cannot all be part 1's size, or `everyPart` asks). When the
+ * caller's ETag (`opts.etag`, from a listing) is a multipart one, the HEAD partNumber=1 goes
+ * out beside the first HEAD, If-Match that ETag, so the two cost one round trip, not two; it is
+ * used only when the object still has that ETag, and asked again after the first HEAD when it
+ * failed.
  */
 export async function headIntegrity(
-  ctx: S3Context, key: string, signal?: AbortSignal, opts: { everyPart?: boolean } = {},
+  ctx: S3Context, key: string, signal?: AbortSignal, opts: { everyPart?: boolean; etag?: string } = {},
 ): Promise<ObjectIntegrity | null> {
   const head = (query: [string, string][], ifMatch?: string) => {
     const headers: Record<string, string> = { "x-amz-checksum-mode": "ENABLED" };
@@ -48,6 +52,9 @@ export async function headIntegrity(
     return send(ctx, { op: "HeadObject", method: "HEAD", key, query, headers, ok: (s) => (s >= 200 && s < 300) || s === 404 },
       async (res) => (res.status === 404 ? null : res.headers), signal);
   };
+  const early = opts.etag !== undefined && multipartEtagParts(opts.etag) !== undefined
+    ? head([["partNumber", "1"]], opts.etag).catch(() => undefined)
+    : undefined;
   const h = await head([]);
   if (h === null) return null;
   const out: ObjectIntegrity = { etag: unquote(h.get("etag")), size: Number(h.get("content-length") ?? 0) };
@@ -55,7 +62,8 @@ export async function headIntegrity(
   if (checksum) out.checksum = checksum;
   if (etagNotMd5(h)) out.etagNotMd5 = true;
   if (multipartEtagParts(out.etag) !== undefined && (checksum === undefined || checksum.type === "COMPOSITE")) {
-    const p = await head([["partNumber", "1"]], out.etag);
+    let p = early !== undefined && out.etag === opts.etag ? await early : undefined;
+    if (p === undefined) p = await head([["partNumber", "1"]], out.etag);
     const count = Number(p?.get("x-amz-mp-parts-count") ?? NaN);
     const size = Number(p?.get("content-length") ?? NaN);
     if (Number.isSafeInteger(count) && count >= 1 && Number.isSafeInteger(size) && size > 0) {
