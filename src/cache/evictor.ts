@@ -587,17 +587,25 @@ export interface CacheUse {
   objects: number;
   evictions: number;
   evictedBytes: number;
+  /** Streamed objects kept incomplete after their last close (`cache_parts`), and the checked bytes they hold. */
+  keptObjects: number;
+  keptBytes: number;
 }
 
 /** What one bucket's index says about its cache (zeros for an index from before eviction existed). */
 export function readCacheUse(db: Database): CacheUse {
   const has = (t: string) =>
     db.query<{ n: number }, [string]>("SELECT COUNT(*) AS n FROM sqlite_master WHERE type = 'table' AND name = ?1").get(t)!.n > 0;
-  const out: CacheUse = { bytes: 0, objects: 0, evictions: 0, evictedBytes: 0 };
+  const out: CacheUse = { bytes: 0, objects: 0, evictions: 0, evictedBytes: 0, keptObjects: 0, keptBytes: 0 };
   if (has("cache_lru")) {
     const r = db.query<{ n: number; b: number }, []>("SELECT COUNT(*) AS n, COALESCE(SUM(size), 0) AS b FROM cache_lru").get()!;
     out.objects = r.n;
     out.bytes = r.b;
+  }
+  if (has("cache_parts")) {
+    const r = db.query<{ n: number; b: number }, []>("SELECT COUNT(*) AS n, COALESCE(SUM(bytes), 0) AS b FROM cache_parts").get()!;
+    out.keptObjects = r.n;
+    out.keptBytes = r.b;
   }
   if (has("cache_stats")) {
     for (const r of db.query<{ name: string; value: number }, []>("SELECT name, value FROM cache_stats").all()) {

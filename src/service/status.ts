@@ -80,6 +80,12 @@ export interface ReadCacheStatus {
   evictions: number;
   evictedBytes: number;
   /**
+   * Objects read in part and kept after their last close (checked parts of objects with
+   * composite checksums, served again without a GET), and the bytes those parts hold.
+   */
+  keptObjects: number;
+  keptBytes: number;
+  /**
    * Objects fetched, over every run, by what checked their bytes (store/checksum.ts
    * Verification kinds: full, composite, multipart-etag, md5, none), and the `none` ones:
    * fetched with their length as the only check.
@@ -104,7 +110,7 @@ function readCacheStatus(config: Config): Map<string, ReadCacheStatus | null> {
   const uses = new Map(config.buckets.map((b) => [b.bucket, (() => {
     try {
       return withIndex(b, (db) => ({ ...readCacheUse(db), checks: readChecks(db) }))
-        ?? { bytes: 0, objects: 0, evictions: 0, evictedBytes: 0, checks: {} };
+        ?? { bytes: 0, objects: 0, evictions: 0, evictedBytes: 0, keptObjects: 0, keptBytes: 0, checks: {} };
     } catch {
       return undefined;
     }
@@ -143,6 +149,7 @@ function readCacheLine(c: ReadCacheStatus): string {
   return (
     `  read cache: ${fmtBytes(c.bytes)} in ${c.objects} objects${shared}; limit ${limit} for ${c.cachePath}; ` +
     `${free}; ${c.evictions} evictions (${fmtBytes(c.evictedBytes)})` +
+    (c.keptObjects > 0 ? `; ${c.keptObjects} objects read in part kept (${fmtBytes(c.keptBytes)} of checked parts)` : "") +
     (c.unverified > 0 ? `; ${c.unverified} objects fetched unverified (S3 held no checksum or MD5 for them)` : "")
   );
 }

@@ -68,7 +68,7 @@ export interface BucketJson {
   };
   runs: RunJson[];
   /** The read cache: objects fetched by what checked them (`none`: unverified), over every run. */
-  readCache: null | { checks: Record<string, number>; unverified: number };
+  readCache: null | { checks: Record<string, number>; unverified: number; keptObjects: number; keptBytes: number };
   /** The live daemon's FUSE request counters (by opcode name). */
   fuse: null | { requests: Record<string, number> };
   /** The wire as the last daemon published it (service/net-status.ts). */

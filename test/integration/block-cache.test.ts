@@ -112,8 +112,10 @@ describe("block cache of objects with part checksums", () => {
       const second = await fetchedBy(d, async () => (got = await readRegions(d, key, OFFSETS)));
       expect(got.map((g) => g.sums[0])).toEqual(want);
       expect(second).toBe(0);
-      // Nothing was renamed into place: the object is incomplete.
+      // Nothing was renamed into place: the object is incomplete, and status says what it keeps.
       expect(existsSync(join(d.cachePath, `.${BUCKET}`, key))).toBe(false);
+      const kept = await waitStatus(d.configPath, BUCKET, (b) => (b.readCache?.keptObjects ?? 0) > 0, "the kept parts recorded");
+      expect([kept.readCache!.keptObjects, kept.readCache!.keptBytes]).toEqual([1, first]);
       // The block map is in the index: a restart over the same cache serves the parts again.
       expect(await d.stop()).toBe(0);
       await d.cleanup();
@@ -123,6 +125,8 @@ describe("block cache of objects with part checksums", () => {
       const third = await fetchedBy(again, async () => (got = await readRegions(again, key, OFFSETS)));
       expect(got.map((g) => g.sums[0])).toEqual(want);
       expect(third).toBe(0);
+      const after = await waitStatus(again.configPath, BUCKET, (b) => b.readCache !== null, "status");
+      expect([after.readCache!.keptObjects, after.readCache!.keptBytes]).toEqual([1, first]);
       await stop(again);
     } finally {
       proxy.clear();
