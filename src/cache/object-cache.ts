@@ -14,12 +14,14 @@
  * close (its checked parts; the only user of the index's `cache_parts` rows): a later open, or
  * the next run, serves those parts and fetches the holes; another ETag drops them; they count
  * in the cache bound (reservations) and are the first to go when the evictor needs room
- * (`dropIdlePartials`, least recently closed first). Is not: the workdir (never fetched
+ * (`dropIdlePartials`, least recently closed first). Remembers what S3 said of each streamed
+ * object's bytes (`integrities`), so the next open of the same version (the next index query)
+ * sends its GETs without a HEAD first. Is not: the workdir (never fetched
  * through here), metadata freshness (fs/namespace.ts) or the eviction policy.
  */
 import { renameSync, rmSync, utimesSync, lstatSync } from "node:fs";
 import { basename, dirname, relative } from "node:path";
-import type { ObjectInfo, ObjectStore } from "../store/types.ts";
+import type { ObjectInfo, ObjectIntegrity, ObjectStore } from "../store/types.ts";
 import { objectMode, objectMtimeMs } from "../store/meta.ts";
 import { containedPath } from "./keys.ts";
 import { mkdirsUnder, tempNameFor } from "./cache-root.ts";
@@ -79,6 +81,9 @@ export const STREAM_MIN_SIZE = 8 * 1024 * 1024;
 /** Downloads of objects nobody has opened yet (`ObjectCache.prefetch`) running at once. */
 export const PREFETCH_CONCURRENCY = 8;
 
+/** Streamed objects whose integrity answer (what checks their bytes) is remembered between opens. */
+export const INTEGRITY_MEMO = 1024;
+
 /** What a reader gets from acquire(): a complete file, or one still being filled. */
 export interface Acquired {
   path: string;
@@ -132,6 +137,14 @@ export class ObjectCache {
   private dirsMade = new Set<string>();
   /** Downloads started ahead of an open (`prefetch`): at most this many at once. */
   private ahead = createLimiter(PREFETCH_CONCURRENCY);
+  /**
+   * What S3 said of each streamed object's bytes when a copy of it was last opened (HEAD with
+   * checksum mode, and partNumber=1), so a later open of the same version (the next index
+   * query on a BAM) starts its GETs at once instead of one round trip later. At most
+   * INTEGRITY_MEMO keys, the least recently learned go first; a copy that failed its check
+   * forgets its key's.
+   */
+  private integrities = new Map<string, ObjectIntegrity>();
 
   constructor(
     readonly root: string,
@@ -378,7 +391,10 @@ export class ObjectCache {
     let p = this.partials.get(key);
     if (p && (p.etag !== etag || p.corrupt)) {
       // Another version in S3 (or a bad copy): the kept parts and their file go.
-      if (p.corrupt) this.served.delete(key);
+      if (p.corrupt) {
+        this.served.delete(key);
+        this.integrities.delete(key);
+      }
       if (p.refs === 0) this.drop(p);
       this.partials.delete(key);
       p = undefined;
@@ -425,7 +441,10 @@ export class ObjectCache {
           this.unreserve(finished);
           if (this.partials.get(key) === finished) this.partials.delete(key);
           this.log.debug(`fetched ${key} (${fmtBytes(size)}, streamed)`);
-        }, this.log, this.partialOptions, resume);
+        }, this.log, this.partialOptions, resume, {
+          integrity: this.integrities.get(key),
+          learned: (i) => this.rememberIntegrity(key, i),
+        });
       } catch (err) {
         done();
         throw err;
@@ -445,9 +464,21 @@ export class ObjectCache {
     return { path, partial, object, changed, keepCache };
   }
 
+  private rememberIntegrity(key: string, i: ObjectIntegrity): void {
+    this.integrities.delete(key);
+    // Every part's size, when they differ, can run to 10,000 numbers: not worth holding on to.
+    if ((i.parts?.sizes?.length ?? 0) > 1024) return;
+    this.integrities.set(key, i);
+    if (this.integrities.size > INTEGRITY_MEMO) this.integrities.delete(this.integrities.keys().next().value!);
+  }
+
   private releasePartial(p: PartialObject): void {
-    // A copy that failed its check may have left bad pages in the kernel: no keep_cache next time.
-    if (p.corrupt) this.served.delete(p.key);
+    // A copy that failed its check may have left bad pages in the kernel: no keep_cache next time,
+    // and what S3 said of it is asked again.
+    if (p.corrupt) {
+      this.served.delete(p.key);
+      this.integrities.delete(p.key);
+    }
     if (p.refs > 1 || (p.complete && !p.corrupt)) {
       p.refs--;
       return;

@@ -13,7 +13,8 @@
  * (no chunk-sized buffers: a 1 GiB cold read peaked at 177-195 MiB RSS against 284-300 MiB
  * with whole-chunk buffers, and was faster), so memory stays bounded whatever the object size.
  * What checks the bytes comes from S3 (ObjectStore.integrity, one HEAD, two for a multipart
- * object; store/checksum.ts chooses). An object with a composite checksum is fetched by part
+ * object; store/checksum.ts chooses), or from what it said at an earlier open of the same
+ * version (`known`, object-cache.ts remembers it). An object with a composite checksum is fetched by part
  * (GET partNumber=N), and a part's blocks count as present only once the part matched its own
  * checksum: a reader never sees its unchecked bytes, a bad part is fetched again by the store,
  * and one that stays bad fails the READs that need it with EIO (a part answer without its
@@ -33,7 +34,7 @@ import { closeSync, fstatSync, openSync, renameSync, rmSync, ftruncateSync, writ
 import { StoreError, type ObjectStore } from "../store/types.ts";
 import { errMsg, type Logger } from "../util/log.ts";
 import { StreamedDigest } from "./object-digest.ts";
-import { chooseVerification, multipartEtagParts, partBounds, type Verification } from "../store/checksum.ts";
+import { chooseVerification, multipartEtagParts, partBounds, type ObjectIntegrity, type Verification } from "../store/checksum.ts";
 import { createLimiter, deferred, type Deferred, type Limiter } from "../util/async.ts";
 import { ReadAhead, stretchFor } from "./read-ahead.ts";
 
@@ -124,6 +125,11 @@ export class PartialObject {
      * checksum each matched): counted as present once S3 confirms the same part layout.
      */
     private resume?: Record<number, string>,
+    /**
+     * What S3 said of this object's bytes at an earlier open (same key): used instead of asking
+     * again when its ETag is this copy's; `learned` hears each answer worth remembering.
+     */
+    private known?: { integrity?: ObjectIntegrity; learned(i: ObjectIntegrity): void },
   ) {
     this.blocks = Math.ceil(size / BLOCK_SIZE);
     this.present = new Uint8Array(this.blocks);
@@ -146,11 +152,15 @@ export class PartialObject {
   }
 
   private async learnPlan(): Promise<StreamedDigest> {
-    // With this copy's ETag: a multipart object's two HEADs go out at once (one round trip).
-    const i = await this.store.integrity(this.key, this.abort.signal, { etag: this.etag });
+    // The same version was opened before: what S3 said of it then still holds (the bytes of an
+    // ETag do not change, and every GET carries If-Match, so a newer version fails them).
+    const remembered = this.known?.integrity;
+    // Else with this copy's ETag: a multipart object's two HEADs go out at once (one round trip).
+    const i = remembered?.etag === this.etag ? remembered : await this.store.integrity(this.key, this.abort.signal, { etag: this.etag });
     if (i === null) {
       throw new StoreError("not-found", `[cache] ${this.key}: gone from the bucket while being read`, { key: this.key, code: "NoSuchKey" });
     }
+    if (i !== remembered && i.etag === this.etag) this.known?.learned(i);
     // Another version now: what S3 holds is not this copy's (its GETs fail on If-Match anyway).
     const v: Verification = i.etag === this.etag ? chooseVerification(i) : chooseVerification({ etag: this.etag, size: this.size });
     const d = new StreamedDigest(

@@ -12,6 +12,8 @@
  *   - A whole-file read still ends as one complete cache file, served by passthrough.
  *   - A random reader of an ETag-only object fetches small blocks, not chunks; those blocks are
  *     not kept after the close (they can only be checked whole).
+ *   - A later open of the same version sends no HEAD (what S3 said of it is remembered), and a
+ *     whole read is still checked; a copy that failed its check is asked about again.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { createHash } from "node:crypto";
@@ -256,6 +258,47 @@ describe("objects checked only whole (multipart ETag)", () => {
       // Not kept: such blocks can only be checked with the whole object.
       expect(second).toBeGreaterThan(0);
       await stop(d);
+    } finally {
+      proxy.clear();
+    }
+  }, 240_000);
+
+  test("a later open of the same version asks S3 nothing about it; the whole read is still checked, and a copy that failed its check is asked about again", async () => {
+    const key = "etag/memo.bam";
+    const body = bodyOf(7);
+    await s3.put(BUCKET, key, { bytes: body }, { multipart: true, partSize: PART });
+    // What an open asks S3 of a multipart object's bytes: HEAD partNumber=1 (beside the object's
+    // HEAD; lookups with metadata_ttl 0 send HEADs of their own, without a part number).
+    const partHeads = () => proxy.log().filter((e) => e.op === "HeadObject" && e.path.includes(key) && /(^|&)partNumber=1(&|$)/.test(e.query)).length;
+    const d = await start("blocks-etag-memo");
+    try {
+      // One process at a time, as a pipeline runs its index queries: each opens the object after the last one closed it.
+      for (const off of OFFSETS) expect(await readRegions(d, key, [off])).toEqual([{ code: 0, sums: [regionSum(body, off)] }]);
+      // The first open asked; the three after it did not.
+      expect(partHeads()).toBe(1);
+      // A whole read of the same version, also without asking, ends checked against the multipart ETag.
+      const whole = await run(`set -o pipefail; cat '${join(d.mnt[BUCKET]!, key)}' | sha256sum`);
+      expect(whole.code).toBe(0);
+      expect(whole.out.split(" ")[0]).toBe(sha256(body));
+      expect(partHeads()).toBe(1);
+      await stop(d);
+
+      // A fresh mount: every GET answer of this object has one byte flipped, so the whole read fails its check.
+      const d2 = await start("blocks-etag-memo-bad");
+      const bad = proxy.add({ op: "GetObject", path: `/${BUCKET}/${key}`, action: { flipResponseByte: 4321 }, times: Infinity });
+      const failed = await run(`cat '${join(d2.mnt[BUCKET]!, key)}' > /dev/null`);
+      expect(bad.fired).toBeGreaterThan(0);
+      expect(failed.code).not.toBe(0);
+      // (The failed check asks again itself, for every part's size, to tell a bad body from another layout.)
+      const afterBad = partHeads();
+      expect(afterBad).toBeGreaterThan(1);
+      proxy.clear();
+      // What S3 said of the bad copy is not trusted again: the next open asks, and reads right.
+      const again = await run(`set -o pipefail; cat '${join(d2.mnt[BUCKET]!, key)}' | sha256sum`);
+      expect(again.code).toBe(0);
+      expect(again.out.split(" ")[0]).toBe(sha256(body));
+      expect(partHeads()).toBeGreaterThan(afterBad);
+      await stop(d2);
     } finally {
       proxy.clear();
     }

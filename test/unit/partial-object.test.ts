@@ -150,6 +150,40 @@ describe("streamed reads", () => {
     expect(Buffer.compare(readFileSync(`${dir}/f${n}`), Buffer.from(small))).toBe(0);
   });
 
+  test("what S3 said of the same version at an earlier open is used instead of asking again; another version's is not", async () => {
+    const small = data.subarray(0, 10 * MiB + 7);
+    const store = new MemStore("b");
+    const etag = store.put("k", small).etag;
+    let asked = 0;
+    const ask = store.integrity.bind(store);
+    store.integrity = (...a: Parameters<typeof ask>) => (asked++, ask(...a));
+    const learned: unknown[] = [];
+    const open = (integrity?: { etag: string; size: number }) => {
+      n++;
+      return new PartialObject("k", etag, small.length, `${dir}/t${n}`, `${dir}/f${n}`, store, () => {}, logger("t"),
+        { chunkBlocks: 4, maxWindowBlocks: 16, maxInflight: 3 }, undefined, { integrity, learned: (i) => learned.push(i) });
+    };
+    // Nothing remembered: asked once, and the answer is handed back to be remembered.
+    const a = open();
+    for (let off = 0; off < small.length; off += 128 * 1024) await a.ensure(off, 128 * 1024);
+    expect(a.done).toBe(true);
+    expect(asked).toBe(1);
+    expect(learned).toEqual([{ etag, size: small.length }]);
+    // The same version: not asked, and its bytes are still checked whole (a flipped byte fails the last READ).
+    store.flipByte.set("k", 5 * MiB + 3);
+    const b = open({ etag, size: small.length });
+    let failed: unknown;
+    for (let off = 0; off < small.length && failed === undefined; off += 128 * 1024) await b.ensure(off, 128 * 1024).catch((e) => (failed = e));
+    expect(failed).toMatchObject({ kind: "corrupt" });
+    expect(asked).toBe(1);
+    // Another version's answer is not used: asked.
+    store.flipByte.delete("k");
+    const c = open({ etag: "0123456789abcdef0123456789abcdef-2", size: small.length });
+    await c.ensure(0, 10);
+    expect(asked).toBe(2);
+    c.discard();
+  });
+
   test("discard removes the temp file", async () => {
     const f = fakeStore(data);
     const { p } = make(data, f.store);
