@@ -290,7 +290,7 @@ describe("fencing", () => {
     const a = await node(spec, { via: pa });
     for (let i = 0; i < 3; i++) writeFileSync(`${wd(a, spec)}/ok${i}.txt`, `ok ${i}\n`);
     writeFileSync(`${wd(a, spec)}/.exitcode`, "0");
-    // 500, not 503: a 503 is throttling, whose backoff (up to 20 s) could itself outlast the margin.
+    // 500 (a server error): throttled renewals (503 SlowDown) are the next test's case.
     const failing = pa.add({ op: "PutObject", path: `/${spec.bucket}/wd/.bucketfs/lease`, action: { status: 500, code: "InternalError" }, times: Infinity });
     expect(await a.stop()).toBe(0);
     expect(failing.fired).toBeGreaterThan(0); // the stop's renewal (and the release) did fail
@@ -335,8 +335,8 @@ describe("fencing", () => {
     writeFileSync(`${wd(a, spec)}/.exitcode`, "0");
     // A's renewals fail from now on; its data PUTs are each held 1.5 s by the "server".
     const leasePath = `/${spec.bucket}/wd/.bucketfs/lease`;
-    // 500, not 503: a 503 is throttling, whose backoff (up to 20 s) can hold the stop's renewal until
-    // the fence is down before the upload starts; this test is about a fence that cuts a running upload.
+    // 500 (a server error; throttled renewals are the test above): the renewals fail while the
+    // upload runs, and this test is about a fence that cuts a running upload.
     pa.add({ op: "PutObject", path: leasePath, action: { status: 500, code: "InternalError" }, times: Infinity });
     pa.add({ op: "PutObject", path: new RegExp(`^/${spec.bucket}/wd/`), action: { stall: 1500 }, times: Infinity });
     const aExit = a.stop("SIGTERM", 180_000);
