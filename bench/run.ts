@@ -55,9 +55,11 @@ const USAGE = `usage: bun bench/run.ts [options]
   --wd-small N          small files of the workdir upload (default 1000, --quick 200)
   --wd-big-mib N        size of each of the 2 big workdir files (default 256, --quick 64)
   --systems a,b         subset of bucketfs,s3fs,rclone (default: all)
-  --tests 1,2,...       subset of tests 1-5, 7 and 8 (default: all; 2 needs 1; 7 = what checking the bytes costs per kind;
+  --tests 1,2,...       subset of tests 1-5 and 7-9 (default: all; 2 needs 1; 7 = what checking the bytes costs per kind;
                         8 = the indexed-access row, bench/indexed.ts: bytes fetched by 20 processes reading 64 KiB
-                        regions, bucketfs only, on loopback, into <out>/indexed.md)
+                        regions, bucketfs only, on loopback, into <out>/indexed.md; 9 = the real-BAM row,
+                        bench/bam.ts: samtools region queries through the mount, bucketfs only, into <out>/bam.md;
+                        skipped, with the reason in the notes, when samtools is not installed)
   --reps N              repetitions of measurements that take < 20 s (default 3)
   --bucketfs-opt k=v    extra bucketfs config key (repeatable), e.g. read_ahead=128M
   --out DIR             results directory (default bench/results)
@@ -125,7 +127,7 @@ function parseRate(s: string | undefined): number | undefined {
 const RATE = parseRate(argv.rate);
 const systems: SystemName[] = argv.systems ? (argv.systems.split(",").map((s) => s.trim()) as SystemName[]) : [...SYSTEMS];
 for (const s of systems) if (!SYSTEMS.includes(s)) throw new Error(`--systems: unknown ${s}`);
-const tests = new Set((argv.tests ?? "1,2,3,4,5,7,8").split(",").map((s) => Number(s.trim())));
+const tests = new Set((argv.tests ?? "1,2,3,4,5,7,8,9").split(",").map((s) => Number(s.trim())));
 const SLOW_DISK_MBS = argv["slow-cache-disk"] === undefined ? undefined : Number(argv["slow-cache-disk"]);
 if (SLOW_DISK_MBS !== undefined) {
   if (!(SLOW_DISK_MBS > 0)) throw new Error(`--slow-cache-disk: expected MB/s > 0, got ${argv["slow-cache-disk"]}`);
@@ -1104,6 +1106,17 @@ if (tests.has(8) && systems.includes("bucketfs") && !failed) {
     stdout: "inherit", stderr: "inherit",
   });
   notes.push(p.exitCode === 0 ? `Indexed access (test 8): ${join(OUT, "indexed.md")}.` : `The indexed-access row failed (bench/indexed.ts exit ${p.exitCode}).`);
+}
+if (tests.has(9) && systems.includes("bucketfs") && !failed) {
+  if (!Bun.which("samtools")) {
+    notes.push("The real-BAM row (test 9) was skipped: samtools is not installed (`apt-get install samtools`; bench/run.sh installs it when it can).");
+  } else {
+    log("test 9: real BAM, samtools region queries (bench/bam.ts)");
+    mkdirSync(OUT, { recursive: true });
+    const args = [...(QUICK ? ["--mib", "48", "--procs", "8"] : []), "--out", join(OUT, "bam.md")];
+    const p = Bun.spawnSync([process.execPath, join(REPO, "bench", "bam.ts"), ...args], { stdout: "inherit", stderr: "inherit" });
+    notes.push(p.exitCode === 0 ? `Real BAM (test 9): ${join(OUT, "bam.md")}.` : `The real-BAM row failed (bench/bam.ts exit ${p.exitCode}).`);
+  }
 }
 if (rows.length > 0) await report();
 cleanupSync();
