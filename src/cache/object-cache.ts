@@ -391,10 +391,7 @@ export class ObjectCache {
     let p = this.partials.get(key);
     if (p && (p.etag !== etag || p.corrupt)) {
       // Another version in S3 (or a bad copy): the kept parts and their file go.
-      if (p.corrupt) {
-        this.served.delete(key);
-        this.integrities.delete(key);
-      }
+      if (p.corrupt) this.forgetBadCopy(key);
       if (p.refs === 0) this.drop(p);
       this.partials.delete(key);
       p = undefined;
@@ -472,13 +469,17 @@ export class ObjectCache {
     if (this.integrities.size > INTEGRITY_MEMO) this.integrities.delete(this.integrities.keys().next().value!);
   }
 
+  /**
+   * A copy of `key` failed its check: it may have left bad pages in the kernel (no keep_cache
+   * next time), and what S3 said of it is asked again.
+   */
+  private forgetBadCopy(key: string): void {
+    this.served.delete(key);
+    this.integrities.delete(key);
+  }
+
   private releasePartial(p: PartialObject): void {
-    // A copy that failed its check may have left bad pages in the kernel: no keep_cache next time,
-    // and what S3 said of it is asked again.
-    if (p.corrupt) {
-      this.served.delete(p.key);
-      this.integrities.delete(p.key);
-    }
+    if (p.corrupt) this.forgetBadCopy(p.key);
     if (p.refs > 1 || (p.complete && !p.corrupt)) {
       p.refs--;
       return;
