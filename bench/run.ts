@@ -41,7 +41,7 @@ import { fmtRequests, requestDelta, s3Requests } from "./lib/minio-metrics.ts";
 import { cellOf, errorCell, renderSamples, renderTable, toJson, type Cell, type Row } from "./lib/report.ts";
 import { createS3Store } from "../src/store/s3.ts";
 import { newHasher } from "../src/store/checksum.ts";
-import { threadCpuByName, cpuSeconds, dropCaches, rssKiB, threadCpu, fmtNum, isMounted, loadavg, median, MiB, procIo, repeat, rssSampler, sh, shSync, sleep, withUsage } from "./lib/util.ts";
+import { threadCpuByName, cpuSeconds, dropCaches, pauseFreePageReporting, rssKiB, threadCpu, fmtNum, isMounted, loadavg, median, MiB, procIo, repeat, rssSampler, sh, shSync, sleep, withUsage } from "./lib/util.ts";
 
 const REPO = resolve(import.meta.dir, "..");
 const USAGE = `usage: bun bench/run.ts [options]
@@ -286,6 +286,8 @@ async function main(): Promise<void> {
   log(`load average at start: ${loadavg()}`);
   const dropOk = dropCaches();
   if (!dropOk) notes.push("Page caches could NOT be dropped (not root?): cold figures are not cold.");
+  const reporting = pauseFreePageReporting();
+  if (reporting) notes.push(`This machine's ${reporting}.`);
 
   benchServer = await startBenchServer(LATENCY, RATE);
   const server: S3Server = benchServer.server;
