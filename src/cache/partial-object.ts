@@ -34,7 +34,8 @@ import { closeSync, fstatSync, openSync, renameSync, rmSync, ftruncateSync, writ
 import { StoreError, type ObjectStore } from "../store/types.ts";
 import { errMsg, type Logger } from "../util/log.ts";
 import { StreamedDigest } from "./object-digest.ts";
-import { chooseVerification, multipartEtagParts, partBounds, type ObjectIntegrity, type Verification } from "../store/checksum.ts";
+import { chooseVerification, multipartEtagParts, partBounds, toBase64, type ObjectIntegrity, type Verification } from "../store/checksum.ts";
+import { rangeHasher } from "../store/hashing.ts";
 import { createLimiter, deferred, type Deferred, type Limiter } from "../util/async.ts";
 import { ReadAhead, stretchFor } from "./read-ahead.ts";
 
@@ -99,6 +100,8 @@ export class PartialObject {
    * without its checksum turns the check into the multipart ETag's (`fallBackToEtag`).
    */
   private partMode: (Verification & { kind: "composite" }) | undefined;
+  /** composite: big parts may come as ranges (partByRanges) until a HEAD answer lacks the part's checksum. */
+  private rangedParts = true;
   /** What `integrity` said of the ETag: not an MD5 (SSE-KMS/SSE-C), so it cannot check parts. */
   private etagNotMd5 = false;
   /** composite: parts in the file (1 per part), and the fetch of each part under way. */
@@ -362,10 +365,34 @@ export class PartialObject {
     return p;
   }
 
-  /** Part k by GET partNumber=k, checked against its own checksum by the store; its blocks then count. */
+  /**
+   * Part k, checked against its own checksum; its blocks then count. A part larger than a chunk
+   * comes as ranged GETs of a chunk each, in parallel (`partByRanges`); any other part, or one
+   * the ranges could not check, by GET partNumber=k, checked by the store as it streams.
+   */
   private async fetchPart(v: Verification & { kind: "composite" }, k: number): Promise<void> {
     const start = v.bounds[k - 1]!;
     const end = v.bounds[k]!;
+    let checksum: string | undefined | null = null;
+    if (this.rangedParts && end - start > this.o.chunkBlocks * BLOCK_SIZE) checksum = await this.partByRanges(v, k, start, end);
+    if (checksum === null) checksum = await this.partByNumber(v, k, start, end);
+    if (this.discarded) return;
+    if (checksum !== undefined) {
+      this.digest!.partChecked(k, checksum);
+      this.partSums.set(k, checksum);
+    }
+    this.partDone![k - 1] = 1;
+    this.markPart(v, k);
+    this.digest!.advance(this.present);
+    if (this.complete) this.finish();
+  }
+
+  /**
+   * Part k by GET partNumber=k, checked against its own checksum by the store. Resolves with
+   * that checksum, or undefined when the answer carried none and the copy is now checked by its
+   * multipart ETag (`fallBackToEtag`).
+   */
+  private async partByNumber(v: Verification & { kind: "composite" }, k: number, start: number, end: number): Promise<string | undefined> {
     const done = await this.gets.acquire(this.getWeight);
     const t0 = performance.now();
     let answered = false;
@@ -385,19 +412,53 @@ export class PartialObject {
       if (ans.checksum === undefined && !this.fallBackToEtag(v)) {
         throw new StoreError("corrupt", `[cache] ${this.key}: part ${k} came without its x-amz-checksum-${v.algorithm}, and the ETag cannot check it`, { key: this.key, code: "PartChecksumMissing" });
       }
-      if (this.discarded) return;
-      if (ans.checksum !== undefined) {
-        this.digest!.partChecked(k, ans.checksum);
-        this.partSums.set(k, ans.checksum);
-      }
-      this.partDone![k - 1] = 1;
-      this.markPart(v, k);
-      this.digest!.advance(this.present);
+      return ans.checksum;
     } finally {
       done();
       if (this.discarded && this.gets.inUse === 0) this.closeFd();
     }
-    if (this.complete) this.finish();
+  }
+
+  /**
+   * Part k (larger than a chunk) as ranged GETs of a chunk each, in parallel, like any
+   * sequential read-ahead, so one big part is not one connection's worth of bandwidth (64 MiB
+   * parts at 100 ms RTT: the first READ waited 0.57 s for its part on one connection). Beside
+   * them a HEAD partNumber=k says the part's own checksum; once every range is in the file, the
+   * part's bytes are hashed from the file on the hashing Worker and compared with it. Resolves
+   * with the checksum the part matched, or null when the ranges could not check it (no part
+   * checksum in the HEAD answer: no more parts of this copy by ranges; a mismatch: logged),
+   * and the caller fetches the part by number.
+   */
+  private async partByRanges(v: Verification & { kind: "composite" }, k: number, start: number, end: number): Promise<string | null> {
+    const head = this.store.headPart(this.key, k, { signal: this.abort.signal, ifMatch: this.etag, algorithm: v.algorithm });
+    head.catch(() => {});
+    const chunk = this.o.chunkBlocks * BLOCK_SIZE;
+    const ranges: Promise<void>[] = [];
+    for (let a = start; a < end; a += chunk) ranges.push(this.getRange(a, Math.min(end, a + chunk)));
+    // Every range settles before the part is judged: none may still write into it after.
+    const failed = (await Promise.allSettled(ranges)).find((r) => r.status === "rejected");
+    if (failed) throw failed.reason;
+    const h = await head;
+    if (h === null) throw new StoreError("not-found", `[cache] ${this.key}: gone from the bucket while being read`, { key: this.key, code: "NoSuchKey" });
+    if (h.checksum === undefined || h.size !== end - start) {
+      this.rangedParts = false;
+      return null;
+    }
+    let got: string | undefined;
+    const hasher = rangeHasher(v.algorithm);
+    try {
+      await hasher.update(this.tmpPath, start, end);
+      got = toBase64(await hasher.digest());
+    } catch (err) {
+      if (this.discarded) throw new Error(`fetch of ${this.key} cancelled`);
+      this.log.warn(`${this.key}: cannot hash part ${k} from the cache file (${errMsg(err)}); fetching it again whole`);
+      return null;
+    } finally {
+      hasher.close();
+    }
+    if (got === h.checksum) return got;
+    this.log.warn(`${this.key}: part ${k}, fetched as ${ranges.length} ranges, does not match its x-amz-checksum-${v.algorithm}; fetching it again whole`);
+    return null;
   }
 
   /** composite: every part that holds bytes of block `blk` is checked and in the file. */
@@ -459,32 +520,10 @@ export class PartialObject {
   private async fetch(a: number, b: number, arrived: Deferred<void>[]): Promise<void> {
     let next = a; // the first block of the run not yet complete
     try {
-      const done = await this.gets.acquire(this.getWeight);
-      const t0 = performance.now();
-      let answered = false;
-      try {
-        const start = a * BLOCK_SIZE;
-        const end = Math.min((b + 1) * BLOCK_SIZE, this.size);
-        // The body goes to the file as it arrives: no chunk-sized buffer is ever assembled.
-        const n = await this.store.streamRange(this.key, start, end, async (chunk, pos) => {
-          // Never write after discard(): the fd may already be closed and its number reused.
-          if (this.discarded) throw new Error(`fetch of ${this.key} cancelled`);
-          if (!answered) {
-            answered = true;
-            this.firstByte(performance.now() - t0);
-          }
-          if (pos + chunk.byteLength > end) throw new Error(`${this.key}: server sent more than bytes ${start}-${end}`);
-          await writeAt(this.fd, chunk, pos);
-          // A range arrives in order (a retry resumes at the first byte not delivered).
-          const upTo = pos + chunk.byteLength;
-          for (; next <= b && Math.min((next + 1) * BLOCK_SIZE, this.size) <= upTo; next++) this.arrive(next, arrived[next - a]!);
-        }, this.abort.signal, this.etag);
-        if (n !== end - start) throw new Error(`short read of ${this.key} bytes ${start}-${end}: got ${n}`);
-        for (; next <= b; next++) this.arrive(next, arrived[next - a]!);
-      } finally {
-        done();
-        if (this.discarded && this.gets.inUse === 0) this.closeFd();
-      }
+      await this.getRange(a * BLOCK_SIZE, Math.min((b + 1) * BLOCK_SIZE, this.size), (upTo) => {
+        for (; next <= b && Math.min((next + 1) * BLOCK_SIZE, this.size) <= upTo; next++) this.arrive(next, arrived[next - a]!);
+      });
+      for (; next <= b; next++) this.arrive(next, arrived[next - a]!);
     } catch (err) {
       for (let k = next; k <= b; k++) {
         this.inflight.delete(k);
@@ -493,6 +532,34 @@ export class PartialObject {
       return;
     }
     if (this.complete) this.finish();
+  }
+
+  /**
+   * Bytes [start, end) in one ranged GET, under `gets`, written to the file as they arrive (no
+   * chunk-sized buffer is ever assembled); `written(upTo)` after each write (a range arrives in
+   * order: a retry resumes at the first byte not delivered).
+   */
+  private async getRange(start: number, end: number, written?: (upTo: number) => void): Promise<void> {
+    const done = await this.gets.acquire(this.getWeight);
+    const t0 = performance.now();
+    let answered = false;
+    try {
+      const n = await this.store.streamRange(this.key, start, end, async (chunk, pos) => {
+        // Never write after discard(): the fd may already be closed and its number reused.
+        if (this.discarded) throw new Error(`fetch of ${this.key} cancelled`);
+        if (!answered) {
+          answered = true;
+          this.firstByte(performance.now() - t0);
+        }
+        if (pos < start || pos + chunk.byteLength > end) throw new Error(`${this.key}: server sent more than bytes ${start}-${end}`);
+        await writeAt(this.fd, chunk, pos);
+        written?.(pos + chunk.byteLength);
+      }, this.abort.signal, this.etag);
+      if (n !== end - start) throw new Error(`short read of ${this.key} bytes ${start}-${end}: got ${n}`);
+    } finally {
+      done();
+      if (this.discarded && this.gets.inUse === 0) this.closeFd();
+    }
   }
 
   private arrive(k: number, d: Deferred<void>): void {

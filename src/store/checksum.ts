@@ -297,6 +297,15 @@ export function checksumFromHeaders(h: Headers): ObjectChecksum | undefined {
   return undefined;
 }
 
+/**
+ * A part's own checksum of `alg` in an answer to GET or HEAD partNumber=N (base64), or
+ * undefined. A value with `-N` is the object's composite checksum, not the part's.
+ */
+export function partChecksumFromHeaders(h: Headers, alg: ChecksumAlgorithm): string | undefined {
+  const v = h.get(`x-amz-checksum-${alg}`);
+  return v !== null && v !== "" && !/-\d+$/.test(v) ? v : undefined;
+}
+
 /** What S3 holds about an object's bytes (ObjectStore.integrity). */
 export interface ObjectIntegrity {
   etag: string;

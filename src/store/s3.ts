@@ -17,7 +17,7 @@ import { logger, redact } from "../util/log.ts";
 import type { ObjectInfo, ObjectStore } from "./types.ts";
 import { credentialSource } from "./s3/credentials.ts";
 import { download, getPart, getSmall, streamRange } from "./s3/get.ts";
-import { hasPrefix, headIntegrity, headObject } from "./s3/head.ts";
+import { hasPrefix, headIntegrity, headObject, headPart } from "./s3/head.ts";
 import { listPages } from "./s3/list.ts";
 import { putSmall, upload, type PutContext } from "./s3/put.ts";
 import { networkState, s3Context, type NetworkState, type RetryPolicy } from "./s3/request.ts";
@@ -95,6 +95,7 @@ export function createS3Store(cfg: S3StoreConfig, tuning: S3StoreTuning = {}): O
     hasPrefix: (prefix, signal) => hasPrefix(ctx, prefix, signal),
     streamRange: (key, start, end, sink, signal, ifMatch) => streamRange(ctx, key, start, end, sink, signal, ifMatch),
     integrity: (key, signal, opts) => headIntegrity(ctx, key, signal, opts),
+    headPart: (key, n, opts) => headPart(ctx, key, n, opts),
     getPart: (key, n, sink, opts) => getPart(ctx, key, n, sink, opts),
     download: (key, destPath, opts) => download(ctx, key, destPath, opts),
     upload: (key, srcPath, opts) => upload(ctx, key, srcPath, opts),

@@ -25,6 +25,17 @@ export interface PartAnswer {
   etag: string;
 }
 
+/** What S3 says of one part without its bytes (HEAD partNumber=N). */
+export interface PartHead {
+  /** The part's size (Content-Length). */
+  size: number;
+  /** The object's parts count (x-amz-mp-parts-count; 1 for a single-part object). */
+  count: number;
+  /** The part's own checksum (base64 raw) of the algorithm asked for, when the answer carried one. */
+  checksum?: string;
+  etag: string;
+}
+
 /** One object as the store reports it. */
 export interface ObjectInfo {
   /** Full key, e.g. `data/sample1.fastq.gz`. */
@@ -116,6 +127,13 @@ export interface ObjectStore {
     key: string, n: number, sink: (chunk: Uint8Array, pos: number) => Promise<void>,
     opts: { signal?: AbortSignal; ifMatch?: string; check?: ChecksumAlgorithm },
   ): Promise<PartAnswer>;
+  /**
+   * What S3 says of part `n` (1-based) of a multipart object, without its bytes (HEAD
+   * partNumber=n with checksum mode, If-Match `ifMatch`): its size, the parts count and its own
+   * checksum of `algorithm` when S3 gives one (so a part fetched as ranges can be checked).
+   * Null when the object is absent.
+   */
+  headPart(key: string, n: number, opts: { signal?: AbortSignal; ifMatch?: string; algorithm: ChecksumAlgorithm }): Promise<PartHead | null>;
   /**
    * Stream the whole object into `destPath` (created/truncated). Returns the object's info
    * including user metadata, as of the GET. The body is verified against what S3 says of it

@@ -10,7 +10,7 @@
  */
 import { createHash } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
-import { StoreError, type DownloadOptions, type Listing, type ObjectInfo, type ObjectIntegrity, type ObjectStore, type PartAnswer, type UploadOptions } from "../../src/store/types.ts";
+import { StoreError, type DownloadOptions, type Listing, type ObjectInfo, type ObjectIntegrity, type ObjectStore, type PartAnswer, type PartHead, type UploadOptions } from "../../src/store/types.ts";
 
 export interface MemObject {
   data: Uint8Array;
@@ -152,6 +152,19 @@ export class MemStore implements ObjectStore {
     if (!o || n !== 1) throw new StoreError("not-found", `[mem] GetObject ${this.bucket}/${key} part ${n}: 404`, { status: 404, op: "GetObject", bucket: this.bucket, key });
     const got = await this.streamRange(key, 0, o.data.length, sink, opts.signal, opts.ifMatch);
     return { start: 0, end: got, size: o.data.length, count: 1, etag: o.etag };
+  }
+
+  /** Part 1 is the whole (single-part) object, with no checksum of its own; there is no other part. */
+  async headPart(key: string, n: number, opts: { signal?: AbortSignal; ifMatch?: string }): Promise<PartHead | null> {
+    aborted(opts.signal, "HeadObject", key);
+    await this.enter("headPart");
+    const o = this.objects.get(key);
+    if (!o) return null;
+    if (opts.ifMatch !== undefined && opts.ifMatch !== o.etag) {
+      throw new StoreError("precondition", `[mem] HeadObject ${this.bucket}/${key}: 412 PreconditionFailed`, { status: 412, op: "HeadObject", bucket: this.bucket, key });
+    }
+    if (n !== 1) throw new StoreError("other", `[mem] HeadObject ${this.bucket}/${key} part ${n}: 416 InvalidPartNumber`, { status: 416, op: "HeadObject", bucket: this.bucket, key });
+    return { size: o.data.length, count: 1, etag: o.etag };
   }
 
   async download(key: string, destPath: string, opts?: DownloadOptions): Promise<ObjectInfo> {

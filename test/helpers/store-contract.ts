@@ -92,6 +92,13 @@ export function storeContract(name: string, make: () => Promise<ContractHarness>
       expect(await h.store.head("c/d/")).toBeNull();
     });
 
+    test("headPart: part 1 of a single-part object is the whole object; If-Match; null when absent", async () => {
+      const p = await h.store.headPart("c/meta.bin", 1, { algorithm: "crc32c", ifMatch: md5(big) });
+      expect(p).toMatchObject({ size: 3000, count: 1, etag: md5(big) });
+      expect((await errorOf(h.store.headPart("c/meta.bin", 1, { algorithm: "crc32c", ifMatch: "0".repeat(32) }))).kind).toBe("precondition");
+      expect(await h.store.headPart("c/absent", 1, { algorithm: "crc32c" })).toBeNull();
+    });
+
     test("streamRange: ranges, clamped end, empty ranges, If-Match", async () => {
       expect(await ranged(h.store, "c/meta.bin", 0, 10)).toEqual(big.slice(0, 10));
       expect(await ranged(h.store, "c/meta.bin", 2990, 5000)).toEqual(big.slice(2990));

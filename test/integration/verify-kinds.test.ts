@@ -182,6 +182,92 @@ describe("every kind of object, on both read paths", () => {
   }, 60_000);
 });
 
+describe("parts larger than read_chunk_size come as ranged GETs, checked against the part's checksum from a HEAD", () => {
+  // read_chunk_size 2M: each 5 MiB part of a composite object is fetched as 2 + 2 + 1 MiB ranges.
+  const RBUCKET = "kinds-ranged";
+  let dr: DaemonHandle;
+  const rbodies = new Map<string, Uint8Array>();
+  const rread = async (key: string) => {
+    const r = await run(`sha256sum ${join(dr.mnt[RBUCKET]!, key)}`);
+    return { code: r.code, sum: r.out.split(" ")[0] ?? "", err: r.err };
+  };
+  const rcached = (key: string) => join(dr.cachePath, `.${RBUCKET}`, key);
+  /** The proxy's record of this key's requests: ranged GETs, GETs by part number, HEADs by part number. */
+  const requests = (key: string) => {
+    const mine = proxy.log().filter((e) => e.path === `/${RBUCKET}/${key}`);
+    return {
+      ranged: mine.filter((e) => e.op === "GetObject" && e.range !== undefined && !/partNumber=/.test(e.query)).length,
+      byNumber: mine.filter((e) => e.op === "GetObject" && /partNumber=/.test(e.query)).length,
+      partHeads: new Set(mine.filter((e) => e.op === "HeadObject" && /partNumber=/.test(e.query)).map((e) => /partNumber=(\d+)/.exec(e.query)![1])),
+    };
+  };
+
+  beforeAll(async () => {
+    await server.createBucket(RBUCKET);
+    await Promise.all(["clean", "flip-once", "flip-always", "no-head-sum"].map(async (name, i) => {
+      const body = new Uint8Array(15 * MiB + 4321).map((_, j) => (j * (5 + i) + (j >> 10)) & 0xff);
+      rbodies.set(name, body);
+      await s3.put(RBUCKET, name, { bytes: body }, { multipart: true, partSize: PART, checksum: "crc32c" });
+    }));
+    dr = await startDaemon({ ...server, endpoint: proxy.endpoint }, [{ bucket: RBUCKET, extra: { read_chunk_size: "2M" } }]);
+  }, 300_000);
+
+  afterAll(async () => {
+    if (dr) {
+      await dr.cleanup();
+      removeDir(dr.dir);
+    }
+  }, 120_000);
+
+  test("the right bytes, from ranged GETs and one HEAD per part: no part is fetched by number", async () => {
+    proxy.clear();
+    expect(await rread("clean")).toMatchObject({ code: 0, sum: sha256(rbodies.get("clean")!) });
+    const r = requests("clean");
+    // 4 parts (5, 5, 5 MiB and 4321 bytes): three split into 3 ranges, the last one small.
+    expect(r.byNumber).toBe(1);
+    expect(r.ranged).toBeGreaterThanOrEqual(9);
+    expect([...r.partHeads].sort()).toEqual(["1", "2", "3"]);
+    expect(sha256(readFileSync(rcached("clean")))).toBe(sha256(rbodies.get("clean")!));
+  }, 120_000);
+
+  test("a byte flipped once in a range: the part does not match, is fetched again by number, and the reader gets the right bytes", async () => {
+    proxy.clear();
+    const flip = proxy.add({ op: "GetObject", path: `/${RBUCKET}/flip-once`, query: /^(?!.*partNumber)/, action: { flipResponseByte: 1000 } });
+    expect(await rread("flip-once")).toMatchObject({ code: 0, sum: sha256(rbodies.get("flip-once")!) });
+    expect(flip.fired).toBe(1);
+    expect(requests("flip-once").byNumber).toBe(2);
+    expect(sha256(readFileSync(rcached("flip-once")))).toBe(sha256(rbodies.get("flip-once")!));
+  }, 120_000);
+
+  test("a byte flipped in every answer: EIO, nothing cached; then a clean read", async () => {
+    proxy.clear();
+    const always = proxy.add({ op: "GetObject", path: `/${RBUCKET}/flip-always`, action: { flipResponseByte: 1000 }, times: Infinity });
+    const bad = await rread("flip-always");
+    expect(bad.code).not.toBe(0);
+    expect(bad.err).toContain("Input/output error");
+    expect(always.fired).toBeGreaterThan(3);
+    expect(existsSync(rcached("flip-always"))).toBe(false);
+    proxy.clear();
+    expect(await rread("flip-always")).toMatchObject({ code: 0, sum: sha256(rbodies.get("flip-always")!) });
+  }, 180_000);
+
+  test("HEAD answers without the part's checksum: the parts come by number, checked by the store; the right bytes", async () => {
+    proxy.clear();
+    const drop = proxy.add({ op: "HeadObject", path: `/${RBUCKET}/no-head-sum`, query: /partNumber=/, action: { dropResponseHeader: "x-amz-checksum-crc32c" }, times: Infinity });
+    expect(await rread("no-head-sum")).toMatchObject({ code: 0, sum: sha256(rbodies.get("no-head-sum")!) });
+    expect(drop.fired).toBeGreaterThan(0);
+    // Part 1 came as ranges that nothing could check, so by number again; every later part by number only.
+    expect(requests("no-head-sum").byNumber).toBe(4);
+    expect(sha256(readFileSync(rcached("no-head-sum")))).toBe(sha256(rbodies.get("no-head-sum")!));
+  }, 120_000);
+
+  test("status --json: every copy was checked by its composite checksum", async () => {
+    const b = (await statusJson(dr.configPath)).find((x) => x.bucket === RBUCKET)!;
+    expect(b.readCache!.unverified).toBe(0);
+    expect(b.readCache!.checks).toMatchObject({ composite: 4 });
+  }, 60_000);
+});
+
 describe("uploads carry a full-object CRC64NVME", () => {
   test("single PUT (small, and read as a file slice) and multipart: boto3 sees FULL_OBJECT crc64nvme of the file", async () => {
     const tmp = mkdtempSync(join(TEST_ROOT, "up-crc-"));

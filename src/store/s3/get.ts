@@ -20,7 +20,7 @@ import { fmtBytes, logger } from "../../util/log.ts";
 import { SMALL_OBJECT_MAX, StoreError, type DownloadOptions, type ObjectInfo } from "../types.ts";
 import { s3Error } from "./errors.ts";
 import {
-  checksumFromHeaders, chooseVerification, compositeChecksum, describeVerification, multipartEtagOfDigests, newHasher,
+  checksumFromHeaders, chooseVerification, partChecksumFromHeaders, compositeChecksum, describeVerification, multipartEtagOfDigests, newHasher,
   toBase64, wholeBodyCheck, bodyCheck, type ChecksumAlgorithm, type Hasher, type ObjectChecksum,
 } from "../checksum.ts";
 import type { PartAnswer } from "../types.ts";
@@ -178,14 +178,10 @@ export async function getPart(
     let hasher: Hasher | undefined;
     let expected: string | undefined;
     if (opts.check !== undefined) {
-      const v = res.headers.get(`x-amz-checksum-${opts.check}`);
-      // A value with `-N` is the object's composite checksum, not this part's. Without its own
-      // checksum the part is delivered unchecked (`checksum` undefined): the caller checks the
-      // object another way (its multipart ETag) or refuses it.
-      if (v !== null && v !== "" && !/-\d+$/.test(v)) {
-        expected = v;
-        hasher = newHasher(opts.check);
-      }
+      // Without its own checksum the part is delivered unchecked (`checksum` undefined): the
+      // caller checks the object another way (its multipart ETag) or refuses it.
+      expected = partChecksumFromHeaders(res.headers, opts.check);
+      if (expected !== undefined) hasher = newHasher(opts.check);
     }
     let pos = start;
     if (res.body) {

@@ -3,11 +3,12 @@
  *
  * Is: one HEAD (retried by request.ts), 404 as `null`, the object's size, ETag, Last-Modified,
  * user metadata and whether its ETag may serve as an MD5; `headIntegrity`, what S3 holds to
- * check the bytes (checksum, parts of a multipart object). Also `hasPrefix`, a one-key
+ * check the bytes (checksum, parts of a multipart object); `headPart`, what S3 says of one
+ * part (its size and own checksum) without its bytes. Also `hasPrefix`, a one-key
  * ListObjectsV2. Is not: a listing.
  */
-import type { ObjectInfo } from "../types.ts";
-import { checksumFromHeaders, multipartEtagParts, uniformParts, type ObjectIntegrity } from "../checksum.ts";
+import type { ObjectInfo, PartHead } from "../types.ts";
+import { checksumFromHeaders, partChecksumFromHeaders, type ChecksumAlgorithm, multipartEtagParts, uniformParts, type ObjectIntegrity } from "../checksum.ts";
 
 /** Parts learned one HEAD each when their sizes differ (S3 allows 10000; past this, unverified). */
 const MAX_PART_HEADS = 1000;
@@ -19,6 +20,30 @@ export function infoFromHeaders(key: string, h: Headers, size: number): ObjectIn
   const info: ObjectInfo = { key, size, lastModifiedMs: lm ? Date.parse(lm) : 0, etag: unquote(h.get("etag")), meta: userMeta(h) };
   if (etagNotMd5(h)) info.etagNotMd5 = true;
   return info;
+}
+
+/**
+ * Part `n` of a multipart object without its bytes (ObjectStore.headPart): a HEAD partNumber=n
+ * with checksum mode, If-Match `ifMatch`. S3 answers it as it answers GET partNumber=n: the
+ * part's size (Content-Length), the parts count, and the part's own checksum.
+ */
+export function headPart(
+  ctx: S3Context, key: string, n: number, opts: { signal?: AbortSignal; ifMatch?: string; algorithm: ChecksumAlgorithm },
+): Promise<PartHead | null> {
+  const headers: Record<string, string> = { "x-amz-checksum-mode": "ENABLED" };
+  if (opts.ifMatch) headers["if-match"] = `"${opts.ifMatch}"`;
+  const req = { op: "HeadObject", method: "HEAD" as const, key, query: [["partNumber", String(n)]] as [string, string][], headers, ok: (s: number) => (s >= 200 && s < 300) || s === 404 };
+  return send(ctx, req, async (res) => {
+    if (res.status === 404) return null;
+    const out: PartHead = {
+      size: Number(res.headers.get("content-length") ?? NaN),
+      count: Number(res.headers.get("x-amz-mp-parts-count") ?? 1) || 1,
+      etag: unquote(res.headers.get("etag")),
+    };
+    const checksum = partChecksumFromHeaders(res.headers, opts.algorithm);
+    if (checksum !== undefined) out.checksum = checksum;
+    return out;
+  }, opts.signal);
 }
 
 export function headObject(ctx: S3Context, key: string, signal?: AbortSignal): Promise<ObjectInfo | null> {
