@@ -15,8 +15,9 @@
  * What checks the bytes comes from S3 (ObjectStore.integrity, one HEAD, two for a multipart
  * object; store/checksum.ts chooses), or from what it said at an earlier open of the same
  * version (`known`, object-cache.ts remembers it). An object with a composite checksum is fetched by part
- * (GET partNumber=N), and a part's blocks count as present only once the part matched its own
- * checksum: a reader never sees its unchecked bytes, a bad part is fetched again by the store,
+ * (GET partNumber=N; a part larger than `chunkBlocks` as ranged GETs in parallel, checked from the
+ * file against the checksum HEAD partNumber=N says, `partByRanges`), and a part's blocks count as
+ * present only once the part matched its own checksum: a reader never sees its unchecked bytes, a bad part is fetched again by the store,
  * and one that stays bad fails the READs that need it with EIO (a part answer without its
  * checksum turns the check of the copy into its multipart ETag's, `fallBackToEtag`). Every other object (full-object
  * checksum, MD5 ETag, multipart ETag) is checked whole (object-digest.ts, hashed in order on the
