@@ -103,6 +103,8 @@ export class PartialObject {
   private partMode: (Verification & { kind: "composite" }) | undefined;
   /** composite: big parts may come as ranges (partByRanges) until a HEAD answer lacks the part's checksum. */
   private rangedParts = true;
+  /** composite: part 1's own checksum as the integrity answer gave it (its HEAD partNumber=1), so partByRanges need not ask again. */
+  private part1Checksum: string | undefined;
   /** What `integrity` said of the ETag: not an MD5 (SSE-KMS/SSE-C), so it cannot check parts. */
   private etagNotMd5 = false;
   /** composite: parts in the file (1 per part), and the fetch of each part under way. */
@@ -165,6 +167,7 @@ export class PartialObject {
       throw new StoreError("not-found", `[cache] ${this.key}: gone from the bucket while being read`, { key: this.key, code: "NoSuchKey" });
     }
     if (i !== remembered && i.etag === this.etag) this.known?.learned(i);
+    if (i.etag === this.etag) this.part1Checksum = i.parts?.checksum1;
     // Another version now: what S3 holds is not this copy's (its GETs fail on If-Match anyway).
     const v: Verification = i.etag === this.etag ? chooseVerification(i) : chooseVerification({ etag: this.etag, size: this.size });
     const d = new StreamedDigest(
@@ -424,14 +427,18 @@ export class PartialObject {
    * Part k (larger than a chunk) as ranged GETs of a chunk each, in parallel, like any
    * sequential read-ahead, so one big part is not one connection's worth of bandwidth (64 MiB
    * parts at 100 ms RTT: the first READ waited 0.57 s for its part on one connection). Beside
-   * them a HEAD partNumber=k says the part's own checksum; once every range is in the file, the
+   * them a HEAD partNumber=k says the part's own checksum (for part 1, the integrity answer's HEAD
+   * partNumber=1 already said it); once every range is in the file, the
    * part's bytes are hashed from the file on the hashing Worker and compared with it. Resolves
    * with the checksum the part matched, or null when the ranges could not check it (no part
    * checksum in the HEAD answer: no more parts of this copy by ranges; a mismatch: logged),
    * and the caller fetches the part by number.
    */
   private async partByRanges(v: Verification & { kind: "composite" }, k: number, start: number, end: number): Promise<string | null> {
-    const head = this.store.headPart(this.key, k, { signal: this.abort.signal, ifMatch: this.etag, algorithm: v.algorithm });
+    // Part 1's checksum came with the integrity answer (the same HEAD partNumber=1, same ETag).
+    const head = k === 1 && this.part1Checksum !== undefined
+      ? Promise.resolve({ size: end - start, count: v.count, etag: this.etag, checksum: this.part1Checksum })
+      : this.store.headPart(this.key, k, { signal: this.abort.signal, ifMatch: this.etag, algorithm: v.algorithm });
     head.catch(() => {});
     const chunk = this.o.chunkBlocks * BLOCK_SIZE;
     const ranges: Promise<void>[] = [];

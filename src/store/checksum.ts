@@ -315,7 +315,11 @@ export interface ObjectIntegrity {
    * Multipart objects: the number of parts and the size of part 1 (HEAD partNumber=1), and the
    * size of every part when they are not all that size (the last one shorter).
    */
-  parts?: { count: number; size: number; sizes?: number[] };
+  parts?: {
+    count: number; size: number; sizes?: number[];
+    /** Part 1's own checksum of the object's composite algorithm, from that HEAD, when S3 gave it. */
+    checksum1?: string;
+  };
   /** SSE-KMS/SSE-C: the ETag is not the MD5 of the bytes. */
   etagNotMd5?: boolean;
 }

@@ -93,6 +93,8 @@ export async function headIntegrity(
     const size = Number(p?.get("content-length") ?? NaN);
     if (Number.isSafeInteger(count) && count >= 1 && Number.isSafeInteger(size) && size > 0) {
       out.parts = { count, size };
+      const checksum1 = checksum?.type === "COMPOSITE" && p ? partChecksumFromHeaders(p, checksum.algorithm) : undefined;
+      if (checksum1 !== undefined) out.parts.checksum1 = checksum1;
       // Not count-1 parts of part 1's size and a shorter last one: learn each part's size.
       if ((opts.everyPart || !uniformParts(count, size, out.size)) && count <= MAX_PART_HEADS) {
         const sizes = [size];
