@@ -3,7 +3,8 @@
  * two daemons alternated rep by rep in one run on one MinIO, plus s3fs and the local disk as
  * references in the same reps. Per rep and system:
  *   - cold sequential read of one object (dd bs=1M; fresh mount, page cache dropped): MiB/s,
- *     daemon CPU per GiB, peak RSS;
+ *     daemon CPU per GiB, peak RSS, and the whole machine's CPU per GiB and busy share (every
+ *     process: MinIO, the delay proxy, dd; a read at 100% busy is bound by this machine's CPU);
  *   - re-read with the page cache dropped (served from the daemon's cache file) and warm
  *     re-read (page cache warm): MiB/s and daemon CPU per GiB (bucketfs variants only);
  *   - N × 64 KiB objects read cold with `cat` (fresh mount): seconds, daemon CPU ms per object.
@@ -11,6 +12,9 @@
  *
  * Run (root):  node_modules/.bin/bun bench/read-ab.ts --base /tmp/readbase [--reps 2] [--mib 1024] [--small 1000]
  *              [--no-s3fs] [--profile] [--checksum crc32|crc32c|crc64nvme]   (the big object's; none: multipart ETag)
+ *              [--checksum-type COMPOSITE|FULL_OBJECT] (default: COMPOSITE for crc32/crc32c, FULL_OBJECT for crc64nvme)
+ *              [--latency 100] (ms of round-trip time added in front of MinIO, lib/server.ts) [--cold-only]
+ *              (--cold-only: the cold read and its sha256 only, no re-reads and no small files)
  * Is: a measurement program (loopback only; everything it creates goes away). Is not: a test.
  */
 import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
@@ -34,6 +38,9 @@ const { values: argv } = parseArgs({
     "no-s3fs": { type: "boolean", default: false },
     profile: { type: "boolean", default: false },
     checksum: { type: "string" },
+    "checksum-type": { type: "string" },
+    latency: { type: "string" },
+    "cold-only": { type: "boolean", default: false },
   },
 });
 if (!argv.base) throw new Error("--base <checkout of the 'before' version> is required");
@@ -43,6 +50,9 @@ const BIG = Number(argv.mib) * MiB;
 const SMALL = Number(argv.small);
 const BUCKET = "readab";
 const BIG_KEY = "big.bin";
+const LATENCY_MS = argv.latency === undefined ? undefined : Number(argv.latency.replace(/ms$/, ""));
+if (LATENCY_MS !== undefined && !(LATENCY_MS >= 0)) throw new Error(`--latency: expected milliseconds, got ${argv.latency}`);
+const COLD_ONLY = argv["cold-only"];
 
 mkdirSync(TEST_ROOT, { recursive: true });
 const workRoot = mkdtempSync(join(TEST_ROOT, "read-ab-"));
@@ -85,7 +95,8 @@ async function main(): Promise<void> {
     writeFileSync(join(workRoot, "prof.sh"), `#!/bin/sh\nexec '${process.execPath}' --cpu-prof --cpu-prof-md --cpu-prof-dir='${profDir}' '${REPO}/src/cli/main.ts' "$@"\n`, { mode: 0o755 });
   }
   console.log(`read A/B: new=${REPO} base=${BASE}, ${BIG / MiB} MiB object, ${SMALL} × 64 KiB, ${REPS} reps; load ${loadavg()}`);
-  const bench = await startBenchServer(undefined);
+  const bench = await startBenchServer(LATENCY_MS);
+  console.log(bench.note);
   const ctx: SystemsContext = { server: bench.server, workRoot, bucketfsExtra: {}, bucketfsEnv: {} };
   try {
     const s3 = s3tool(bench.server);
@@ -95,8 +106,12 @@ async function main(): Promise<void> {
     const localSha = (await sh(`sha256sum '${local}'`)).out.split(" ")[0];
     // Without --checksum the object is checked by its multipart ETag (MD5 of each part).
     const ck = argv.checksum as "crc32" | "crc32c" | "crc64nvme" | undefined;
-    await s3.put(BUCKET, BIG_KEY, { file: local }, { multipart: true, partSize: 64 * MiB, ...(ck ? { checksum: ck } : {}) });
-    await s3.putMany(BUCKET, { prefix: "small/obj-", count: SMALL, size: 64 * 1024, workers: 32 });
+    const ckType = argv["checksum-type"] as "COMPOSITE" | "FULL_OBJECT" | undefined;
+    if (ckType !== undefined && (ck === undefined || !["COMPOSITE", "FULL_OBJECT"].includes(ckType))) throw new Error("--checksum-type: COMPOSITE or FULL_OBJECT, with --checksum");
+    await s3.put(BUCKET, BIG_KEY, { file: local }, { multipart: true, partSize: 64 * MiB, ...(ck ? { checksum: ck } : {}), ...(ckType ? { checksumType: ckType } : {}) });
+    if (!COLD_ONLY) await s3.putMany(BUCKET, { prefix: "small/obj-", count: SMALL, size: 64 * 1024, workers: 32 });
+    // The added latency (when asked) is on from here: the data went in over the unshaped link.
+    await bench.shape();
     const variants: Variant[] = argv["no-s3fs"] ? ["new", "base"] : ["new", "base", "s3fs"];
     for (let rep = 1; rep <= REPS; rep++) {
       const order = rep % 2 ? variants : [...variants.slice(0, 2).reverse(), ...variants.slice(2)];
@@ -107,11 +122,14 @@ async function main(): Promise<void> {
           put(v, "cold MiB/s", cold.r);
           put(v, "cold CPU s/GiB", cold.cpu / (BIG / 1024 / MiB));
           put(v, "cold peak RSS MiB", cold.rssMiB);
-          let line = `rep ${rep} ${v}: cold ${fmtNum(cold.r)} MiB/s, ${fmtNum(cold.cpu / (BIG / 1024 / MiB), 2)} s/GiB, RSS ${fmtNum(cold.rssMiB)} MiB`;
+          put(v, "cold machine CPU s/GiB", cold.machineCpu / (BIG / 1024 / MiB));
+          put(v, "cold machine busy %", cold.machineBusy * 100);
+          let line = `rep ${rep} ${v}: cold ${fmtNum(cold.r)} MiB/s, ${fmtNum(cold.cpu / (BIG / 1024 / MiB), 2)} s/GiB, RSS ${fmtNum(cold.rssMiB)} MiB; machine ${fmtNum(cold.machineCpu / (BIG / 1024 / MiB), 2)} s/GiB, ${fmtNum(cold.machineBusy * 100)}% busy`;
           if (v !== "s3fs") {
             // The cache file must be complete before the re-reads (bucketfs finishes it in the background).
             const sum = await sh(`sha256sum '${m.root}/${BIG_KEY}'`, { timeoutS: 1800 });
             if (sum.out.split(" ")[0] !== localSha) throw new Error(`${v}: content differs`);
+            if (COLD_ONLY) return void console.log(line);
             dropCaches();
             const dropped = await withUsage(m.pid, () => dd(`${m.root}/${BIG_KEY}`));
             const warm = await withUsage(m.pid, () => dd(`${m.root}/${BIG_KEY}`));
@@ -127,7 +145,7 @@ async function main(): Promise<void> {
           }
           console.log(line);
         });
-        await withMount(ctx, v, async (m) => {
+        if (!COLD_ONLY) await withMount(ctx, v, async (m) => {
           dropCaches();
           const r = await withUsage(m.pid, () => sh(`cat '${m.root}'/small/* | wc -c`, { timeoutS: 1800 }));
           if (Number(r.r.out.trim()) !== SMALL * 64 * 1024) throw new Error(`${v}: small files: ${r.r.out.trim()} bytes`);

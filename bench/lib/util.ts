@@ -196,9 +196,15 @@ export function rssSampler(pid: number, everyMs = 50): { stop(): number } {
   };
 }
 
-/** `fn`'s result, the CPU seconds `pid` used while it ran, and `pid`'s peak RSS in MiB (sampled every 50 ms). */
-export async function withUsage<T>(pid: number, fn: () => Promise<T>): Promise<{ r: T; cpu: number; rssMiB: number }> {
+/**
+ * `fn`'s result, the CPU seconds `pid` used while it ran, `pid`'s peak RSS in MiB (sampled
+ * every 50 ms), and the whole machine's: CPU seconds busy (every process and the kernel,
+ * /proc/stat) and the share of all cores that was (1: every core busy all the time).
+ */
+export async function withUsage<T>(pid: number, fn: () => Promise<T>): Promise<{ r: T; cpu: number; rssMiB: number; machineCpu: number; machineBusy: number }> {
   const c0 = cpuSeconds(pid);
+  const m0 = machineCpu();
+  const t0 = performance.now();
   const sampler = rssSampler(pid, 50);
   let peak = 0;
   let r: T;
@@ -207,7 +213,20 @@ export async function withUsage<T>(pid: number, fn: () => Promise<T>): Promise<{
   } finally {
     peak = sampler.stop();
   }
-  return { r, cpu: cpuSeconds(pid) - c0, rssMiB: peak / 1024 };
+  const m1 = machineCpu();
+  const wallS = (performance.now() - t0) / 1000;
+  const busy = m1.busy - m0.busy;
+  return { r, cpu: cpuSeconds(pid) - c0, rssMiB: peak / 1024, machineCpu: busy, machineBusy: busy / Math.max(1e-9, wallS * m1.cores) };
+}
+
+/** Busy CPU seconds of the whole machine since boot (all but idle and iowait, /proc/stat), and its core count. */
+export function machineCpu(): { busy: number; cores: number } {
+  const lines = readFileSync("/proc/stat", "utf8").split("\n");
+  const f = lines[0]!.trim().split(/\s+/).slice(1).map(Number);
+  // user nice system idle iowait irq softirq steal (guest time is already in user).
+  const busy = f[0]! + f[1]! + f[2]! + f[5]! + f[6]! + f[7]!;
+  const cores = lines.filter((l) => /^cpu\d+ /.test(l)).length;
+  return { busy: busy / CLK_TCK, cores };
 }
 
 const CLK_TCK = 100;
