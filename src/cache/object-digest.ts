@@ -2,11 +2,14 @@
  * The whole-object check of a streamed object (cache/partial-object.ts), by what S3 holds for
  * it (store/checksum.ts `Verification`).
  *
- * Is: for a full-object checksum, a single-part MD5 ETag and a multipart ETag, a hash over
- * bytes [0, size) read back from the temp file in order, advanced whenever blocks complete,
- * never ahead of the first missing block, on the hashing Worker (store/hashing.ts), so no
- * MD5 or CRC64NVME work runs on the FUSE thread; a multipart ETag cuts an MD5 at every part
- * boundary and compares the MD5 of those MD5s. For a composite checksum, the part checksums
+ * Is: for a full-object checksum and a single-part MD5 ETag, a hash over bytes [0, size) read
+ * back from the temp file in order, advanced whenever blocks complete, never ahead of the first
+ * missing block, on a hashing Worker (store/hashing.ts), so no MD5 or CRC64NVME work runs on
+ * the FUSE thread. A multipart ETag is the MD5 of its parts' MD5s, so each part is hashed on its
+ * own, in order within the part and never ahead of its first missing block, several parts at
+ * once on the hashing Workers (a part need not wait for the parts before it, and the check of
+ * a 1 GiB object ends about when its last part arrives, not one MD5 pass later); then the MD5
+ * of those MD5s is compared. For a composite checksum, the part checksums
  * the part GETs were checked against (`partChecked`), compared at the end with the object's
  * composite checksum. `result()` says whether the bytes match. A mismatch on an object whose
  * MD5 ETag turns out not to be its MD5 (SSE-KMS, SSE-C: `confirm` asks S3) passes; an object
@@ -19,14 +22,29 @@ import {
 } from "../store/checksum.ts";
 import { rangeHasher, type RangeHasher } from "../store/hashing.ts";
 
+/** multipart-etag: one part's own MD5, hashed from `from` to `to` as its blocks arrive. */
+interface PartHash {
+  from: number;
+  to: number;
+  /** Bytes [from, queued) are asked of the hasher (in order, one `running` chain per part). */
+  queued: number;
+  hasher: RangeHasher | undefined;
+  running: Promise<void>;
+  md5: Uint8Array | undefined;
+}
+
+/** multipart-etag: how many parts past the first unhashed one `advance` looks at. */
+const PART_LOOKAHEAD = 256;
+
 export class StreamedDigest {
   private hasher: RangeHasher | undefined;
   private hashed = 0;
   private running: Promise<void> | undefined;
   private stopped = false;
   private failure: unknown;
-  /** multipart-etag: the MD5 of each part hashed so far. */
-  private partMd5s: Uint8Array[] = [];
+  /** multipart-etag: every part's hash; parts before `firstOpen` are queued to their end. */
+  private parts: PartHash[] | undefined;
+  private firstOpen = 0;
   /** composite: each part's checksum as its GET was checked against it. */
   private partSums: (Uint8Array | undefined)[] = [];
 
@@ -44,8 +62,15 @@ export class StreamedDigest {
      */
     private partBoundsFromS3: () => Promise<number[] | undefined> = async () => undefined,
   ) {
-    const alg = v.kind === "full" ? v.algorithm : v.kind === "md5" || v.kind === "multipart-etag" ? "md5" : undefined;
+    const alg = v.kind === "full" ? v.algorithm : v.kind === "md5" ? "md5" : undefined;
     if (alg !== undefined) this.hasher = rangeHasher(alg);
+    if (v.kind === "multipart-etag") {
+      this.parts = [];
+      for (let k = 1; k < v.bounds.length; k++) {
+        const from = v.bounds[k - 1]!;
+        this.parts.push({ from, to: v.bounds[k]!, queued: from, hasher: undefined, running: Promise.resolve(), md5: undefined });
+      }
+    }
   }
 
   /** True when the bytes will be checked. */
@@ -53,14 +78,30 @@ export class StreamedDigest {
     return this.v.kind !== "none";
   }
 
+  /** Resolves once the hashing asked for so far is done (multipart ETag: every part's). */
+  async idle(): Promise<void> {
+    await this.running;
+    await Promise.all((this.parts ?? []).map((p) => p.running));
+  }
+
+  /** multipart-etag: how many parts are hashed to their end (in any order). */
+  get partsHashed(): number {
+    return this.parts?.filter((p) => p.md5 !== undefined).length ?? 0;
+  }
+
   /** What the bytes are checked against, for messages. */
   get what(): string {
     return describeVerification(this.v);
   }
 
-  /** Blocks are present (`present[i] !== 0`): hash what now forms an unbroken run from the start. */
+  /**
+   * Blocks are present (`present[i] !== 0`): hash what now forms an unbroken run from the start
+   * (multipart ETag: from each part's start).
+   */
   advance(present: Uint8Array): void {
-    if (this.hasher === undefined || this.stopped) return;
+    if (this.stopped) return;
+    if (this.parts !== undefined) return this.advanceParts(present);
+    if (this.hasher === undefined) return;
     let upTo = Math.floor(this.hashed / this.blockSize);
     while (upTo < present.length && present[upTo]) upTo++;
     const target = Math.min(this.size, upTo * this.blockSize);
@@ -74,24 +115,47 @@ export class StreamedDigest {
     this.partSums[n - 1] = Buffer.from(checksum, "base64");
   }
 
+  private advanceParts(present: Uint8Array): void {
+    const parts = this.parts!;
+    const bs = this.blockSize;
+    const last = Math.min(parts.length, this.firstOpen + PART_LOOKAHEAD);
+    for (let i = this.firstOpen; i < last; i++) {
+      const p = parts[i]!;
+      if (p.queued >= p.to) continue;
+      // The run of present blocks from the part's next byte; a block shared with the next part counts once present.
+      let b = Math.floor(p.queued / bs);
+      while (b * bs < p.to && present[b]) b++;
+      const target = Math.min(p.to, b * bs);
+      if (target <= p.queued) continue;
+      const from = p.queued;
+      p.queued = target;
+      p.running = p.running.then(() => this.hashPart(p, from, target));
+    }
+    while (this.firstOpen < parts.length && parts[this.firstOpen]!.queued >= parts[this.firstOpen]!.to) this.firstOpen++;
+  }
+
+  /** Bytes [from, to) of part `p` into its own MD5; its digest once they reach its end. */
+  private async hashPart(p: PartHash, from: number, to: number): Promise<void> {
+    if (this.stopped || this.failure !== undefined) return;
+    try {
+      p.hasher ??= rangeHasher("md5");
+      await p.hasher.update(this.path, from, to);
+      if (to === p.to) {
+        p.md5 = await p.hasher.digest();
+        p.hasher.close();
+        p.hasher = undefined;
+      }
+    } catch (err) {
+      this.failure = err;
+    }
+  }
+
   private async hashTo(target: number): Promise<void> {
     const h = this.hasher;
     if (this.stopped || this.failure !== undefined || h === undefined || target <= this.hashed) return;
     try {
-      if (this.v.kind === "multipart-etag") {
-        // One MD5 per part: ranges never cross a part boundary, and each boundary cuts a digest.
-        const b = this.v.bounds;
-        while (this.hashed < target && !this.stopped) {
-          const end = b[this.partMd5s.length + 1]!;
-          const to = Math.min(target, end);
-          await h.update(this.path, this.hashed, to);
-          this.hashed = to;
-          if (to === end) this.partMd5s.push(await h.digest());
-        }
-      } else {
-        await h.update(this.path, this.hashed, target);
-        this.hashed = target;
-      }
+      await h.update(this.path, this.hashed, target);
+      this.hashed = target;
     } catch (err) {
       this.failure = err;
     }
@@ -109,15 +173,20 @@ export class StreamedDigest {
       if (sums.length !== v.count || sums.some((s) => s === undefined)) return false;
       return compositeChecksum(v.algorithm, sums as Uint8Array[]) === `${v.value}-${v.count}`;
     }
+    if (v.kind === "multipart-etag") {
+      const parts = this.parts!;
+      // Every block is present by now: whatever was not queued yet is.
+      this.advanceParts(new Uint8Array(Math.ceil(this.size / this.blockSize)).fill(1));
+      await this.idle();
+      if (this.failure !== undefined || parts.some((p) => p.md5 === undefined)) return false;
+      if (parts.length === v.count && multipartEtagOfDigests(parts.map((p) => p.md5!)) === v.etag) return true;
+      return await this.rehashParts(v.etag, v.bounds);
+    }
     await this.running;
     if (this.hashed < this.size) await this.hashTo(this.size);
     const h = this.hasher!;
     try {
       if (this.failure !== undefined || this.hashed !== this.size) return false;
-      if (v.kind === "multipart-etag") {
-        if (this.partMd5s.length === v.count && multipartEtagOfDigests(this.partMd5s) === v.etag) return true;
-        return await this.rehashParts(v.etag, v.bounds);
-      }
       const d = await h.digest();
       if (v.kind === "full") return toBase64(d) === v.value;
       if (toHex(d) === v.md5) return true;
@@ -154,5 +223,6 @@ export class StreamedDigest {
   stop(): void {
     this.stopped = true;
     void (this.running ?? Promise.resolve()).then(() => this.hasher?.close());
+    for (const p of this.parts ?? []) void p.running.then(() => p.hasher?.close());
   }
 }

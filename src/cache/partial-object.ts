@@ -20,8 +20,8 @@
  * present only once the part matched its own checksum: a reader never sees its unchecked bytes, a bad part is fetched again by the store,
  * and one that stays bad fails the READs that need it with EIO (a part answer without its
  * checksum turns the check of the copy into its multipart ETag's, `fallBackToEtag`). Every other object (full-object
- * checksum, MD5 ETag, multipart ETag) is checked whole (object-digest.ts, hashed in order on the
- * hashing Worker as blocks complete); when every block is present and the check passes, the file
+ * checksum, MD5 ETag, multipart ETag) is checked whole (object-digest.ts, hashed in order on a
+ * hashing Worker as blocks complete, a multipart ETag part by part); when every block is present and the check passes, the file
  * is renamed to its final name and recorded as cached. The READ covering the last block of a
  * complete object waits for that check; on a mismatch it and every later READ of this copy fail
  * with EIO, the temp file is removed and never renamed, and the next open fetches a fresh copy.
@@ -429,7 +429,7 @@ export class PartialObject {
    * parts at 100 ms RTT: the first READ waited 0.57 s for its part on one connection). Beside
    * them a HEAD partNumber=k says the part's own checksum (for part 1, the integrity answer's HEAD
    * partNumber=1 already said it); once every range is in the file, the
-   * part's bytes are hashed from the file on the hashing Worker and compared with it. Resolves
+   * part's bytes are hashed from the file on a hashing Worker and compared with it. Resolves
    * with the checksum the part matched, or null when the ranges could not check it (no part
    * checksum in the HEAD answer: no more parts of this copy by ranges; a mismatch: logged),
    * and the caller fetches the part by number.

@@ -2,13 +2,16 @@
  * Hashing ranges of files (cache files, files being uploaded) off the FUSE thread.
  *
  * Is: `rangeHasher(alg)`, a hash state fed with byte ranges of files by path, whose work runs
- * in one shared Worker (hash-worker.ts) so that MD5 (1.6 s/GiB) and CRC64NVME
- * (0.65 s/GiB) never delay a READ answer; the same in this thread when the Worker cannot start
- * or BUCKETFS_HASH_WORKER=0 (A/B benchmarks). Is not: what is hashed when
+ * on a pool of hashing Workers (hash-worker.ts; HASH_THREADS, one per core up to 4, each hash
+ * state bound to the one holding fewest) so that MD5 (1.6 s/GiB) and CRC64NVME (0.65 s/GiB)
+ * never delay a READ answer and several checks (objects, or the parts of one multipart ETag)
+ * run at once; the same in this thread when no Worker can start or BUCKETFS_HASH_WORKER=0
+ * (A/B benchmarks). Is not: what is hashed when
  * (cache/object-digest.ts, s3/put.ts) or the hash implementations (checksum.ts).
  */
 import { newHasher, type HashAlgorithm, type Hasher } from "./checksum.ts";
 import { hashFileRange, type HashReply, type HashRequest } from "./hash-worker.ts";
+import { availableParallelism } from "node:os";
 import { envSwitch } from "../util/env.ts";
 
 export interface RangeHasher {
@@ -21,17 +24,36 @@ export interface RangeHasher {
 
 type Pending = { resolve: (r: HashReply) => void };
 
-let worker: Promise<Worker | null> | undefined;
-/** How long the Worker may take to answer its first message. */
+/** How long a Worker may take to answer its first message. */
 const WORKER_START_MS = 10_000;
+
+/**
+ * Hashing threads: one per core, at most 4. One thread hashes MD5 at about 0.6 GiB/s, so with one
+ * thread every object being checked at once shared that (4 big ETag-only objects read together
+ * were checked at 150 MiB/s each), and the MD5 of an object's last part could start only when
+ * the parts before it were hashed.
+ */
+export const HASH_THREADS = Math.max(1, Math.min(4, availableParallelism()));
+
+/** One hashing Worker: its pending requests and how many hash states it holds. */
+class HashThread {
+  pending = new Map<number, Pending>();
+  /** Hashers bound to this thread and not closed: the next hasher goes to the thread with fewest. */
+  hashers = 0;
+  dead = false;
+  constructor(readonly w: Worker) {}
+
+  /** Its work fails (a check that fails is EIO, never wrong bytes); hashers made later go elsewhere. */
+  fail(error: string): void {
+    this.dead = true;
+    for (const [s, p] of this.pending) p.resolve({ seq: s, ok: false, error });
+    this.pending.clear();
+  }
+}
+
+let threads: Promise<HashThread[]> | undefined;
 let seq = 0;
 let ids = 0;
-const pending = new Map<number, Pending>();
-
-function failAll(error: string): void {
-  for (const [s, p] of pending) p.resolve({ seq: s, ok: false, error });
-  pending.clear();
-}
 
 /**
  * Where the worker's module is: beside this file when run from source; in a `bun build
@@ -42,54 +64,64 @@ function workerSpecifier(): string {
   return import.meta.url.includes("/$bunfs/") ? "./store/hash-worker.ts" : new URL("./hash-worker.ts", import.meta.url).href;
 }
 
-/** The shared hashing Worker once it answered a first message, or null (hash in this thread). */
-function hashWorker(): Promise<Worker | null> {
-  if (worker !== undefined) return worker;
-  if (envSwitch("BUCKETFS_HASH_WORKER") === "0") return (worker = Promise.resolve(null));
-  worker = new Promise<Worker | null>((resolve) => {
-    let w: Worker;
+/** One hashing thread once it answered a first message, or null (it could not start). */
+function startThread(): Promise<HashThread | null> {
+  return new Promise<HashThread | null>((resolve) => {
+    let t: HashThread;
     try {
-      w = new Worker(workerSpecifier());
+      t = new HashThread(new Worker(workerSpecifier()));
     } catch {
       return resolve(null);
     }
     let up = false;
-    w.onmessage = (e: MessageEvent<HashReply>) => {
+    t.w.onmessage = (e: MessageEvent<HashReply>) => {
       up = true;
-      const p = pending.get(e.data.seq);
-      pending.delete(e.data.seq);
+      const p = t.pending.get(e.data.seq);
+      t.pending.delete(e.data.seq);
       p?.resolve(e.data);
     };
-    w.onerror = (e) => {
-      // The thread is gone: what it was doing fails (a check that fails is EIO, never wrong
-      // bytes), and hashers made from now on run in this thread.
-      worker = Promise.resolve(null);
-      failAll(`hash worker failed: ${e.message}`);
+    t.w.onerror = (e) => {
+      t.fail(`hash worker failed: ${e.message}`);
       if (!up) resolve(null);
     };
-    w.unref();
-    // A Worker that never answers its first message is not used (hashing stays in this thread).
-    const t = setTimeout(() => {
+    t.w.unref();
+    // A Worker that never answers its first message is not used.
+    const timer = setTimeout(() => {
       if (!up) {
-        worker = Promise.resolve(null);
-        w.terminate();
+        t.dead = true;
+        t.w.terminate();
         resolve(null);
       }
     }, WORKER_START_MS);
-    t.unref();
-    ask(w, { id: 0, op: "close" } as HashRequest).then((r) => {
-      clearTimeout(t);
-      resolve(r.ok ? w : null);
+    timer.unref();
+    ask(t, { id: 0, op: "close" } as HashRequest).then((r) => {
+      clearTimeout(timer);
+      resolve(r.ok ? t : null);
     });
   });
-  return worker;
 }
 
-function ask(w: Worker, m: Omit<HashRequest, "seq"> & { op: HashRequest["op"] }): Promise<HashReply> {
+/** The hashing threads that started (empty: hash in this thread), started on first use. */
+function hashThreads(): Promise<HashThread[]> {
+  if (threads !== undefined) return threads;
+  if (envSwitch("BUCKETFS_HASH_WORKER") === "0") return (threads = Promise.resolve([]));
+  threads = Promise.all(Array.from({ length: HASH_THREADS }, startThread)).then((ts) => ts.filter((t): t is HashThread => t !== null));
+  return threads;
+}
+
+/** The live thread holding the fewest hash states, or null when none is left. */
+async function pickThread(): Promise<HashThread | null> {
+  let best: HashThread | null = null;
+  for (const t of await hashThreads()) if (!t.dead && (best === null || t.hashers < best.hashers)) best = t;
+  return best;
+}
+
+function ask(t: HashThread, m: Omit<HashRequest, "seq"> & { op: HashRequest["op"] }): Promise<HashReply> {
   const s = ++seq;
+  if (t.dead) return Promise.resolve({ seq: s, ok: false, error: "hash worker failed" });
   return new Promise((resolve) => {
-    pending.set(s, { resolve });
-    w.postMessage({ ...m, seq: s });
+    t.pending.set(s, { resolve });
+    t.w.postMessage({ ...m, seq: s });
   });
 }
 
@@ -102,21 +134,26 @@ async function must(p: Promise<HashReply>): Promise<HashReply & { ok: true }> {
 class WorkerHasher implements RangeHasher {
   private id = ++ids;
   private opened: Promise<unknown>;
-  constructor(private w: Worker, alg: HashAlgorithm) {
-    this.opened = must(ask(w, { id: this.id, op: "open", alg } as HashRequest));
+  private closed = false;
+  constructor(private t: HashThread, alg: HashAlgorithm) {
+    t.hashers++;
+    this.opened = must(ask(t, { id: this.id, op: "open", alg } as HashRequest));
   }
   async update(path: string, from: number, to: number): Promise<void> {
     await this.opened;
-    await must(ask(this.w, { id: this.id, op: "update", path, from, to } as HashRequest));
+    await must(ask(this.t, { id: this.id, op: "update", path, from, to } as HashRequest));
   }
   async digest(): Promise<Uint8Array> {
     await this.opened;
-    const r = await must(ask(this.w, { id: this.id, op: "digest" } as HashRequest));
+    const r = await must(ask(this.t, { id: this.id, op: "digest" } as HashRequest));
     if (!r.digest) throw new Error("hash worker: no digest");
     return new Uint8Array(r.digest);
   }
   close(): void {
-    void ask(this.w, { id: this.id, op: "close" } as HashRequest);
+    if (this.closed) return;
+    this.closed = true;
+    this.t.hashers--;
+    void ask(this.t, { id: this.id, op: "close" } as HashRequest);
   }
 }
 
@@ -141,11 +178,11 @@ class LocalHasher implements RangeHasher {
   close(): void {}
 }
 
-/** Delegates to the Worker's hasher once the Worker answered, else to one in this thread. */
+/** Delegates to a hashing thread's hasher once the threads answered, else to one in this thread. */
 class LazyHasher implements RangeHasher {
   private h: Promise<RangeHasher>;
   constructor(alg: HashAlgorithm) {
-    this.h = hashWorker().then((w) => (w ? new WorkerHasher(w, alg) : new LocalHasher(alg)));
+    this.h = pickThread().then((t) => (t ? new WorkerHasher(t, alg) : new LocalHasher(alg)));
   }
   async update(path: string, from: number, to: number): Promise<void> {
     return (await this.h).update(path, from, to);
@@ -158,7 +195,7 @@ class LazyHasher implements RangeHasher {
   }
 }
 
-/** A hash state for `alg` fed from files; on the hashing Worker when it runs. */
+/** A hash state for `alg` fed from files; on a hashing thread (the one holding fewest states) when they run. */
 export function rangeHasher(alg: HashAlgorithm): RangeHasher {
   return new LazyHasher(alg);
 }

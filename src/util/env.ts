@@ -75,7 +75,7 @@ export const ENV_SWITCHES = {
   BUCKETFS_HASH_WORKER: {
     audience: "diagnostics",
     values: "`0`",
-    doc: "Hash streamed objects on the READ thread instead of the hashing Worker (A/B runs).",
+    doc: "Hash streamed objects on the READ thread instead of the hashing Workers (A/B runs).",
   },
 } as const satisfies Record<string, EnvSwitchSpec>;
 

@@ -12,7 +12,7 @@
  * and a multipart upload of checksum type FULL_OBJECT whose Complete carries the whole file's
  * CRC64NVME (the parts' CRCs combined, no second read), so S3 checks the whole object too and
  * keeps that checksum for every later reader (as current AWS SDKs do); the CRC of a file
- * slice is computed on the hashing Worker (store/hashing.ts), off the FUSE thread;
+ * slice is computed on a hashing Worker (store/hashing.ts), off the FUSE thread;
  * ONE process-wide bound on upload bytes in flight (`UPLOAD_INFLIGHT_BYTES`); an idempotent
  * Complete (a retried Complete answered NoSuchUpload is accepted when HEAD shows the ETag
  * md5-of-part-md5s-N and the size the parts make); AbortMultipartUpload after a failure.
@@ -55,7 +55,7 @@ function metaHeaders(meta: Record<string, string> | undefined): Record<string, s
   return h;
 }
 
-/** The CRC64NVME of bytes [start, end) of a file (raw), hashed on the hashing Worker. */
+/** The CRC64NVME of bytes [start, end) of a file (raw), hashed on a hashing Worker. */
 async function crc64OfFile(path: string, start: number, end: number): Promise<Uint8Array | undefined> {
   const h = rangeHasher("crc64nvme");
   try {
