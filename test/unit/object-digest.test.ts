@@ -1,15 +1,16 @@
 /**
  * The whole-object check of a streamed copy (cache/object-digest.ts) on real files, with the
- * hashing threads of store/hashing.ts: a multipart ETag is checked part by part, each part
- * hashed as soon as its own blocks are in, whatever the order they arrive in.
+ * hashing threads of store/hashing.ts: a multipart ETag is checked part by part, and a large
+ * full-object CRC64NVME in segments joined at the end, each part or segment hashed as soon as
+ * its own blocks are in, whatever the order they arrive in.
  */
 import { afterAll, describe, expect, test } from "bun:test";
 import { createHash, randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { StreamedDigest } from "../../src/cache/object-digest.ts";
+import { CRC_SEGMENT, StreamedDigest } from "../../src/cache/object-digest.ts";
 import { HASH_THREADS, rangeHasher } from "../../src/store/hashing.ts";
-import { multipartEtagOfDigests, type Verification } from "../../src/store/checksum.ts";
+import { multipartEtagOfDigests, newHasher, toBase64, type Verification } from "../../src/store/checksum.ts";
 
 const dir = mkdtempSync("/tmp/bucketfs-digest-");
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -43,14 +44,14 @@ describe("multipart ETag, part by part", () => {
     for (const b of [5, 6, 7]) present[b] = 1;
     d.advance(present);
     await d.idle();
-    expect(d.partsHashed).toBe(1);
+    expect(d.segmentsHashed).toBe(1);
     // Then everything else, last block first.
     for (let b = blocks - 1; b >= 0; b--) {
       present[b] = 1;
       d.advance(present);
     }
     expect(await d.result()).toBe(true);
-    expect(d.partsHashed).toBe(o.v.count);
+    expect(d.segmentsHashed).toBe(o.v.count);
   });
 
   test("a byte changed in one part after its blocks arrived in order: the check fails", async () => {
@@ -70,6 +71,56 @@ describe("multipart ETag, part by part", () => {
     const o = object("unadvanced.bin", size, partSize);
     const d = new StreamedDigest(o.v.etag, size, o.path, BS, o.v, async () => false);
     expect(await d.result()).toBe(true);
+  });
+});
+
+describe("full-object CRC64NVME in segments", () => {
+  const MiB = 1024 * 1024;
+  // Three segments, the last short and not block-aligned.
+  const size = 2 * CRC_SEGMENT + MiB + 77;
+  const blocks = Math.ceil(size / MiB);
+  const data = randomBytes(size);
+  const path = join(dir, "crc64.bin");
+  writeFileSync(path, data);
+  const h = newHasher("crc64nvme");
+  h.update(data);
+  const v: Verification = { kind: "full", algorithm: "crc64nvme", value: toBase64(h.digest()) };
+
+  test("the second segment is hashed before the first arrives; the joined CRC matches", async () => {
+    const d = new StreamedDigest("etag", size, path, MiB, v, async () => false);
+    const present = new Uint8Array(blocks);
+    for (let b = CRC_SEGMENT / MiB; b < (2 * CRC_SEGMENT) / MiB; b++) present[b] = 1;
+    d.advance(present);
+    await d.idle();
+    expect(d.segmentsHashed).toBe(1);
+    present.fill(1);
+    d.advance(present);
+    expect(await d.result()).toBe(true);
+    expect(d.segmentsHashed).toBe(3);
+  });
+
+  test("a byte changed in the last segment: the joined CRC does not match", async () => {
+    const bad = Buffer.from(data);
+    bad[size - 5]! ^= 1;
+    const badPath = join(dir, "crc64-bad.bin");
+    writeFileSync(badPath, bad);
+    const d = new StreamedDigest("etag", size, badPath, MiB, v, async () => false);
+    d.advance(new Uint8Array(blocks).fill(1));
+    expect(await d.result()).toBe(false);
+    rmSync(badPath);
+  });
+
+  test("an object of one segment or less is hashed in one pass, as before", async () => {
+    const small = data.subarray(0, CRC_SEGMENT);
+    const p = join(dir, "crc64-small.bin");
+    writeFileSync(p, small);
+    const hs = newHasher("crc64nvme");
+    hs.update(small);
+    const d = new StreamedDigest("etag", small.byteLength, p, MiB, { kind: "full", algorithm: "crc64nvme", value: toBase64(hs.digest()) }, async () => false);
+    d.advance(new Uint8Array(CRC_SEGMENT / MiB).fill(1));
+    expect(await d.result()).toBe(true);
+    expect(d.segmentsHashed).toBe(0);
+    rmSync(p);
   });
 });
 
