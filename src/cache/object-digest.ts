@@ -27,7 +27,7 @@ import { rangeHasher, type RangeHasher } from "../store/hashing.ts";
 interface Segment {
   from: number;
   to: number;
-  /** Bytes [from, queued) are asked of the hasher (in order, one `running` chain per part). */
+  /** Bytes [from, queued) are asked of the hasher (in order, one `running` chain per segment). */
   queued: number;
   hasher: RangeHasher | undefined;
   running: Promise<void>;

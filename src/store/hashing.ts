@@ -29,9 +29,8 @@ const WORKER_START_MS = 10_000;
 
 /**
  * Hashing threads: one per core, at most 4. One thread hashes MD5 at about 0.6 GiB/s, so with one
- * thread every object being checked at once shared that (4 big ETag-only objects read together
- * were checked at 150 MiB/s each), and the MD5 of an object's last part could start only when
- * the parts before it were hashed.
+ * thread every object being checked at once shared those 0.6 GiB/s, and the MD5 of an object's
+ * last part could start only when the parts before it were hashed.
  */
 export const HASH_THREADS = Math.max(1, Math.min(4, availableParallelism()));
 
