@@ -87,7 +87,7 @@ function startThread(): Promise<HashThread | null> {
     // A Worker that never answers its first message is not used.
     const timer = setTimeout(() => {
       if (!up) {
-        t.dead = true;
+        t.fail("hash worker did not start");
         t.w.terminate();
         resolve(null);
       }
