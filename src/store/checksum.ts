@@ -132,6 +132,13 @@ export function crc64nvmeCombine(crcA: Uint8Array, crcB: Uint8Array, lenB: numbe
   return out;
 }
 
+/** The CRC64NVME of consecutive pieces from each piece's CRC (raw) and length, joined in order with crc64nvmeCombine. */
+export function crc64nvmeJoin(pieces: readonly { crc: Uint8Array; bytes: number }[]): Uint8Array {
+  let whole = pieces[0]!.crc;
+  for (const p of pieces.slice(1)) whole = crc64nvmeCombine(whole, p.crc, p.bytes);
+  return whole;
+}
+
 // Portable CRC32C and CRC64NVME (table-driven, slicing by 8), used only where the aws-crt
 // binding does not load (musl, other CPUs): 1.8 s/GiB for CRC64NVME here, against 0.64.
 let c32c: Uint32Array | undefined;

@@ -22,7 +22,7 @@ import { readFileSync, statSync } from "node:fs";
 import { createLimiter, linkSignals, runAll } from "../../util/async.ts";
 import { fmtBytes, logger } from "../../util/log.ts";
 import { StoreError, type UploadOptions } from "../types.ts";
-import { crc32Base64, crc64nvmeCombine, multipartEtag, newHasher, toBase64 } from "../checksum.ts";
+import { crc32Base64, crc64nvmeJoin, multipartEtag, newHasher, toBase64 } from "../checksum.ts";
 import { rangeHasher } from "../hashing.ts";
 import { headObject } from "./head.ts";
 import { send, unquote, type Body, xmlBlocks, xmlEscape, xmlValue, type S3Context } from "./request.ts";
@@ -187,8 +187,7 @@ async function multipartUpload(ctx: PutContext, key: string, path: string, size:
         throw err;
       }
     });
-    let whole = parts[0]!.raw;
-    for (const p of parts.slice(1)) whole = crc64nvmeCombine(whole, p.raw, p.bytes);
+    const whole = crc64nvmeJoin(parts.map((p) => ({ crc: p.raw, bytes: p.bytes })));
     const etag = await complete(ctx, key, uploadId, parts, size, toBase64(whole), opts.signal);
     opts.onChecksum?.({ algorithm: "crc64nvme", value: toBase64(whole) });
     return etag;
